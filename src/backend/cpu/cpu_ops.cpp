@@ -1,0 +1,329 @@
+// The CPU backend, fp32: OpenBLAS for matrix products, OpenMP across rows (or, where rows
+// would race on a shared gradient, across column ranges), inner loops over contiguous
+// channels that the compiler vectorises. Attention lives in attention.cpp.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/vec_math.h"
+#include "backend/ops.h"
+#include "core/errors.h"
+
+namespace relora {
+namespace {
+
+using cpu::exp_approx;
+
+// Elementwise work below this many elements stays on one thread: starting a parallel
+// region costs microseconds.
+constexpr int64_t kParallelMin = 1 << 15;
+
+// Columns [begin, end) of C that thread `id` of `threads` owns when threads split the
+// channels of a shared (.., C) gradient: 16-float (cache line) multiples, so no two threads
+// write the same line of a row whose start is line-aligned.
+struct ColumnRange {
+  int64_t begin, end;
+};
+ColumnRange column_range(int64_t C, int id, int threads) {
+  constexpr int64_t kLine = 16;
+  const int64_t lines = (C + kLine - 1) / kLine;
+  const int64_t per_thread = (lines + threads - 1) / threads * kLine;
+  const int64_t begin = std::min(C, id * per_thread);
+  return {begin, std::min(C, begin + per_thread)};
+}
+
+class CpuOps final : public Ops {
+ public:
+  void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+            const float* B, int ldb, float beta, float* C, int ldc) override {
+    RELORA_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm sizes M=" << M << " N=" << N << " K=" << K);
+    RELORA_CHECK(lda >= std::max(1, trans_a ? M : K) && ldb >= std::max(1, trans_b ? K : N) &&
+                     ldc >= std::max(1, N),
+                 "gemm strides lda=" << lda << " ldb=" << ldb << " ldc=" << ldc << " for M=" << M
+                                     << " N=" << N << " K=" << K);
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  // out(N,C) = table(V,C)[tokens(N)]
+  void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
+                         int C) override {
+    check_tokens(tokens, N);
+    const bool parallel = static_cast<int64_t>(N) * C >= kParallelMin;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int n = 0; n < N; ++n) {
+      std::memcpy(out + static_cast<int64_t>(n) * C, table + static_cast<int64_t>(tokens[n]) * C,
+                  sizeof(float) * C);
+    }
+  }
+
+  // d_table(V,C)[tokens[n]] += d_out(N,C)[n]; threads split the channels, so repeated
+  // tokens never race and the sum order is fixed.
+  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens, int N,
+                          int C) override {
+    check_tokens(tokens, N);
+    const bool parallel = static_cast<int64_t>(N) * C >= kParallelMin;
+#pragma omp parallel if (parallel)
+    {
+      const ColumnRange cols = column_range(C, omp_get_thread_num(), omp_get_num_threads());
+      for (int n = 0; n < N; ++n) {
+        float* dst = d_table + static_cast<int64_t>(tokens[n]) * C;
+        const float* src = d_out + static_cast<int64_t>(n) * C;
+#pragma omp simd
+        for (int64_t c = cols.begin; c < cols.end; ++c) dst[c] += src[c];
+      }
+    }
+  }
+
+  // x(N,C), w(C) -> out(N,C), rstd(N)
+  void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C,
+                       float eps) override {
+    RELORA_CHECK(N >= 0 && C > 0, "rmsnorm N=" << N << " C=" << C);
+    const bool parallel = static_cast<int64_t>(N) * C >= kParallelMin;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int n = 0; n < N; ++n) {
+      const float* x_row = x + static_cast<int64_t>(n) * C;
+      float* out_row = out + static_cast<int64_t>(n) * C;
+      float sum_sq = 0.0f;
+#pragma omp simd reduction(+ : sum_sq)
+      for (int c = 0; c < C; ++c) sum_sq += x_row[c] * x_row[c];
+      const float r = 1.0f / std::sqrt(sum_sq / static_cast<float>(C) + eps);
+      rstd[n] = r;
+#pragma omp simd
+      for (int c = 0; c < C; ++c) out_row[c] = x_row[c] * r * w[c];
+    }
+  }
+
+  // With r = rstd[n] and dot = sum_c d_out[c] w[c] x[c]:
+  //   dx[c] = r * (d_out[c] w[c] - x[c] r^2 dot / C),   dw[c] += sum_n d_out[c] x[c] r.
+  // dw first (threads split channels), then dx (threads split rows), so dx may alias d_out.
+  void rmsnorm_backward(float* dx, float* dw, const float* d_out, const float* x, const float* w,
+                        const float* rstd, int N, int C) override {
+    RELORA_CHECK(N >= 0 && C > 0, "rmsnorm N=" << N << " C=" << C);
+    const bool parallel = static_cast<int64_t>(N) * C >= kParallelMin;
+    if (dw != nullptr) {
+#pragma omp parallel if (parallel)
+      {
+        const ColumnRange cols = column_range(C, omp_get_thread_num(), omp_get_num_threads());
+        for (int n = 0; n < N; ++n) {
+          const float* d_out_row = d_out + static_cast<int64_t>(n) * C;
+          const float* x_row = x + static_cast<int64_t>(n) * C;
+          const float r = rstd[n];
+#pragma omp simd
+          for (int64_t c = cols.begin; c < cols.end; ++c) dw[c] += d_out_row[c] * x_row[c] * r;
+        }
+      }
+    }
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int n = 0; n < N; ++n) {
+      const float* d_out_row = d_out + static_cast<int64_t>(n) * C;
+      const float* x_row = x + static_cast<int64_t>(n) * C;
+      float* dx_row = dx + static_cast<int64_t>(n) * C;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int c = 0; c < C; ++c) dot += d_out_row[c] * w[c] * x_row[c];
+      const float r = rstd[n];
+      const float x_coeff = r * r * dot / static_cast<float>(C);
+#pragma omp simd
+      for (int c = 0; c < C; ++c) dx_row[c] = r * (d_out_row[c] * w[c] - x_row[c] * x_coeff);
+    }
+  }
+
+  // x(B,T,H,D) in place: (a, b) -> (a cos - b sin, b cos + a sin)
+  void rope_forward(float* x, const float* cos, const float* sin, int B, int T, int H,
+                    int D) override {
+    rotate(x, cos, sin, B, T, H, D, 1.0f);
+  }
+
+  // dx(B,T,H,D) in place: (a, b) -> (a cos + b sin, b cos - a sin)
+  void rope_backward(float* dx, const float* cos, const float* sin, int B, int T, int H,
+                     int D) override {
+    rotate(dx, cos, sin, B, T, H, D, -1.0f);
+  }
+
+  void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
+                         int B, int T, int H, int D) override {
+    cpu::attention_forward(out, att, q, k, v, B, T, H, D);
+  }
+
+  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* att,
+                          const float* q, const float* k, const float* v, float* scratch, int B,
+                          int T, int H, int D) override {
+    cpu::attention_backward(dq, dk, dv, d_out, att, q, k, v, scratch, B, T, H, D);
+  }
+
+  int64_t attention_scratch_floats(int T) const override {
+    return cpu::attention_scratch_floats(T);
+  }
+
+  // out = g sigmoid(g) u
+  void swiglu_forward(float* out, const float* g, const float* u, int64_t n) override {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      const float sig = 1.0f / (1.0f + exp_approx(-g[i]));
+      out[i] = g[i] * sig * u[i];
+    }
+  }
+
+  // d silu(g)/dg = sig (1 + g (1 - sig))
+  void swiglu_backward(float* dg, float* du, const float* d_out, const float* g, const float* u,
+                       int64_t n) override {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      const float gi = g[i], ui = u[i], d = d_out[i];
+      const float sig = 1.0f / (1.0f + exp_approx(-gi));
+      dg[i] = d * ui * sig * (1.0f + gi * (1.0f - sig));
+      du[i] = d * gi * sig;
+    }
+  }
+
+  // Per row: loss = log(sum_j exp(l_j - max)) + max - l_target. d_logits first holds
+  // exp(l_j - max) and is then scaled, so it may alias logits (the target logit is read
+  // before the row is overwritten).
+  double cross_entropy(float* d_logits, float* losses, const float* logits, const int32_t* targets,
+                       int N, int V, float d_loss_scale) override {
+    RELORA_CHECK(N >= 0 && V > 0, "cross_entropy N=" << N << " V=" << V);
+    for (int n = 0; n < N; ++n) {
+      RELORA_CHECK(targets[n] >= 0 && targets[n] < V, "cross_entropy target "
+                                                          << targets[n] << " at row " << n
+                                                          << " outside [0, " << V << ")");
+    }
+    const bool parallel = static_cast<int64_t>(N) * V >= kParallelMin;
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (parallel)
+    for (int n = 0; n < N; ++n) {
+      const float* row = logits + static_cast<int64_t>(n) * V;
+      const float target_logit = row[targets[n]];
+      float max_logit = row[0];
+#pragma omp simd reduction(max : max_logit)
+      for (int j = 0; j < V; ++j) max_logit = row[j] > max_logit ? row[j] : max_logit;
+      double sum_exp = 0.0;
+      if (d_logits != nullptr) {
+        float* d_row = d_logits + static_cast<int64_t>(n) * V;
+#pragma omp simd reduction(+ : sum_exp)
+        for (int j = 0; j < V; ++j) {
+          const float e = exp_approx(row[j] - max_logit);
+          d_row[j] = e;
+          sum_exp += e;
+        }
+        const float factor = static_cast<float>(d_loss_scale / sum_exp);
+#pragma omp simd
+        for (int j = 0; j < V; ++j) d_row[j] *= factor;
+        d_row[targets[n]] -= d_loss_scale;
+      } else {
+#pragma omp simd reduction(+ : sum_exp)
+        for (int j = 0; j < V; ++j) sum_exp += exp_approx(row[j] - max_logit);
+      }
+      const double loss =
+          std::log(sum_exp) + static_cast<double>(max_logit) - static_cast<double>(target_logit);
+      losses[n] = static_cast<float>(loss);
+      total += loss;
+    }
+    return total;
+  }
+
+  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
+             float beta2, float eps, float weight_decay, int64_t step) override {
+    RELORA_CHECK(step >= 1, "adamw step " << step << " (steps count from 1)");
+    const float m_correction = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), step));
+    const float v_correction = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), step));
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = grad[i];
+      const float m_new = beta1 * m[i] + (1.0f - beta1) * g;
+      const float v_new = beta2 * v[i] + (1.0f - beta2) * g * g;
+      m[i] = m_new;
+      v[i] = v_new;
+      const float m_hat = m_new / m_correction;
+      const float v_hat = v_new / v_correction;
+      param[i] -= lr * (m_hat / (std::sqrt(v_hat) + eps) + weight_decay * param[i]);
+    }
+  }
+
+  double sum_squares(const float* x, int64_t n) override {
+    double sum = 0.0;
+#pragma omp parallel for simd schedule(static) reduction(+ : sum) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+    return sum;
+  }
+
+  void scale(float* x, int64_t n, float s) override {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) x[i] *= s;
+  }
+
+  void axpy(float* y, const float* x, int64_t n, float alpha) override {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+  }
+
+ private:
+  static void check_tokens(const int32_t* tokens, int N) {
+    for (int n = 0; n < N; ++n) {
+      RELORA_CHECK(tokens[n] >= 0, "embedding token " << tokens[n] << " at row " << n);
+    }
+  }
+
+  // Rotates each (i, i + D/2) pair of x(B,T,H,D) by +angle (direction 1) or -angle (-1).
+  static void rotate(float* x, const float* cos, const float* sin, int B, int T, int H, int D,
+                     float direction) {
+    RELORA_CHECK(
+        B > 0 && T > 0 && H > 0 && D > 0 && D % 2 == 0,
+        "rope shape B=" << B << " T=" << T << " H=" << H << " D=" << D << " (D must be even)");
+    const int half = D / 2;
+    const int64_t rows = static_cast<int64_t>(B) * T;
+#pragma omp parallel for schedule(static) if (rows * H * D >= kParallelMin)
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t t = row % T;
+      const float* cos_t = cos + t * half;
+      const float* sin_t = sin + t * half;
+      for (int h = 0; h < H; ++h) {
+        float* first = x + (row * H + h) * D;  // dimensions [0, D/2)
+        float* second = first + half;          // dimensions [D/2, D)
+#pragma omp simd
+        for (int i = 0; i < half; ++i) {
+          const float a = first[i], b = second[i];
+          const float s = direction * sin_t[i];
+          first[i] = a * cos_t[i] - b * s;
+          second[i] = b * cos_t[i] + a * s;
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Ops> make_cpu_ops() {
+  // Debian-style systems install several libopenblas.so.0 and the dynamic loader may pick the
+  // pthreads build over the OpenMP one this program links; its own thread pool then fights
+  // the OpenMP regions (attention runs about 20x slower), so refuse to run on it.
+  constexpr int kOpenBlasOpenMp = 2;  // openblas_get_parallel(): 0 sequential, 1 pthreads
+  RELORA_CHECK(openblas_get_parallel() == kOpenBlasOpenMp,
+               "the OpenBLAS loaded at run time ("
+                   << openblas_get_config()
+                   << ") is not the OpenMP build; put the OpenMP build's directory (e.g. "
+                      "/usr/lib/x86_64-linux-gnu/openblas-openmp) first in LD_LIBRARY_PATH");
+  return std::make_unique<CpuOps>();
+}
+
+void rope_tables(float* cos, float* sin, int T, int D, float theta) {
+  RELORA_CHECK(T > 0 && D > 0 && D % 2 == 0 && theta > 0,
+               "rope_tables T=" << T << " D=" << D << " theta=" << theta);
+  const int half = D / 2;
+  for (int i = 0; i < half; ++i) {
+    const double inverse_frequency = std::pow(static_cast<double>(theta), -2.0 * i / D);
+    for (int t = 0; t < T; ++t) {
+      const double angle = t * inverse_frequency;
+      cos[static_cast<int64_t>(t) * half + i] = static_cast<float>(std::cos(angle));
+      sin[static_cast<int64_t>(t) * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+}  // namespace relora

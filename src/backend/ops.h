@@ -1,0 +1,97 @@
+// The op set the model needs, forward and backward. One interface, one implementation per
+// device (cpu/ now; cuda/ later). Pointers are raw, row-major, contiguous unless a leading
+// dimension says otherwise; shapes are in the comments: N = rows (B*T), C = channels,
+// V = vocabulary, F = MLP width, H = heads, D = head size (C = H*D), T = sequence length.
+// Conventions: a "forward" writes its outputs (=). A "backward" writes input gradients (=)
+// and ACCUMULATES parameter gradients (+=), so gradient accumulation over micro-batches
+// needs no copies. Each call does a whole layer's worth of work: no per-element dispatch.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+namespace relora {
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+
+  // ---- matrix products -------------------------------------------------------------
+  // C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C, row-major, op(X) = X or X^T.
+  // lda/ldb/ldc are the row strides of A, B, C as stored.
+  virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                    int lda, const float* B, int ldb, float beta, float* C, int ldc) = 0;
+
+  // ---- embedding -------------------------------------------------------------------
+  // out(N,C) = table(V,C)[tokens(N)]
+  virtual void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
+                                 int C) = 0;
+  // d_table(V,C)[tokens[n]] += d_out(N,C)[n]   (repeated tokens add up)
+  virtual void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
+                                  int N, int C) = 0;
+
+  // ---- RMSNorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps) -------------------
+  // x(N,C), w(C) -> out(N,C), rstd(N) (saved for backward)
+  virtual void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N,
+                               int C, float eps) = 0;
+  // dx(N,C) written; dw(C) accumulated (may be null: weight frozen)
+  virtual void rmsnorm_backward(float* dx, float* dw, const float* d_out, const float* x,
+                                const float* w, const float* rstd, int N, int C) = 0;
+
+  // ---- RoPE, rotate-half convention ------------------------------------------------
+  // x(B,T,H,D) in place (rows of H*D floats, position t = row % T). Dimension i < D/2 pairs
+  // with i + D/2: (a, b) -> (a cos - b sin, b cos + a sin), angle = t * theta^(-2i/D).
+  // cos/sin(T, D/2) are tables from rope_tables().
+  virtual void rope_forward(float* x, const float* cos, const float* sin, int B, int T, int H,
+                            int D) = 0;
+  // dx(B,T,H,D) in place: the inverse rotation (the transpose of forward's).
+  virtual void rope_backward(float* dx, const float* cos, const float* sin, int B, int T, int H,
+                             int D) = 0;
+
+  // ---- causal self-attention ---------------------------------------------------------
+  // q,k,v(B,T,H,D) (rows of H*D) -> out(B,T,H,D) = softmax(q k^T / sqrt(D), causal) v;
+  // att(B,H,T,T) keeps the probabilities for backward (entries above the diagonal are 0).
+  virtual void attention_forward(float* out, float* att, const float* q, const float* k,
+                                 const float* v, int B, int T, int H, int D) = 0;
+  // dq, dk, dv(B,T,H,D) written. scratch: at least attention_scratch_floats(T) floats.
+  virtual void attention_backward(float* dq, float* dk, float* dv, const float* d_out,
+                                  const float* att, const float* q, const float* k,
+                                  const float* v, float* scratch, int B, int T, int H,
+                                  int D) = 0;
+  // Floats of scratch attention_backward needs (per call, whatever B and H are).
+  virtual int64_t attention_scratch_floats(int T) const = 0;
+
+  // ---- SwiGLU: out = silu(g) * u, silu(z) = z / (1 + exp(-z)) ------------------------
+  // g,u(n) -> out(n)
+  virtual void swiglu_forward(float* out, const float* g, const float* u, int64_t n) = 0;
+  // dg, du(n) written
+  virtual void swiglu_backward(float* dg, float* du, const float* d_out, const float* g,
+                               const float* u, int64_t n) = 0;
+
+  // ---- fused softmax + cross-entropy -------------------------------------------------
+  // logits(N,V), targets(N) -> losses(N) = -log softmax(logits)[target].
+  // If d_logits is not null: d_logits(N,V) = (softmax - onehot(target)) * d_loss_scale
+  // (d_logits may alias logits). Returns the sum of losses, accumulated in double.
+  virtual double cross_entropy(float* d_logits, float* losses, const float* logits,
+                               const int32_t* targets, int N, int V, float d_loss_scale) = 0;
+
+  // ---- optimizer and reductions ------------------------------------------------------
+  // One AdamW update of param(n) with bias correction for `step` (1-based):
+  //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+  //   p -= lr * ( (m/(1-b1^step)) / (sqrt(v/(1-b2^step)) + eps) + weight_decay * p )
+  virtual void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                     float beta1, float beta2, float eps, float weight_decay, int64_t step) = 0;
+  // sum of x[i]^2, accumulated in double
+  virtual double sum_squares(const float* x, int64_t n) = 0;
+  // x *= s
+  virtual void scale(float* x, int64_t n, float s) = 0;
+  // y += alpha * x
+  virtual void axpy(float* y, const float* x, int64_t n, float alpha) = 0;
+};
+
+// The CPU backend: BLAS for products, OpenMP across rows/heads.
+std::unique_ptr<Ops> make_cpu_ops();
+
+// cos/sin(T, D/2) tables for rope_*: angle(t, i) = t * theta^(-2i/D), computed in double.
+void rope_tables(float* cos, float* sin, int T, int D, float theta);
+
+}  // namespace relora
