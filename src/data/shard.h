@@ -1,0 +1,46 @@
+// Token shards in the llm.c format, memory-mapped read-only.
+// Header: 256 little-endian int32; header[0] = 20240520, header[1] = 1 (uint16 tokens) or
+// header[0] = 20240801, header[1] = 7 (uint32 tokens); header[2] = token count. Tokens follow.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace relora {
+
+class TokenShard {
+ public:
+  // Maps `path` and validates it: magic/version, file size == header + count * width, and
+  // every token < vocab_size. Throws InputError naming the file and the problem.
+  TokenShard(const std::string& path, int vocab_size);
+  ~TokenShard();
+  TokenShard(const TokenShard&) = delete;
+  TokenShard& operator=(const TokenShard&) = delete;
+  TokenShard(TokenShard&& other) noexcept;
+
+  const std::string& path() const { return path_; }
+  int64_t num_tokens() const { return num_tokens_; }
+  int bytes_per_token() const { return width_; }
+  // Windows of seq+1 tokens at stride seq: floor((n - 1) / seq).
+  int64_t num_windows(int seq) const;
+  // out(seq + 1) = tokens [k*seq, k*seq + seq + 1) as int32.
+  void read_window(int64_t k, int seq, int32_t* out) const;
+
+ private:
+  std::string path_;
+  int64_t num_tokens_ = 0;
+  int width_ = 2;
+  void* map_ = nullptr;
+  size_t map_bytes_ = 0;
+  const unsigned char* tokens_ = nullptr;
+};
+
+// Files matching a glob pattern, sorted; InputError ("<what>: no file matches '<pattern>'")
+// if none.
+std::vector<std::string> glob_files(const std::string& pattern, const std::string& what);
+
+// Writes a shard (uint16 if every token < 65536, else uint32) to `path` via a temporary
+// name and rename. For tests and tools.
+void write_token_shard(const std::string& path, const std::vector<int32_t>& tokens);
+
+}  // namespace relora
