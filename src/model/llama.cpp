@@ -1,0 +1,303 @@
+// LLaMA forward and backward over the op set, parameter registry, ReLoRA phase changes.
+#include "model/llama.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/errors.h"
+#include "core/rng.h"
+
+namespace relora {
+
+namespace {
+const char* const kAttnProjs[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+const char* const kMlpProjs[] = {"gate_proj", "up_proj", "down_proj"};
+}  // namespace
+
+// One transformer block: its parameters (through LoraLinear) and its saved activations.
+struct Llama::Block {
+  Param* norm1 = nullptr;  // input_layernorm (C)
+  Param* norm2 = nullptr;  // post_attention_layernorm (C)
+  std::unique_ptr<LoraLinear> q, k, v, o, gate, up, down;
+  // saved for backward, N = max_batch * T rows
+  Tensor x;           // (N,C) block input
+  Tensor rstd1;       // (N)
+  Tensor n1;          // (N,C) rmsnorm1(x)
+  Tensor q_act, k_act, v_act;  // (N,C) q, k after RoPE; v
+  Tensor att;         // (B,H,T,T) attention probabilities
+  Tensor y;           // (N,C) attention output (input of o_proj)
+  Tensor h;           // (N,C) x + o_proj(y)
+  Tensor rstd2;       // (N)
+  Tensor n2;          // (N,C) rmsnorm2(h)
+  Tensor g, u, act;   // (N,F) gate, up, silu(g) * u
+
+  std::vector<LoraLinear*> linears() {
+    return {q.get(), k.get(), v.get(), o.get(), gate.get(), up.get(), down.get()};
+  }
+};
+
+Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch)
+    : cfg_(model), relora_(relora), ops_(ops), max_batch_(max_batch) {
+  const int64_t V = cfg_.vocab_size, C = cfg_.hidden_size, F = cfg_.intermediate_size,
+                T = cfg_.seq_len, H = cfg_.num_heads, B = max_batch, N = B * T;
+  RELORA_CHECK(C % H == 0 && (C / H) % 2 == 0, "hidden " << C << " heads " << H);
+  const int rows = static_cast<int>(N);
+
+  embed_ = add_param("model.embed_tokens.weight", {V, C}, false);
+  embedding_ = std::make_unique<LoraEmbedding>(embed_, rows);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    auto blk = std::make_unique<Block>();
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    auto linear = [&](const std::string& module, int64_t out, int64_t in) {
+      Param* w = add_param(module + ".weight", {out, in}, false);
+      return std::make_unique<LoraLinear>(module, w, rows);
+    };
+    blk->q = linear(pre + "self_attn.q_proj", C, C);
+    blk->k = linear(pre + "self_attn.k_proj", C, C);
+    blk->v = linear(pre + "self_attn.v_proj", C, C);
+    blk->o = linear(pre + "self_attn.o_proj", C, C);
+    blk->gate = linear(pre + "mlp.gate_proj", F, C);
+    blk->up = linear(pre + "mlp.up_proj", F, C);
+    blk->down = linear(pre + "mlp.down_proj", C, F);
+    blk->norm1 = add_param(pre + "input_layernorm.weight", {C}, true);
+    blk->norm2 = add_param(pre + "post_attention_layernorm.weight", {C}, true);
+    for (Tensor* t : {&blk->x, &blk->n1, &blk->q_act, &blk->k_act, &blk->v_act, &blk->y, &blk->h,
+                      &blk->n2})
+      *t = Tensor::zeros({N, C});
+    for (Tensor* t : {&blk->g, &blk->u, &blk->act}) *t = Tensor::zeros({N, F});
+    blk->rstd1 = Tensor::zeros({N});
+    blk->rstd2 = Tensor::zeros({N});
+    blk->att = Tensor::zeros({B, H, T, T});
+    blocks_.push_back(std::move(blk));
+  }
+  final_norm_ = add_param("model.norm.weight", {C}, true);
+  lm_head_w_ = add_param("lm_head.weight", {V, C}, false);
+  lm_head_ = std::make_unique<LoraLinear>("lm_head", lm_head_w_, rows);
+  for (auto& p : storage_) p->set_role(Role::full);
+  rebuild_param_list();
+
+  rope_cos_ = Tensor::zeros({T, C / H / 2});
+  rope_sin_ = Tensor::zeros({T, C / H / 2});
+  rope_tables(rope_cos_.data(), rope_sin_.data(), static_cast<int>(T), static_cast<int>(C / H),
+              cfg_.rope_theta);
+  final_rstd_ = Tensor::zeros({N});
+  final_norm_out_ = Tensor::zeros({N, C});
+  residual_out_ = Tensor::zeros({N, C});
+  logits_ = Tensor::zeros({N, V});
+  losses_ = Tensor::zeros({N});
+  for (Tensor* t : {&d_res_, &d_tmp_, &d_q_, &d_k_, &d_v_, &d_attn_}) *t = Tensor::zeros({N, C});
+  for (Tensor* t : {&d_g_, &d_u_, &d_act_}) *t = Tensor::zeros({N, F});
+  att_scratch_ = Tensor::zeros({ops_.attention_scratch_floats(static_cast<int>(T))});
+}
+
+Llama::~Llama() = default;
+
+Param* Llama::add_param(const std::string& name, std::vector<int64_t> shape, bool is_norm) {
+  auto p = std::make_unique<Param>();
+  p->name = name;
+  p->value = Tensor::zeros(std::move(shape));
+  p->is_norm = is_norm;
+  storage_.push_back(std::move(p));
+  return storage_.back().get();
+}
+
+void Llama::rebuild_param_list() {
+  // HF state-dict order; each adapter pair right after its module's weight.
+  params_.clear();
+  auto add_linear = [&](LoraLinear* lin) {
+    params_.push_back(lin->weight());
+    if (lin->has_adapters()) {
+      params_.push_back(lin->lora_a());
+      params_.push_back(lin->lora_b());
+    }
+  };
+  params_.push_back(embed_);
+  if (embedding_->has_adapters()) {
+    params_.push_back(embedding_->lora_a());
+    params_.push_back(embedding_->lora_b());
+  }
+  for (auto& blk : blocks_) {
+    for (LoraLinear* lin : blk->linears()) add_linear(lin);
+    params_.push_back(blk->norm1);
+    params_.push_back(blk->norm2);
+  }
+  params_.push_back(final_norm_);
+  add_linear(lm_head_.get());
+}
+
+Param* Llama::find(const std::string& name) const {
+  for (Param* p : params_)
+    if (p->name == name) return p;
+  return nullptr;
+}
+
+std::vector<Param*> Llama::trainable() const {
+  std::vector<Param*> out;
+  for (Param* p : params_)
+    if (p->trainable()) out.push_back(p);
+  return out;
+}
+
+std::vector<Param*> Llama::adapter_params() const {
+  std::vector<Param*> out;
+  for (Param* p : params_)
+    if (p->role == Role::adapter) out.push_back(p);
+  return out;
+}
+
+int64_t Llama::num_parameters() const {
+  int64_t n = 0;
+  for (Param* p : params_)
+    if (p->role != Role::adapter) n += p->value.numel();
+  return n;
+}
+
+void Llama::init_weights(uint64_t seed) {
+  for (Param* p : params_) {
+    if (p->role == Role::adapter) continue;
+    if (p->is_norm) {
+      p->value.fill(1.0f);
+    } else {
+      fill_normal(p->value.data(), p->value.numel(), 0.0f, cfg_.init_std,
+                  RngKey{seed, RngPurpose::init, tensor_id(p->name), 0});
+    }
+  }
+}
+
+void Llama::enter_relora_phase(const AdapterInit& init) {
+  RELORA_CHECK(relora_.rank > 0, "enter_relora_phase with rank 0");
+  RELORA_CHECK(!relora_phase_, "already in the ReLoRA phase");
+  const int64_t r = relora_.rank;
+  const float scale = relora_.alpha / static_cast<float>(relora_.rank);
+  auto is_target = [&](const std::string& module) {
+    for (const std::string& t : relora_.targets)
+      if (module.size() >= t.size() && module.compare(module.size() - t.size(), t.size(), t) == 0)
+        return true;
+    return false;
+  };
+  auto adapt = [&](LoraLinear* lin) {
+    lin->weight()->set_role(Role::frozen);
+    Param* a = add_param(lin->module() + "/A", {r, lin->in_features()}, false);
+    Param* b = add_param(lin->module() + "/B", {lin->out_features(), r}, false);
+    a->set_role(Role::adapter);
+    b->set_role(Role::adapter);
+    lin->attach(a, b, scale);
+    lin->init_adapters(init);
+  };
+  // Projections: targets get adapters; the others freeze too (only adapters and norms
+  // train in the ReLoRA phase, as in the reference ReLoRA implementation).
+  for (auto& blk : blocks_)
+    for (LoraLinear* lin : blk->linears()) {
+      if (is_target(lin->module()))
+        adapt(lin);
+      else
+        lin->weight()->set_role(Role::frozen);
+    }
+  if (relora_.embeddings == "lora") {
+    adapt(lm_head_.get());
+    embed_->set_role(Role::frozen);
+    Param* a = add_param("model.embed_tokens/A", {r, cfg_.vocab_size}, false);
+    Param* b = add_param("model.embed_tokens/B", {cfg_.hidden_size, r}, false);
+    a->set_role(Role::adapter);
+    b->set_role(Role::adapter);
+    embedding_->attach(a, b, scale);
+    embedding_->init_adapters(init);
+  } else if (relora_.embeddings == "frozen") {
+    embed_->set_role(Role::frozen);
+    lm_head_w_->set_role(Role::frozen);
+  }  // "full": both keep training full-rank
+  lora_scratch_ = Tensor::zeros({static_cast<int64_t>(max_batch_) * cfg_.seq_len, r});
+  relora_phase_ = true;
+  rebuild_param_list();
+}
+
+void Llama::merge_and_reinit(const AdapterInit& init) {
+  RELORA_CHECK(relora_phase_, "merge outside the ReLoRA phase");
+  auto redo = [&](LoraLinear* lin) {
+    if (!lin->has_adapters()) return;
+    lin->merge(ops_);
+    lin->init_adapters(init);
+  };
+  for (auto& blk : blocks_)
+    for (LoraLinear* lin : blk->linears()) redo(lin);
+  redo(lm_head_.get());
+  if (embedding_->has_adapters()) {
+    embedding_->merge(ops_);
+    embedding_->init_adapters(init);
+  }
+}
+
+double Llama::forward(const int32_t* inputs, const int32_t* targets, int B, bool for_backward,
+                      float d_loss_scale) {
+  RELORA_CHECK(B >= 1 && B <= max_batch_, "batch " << B << " outside [1, " << max_batch_ << "]");
+  const int T = cfg_.seq_len, C = cfg_.hidden_size, H = cfg_.num_heads, D = C / H, N = B * T;
+  const int V = cfg_.vocab_size;
+  const int64_t NC = static_cast<int64_t>(N) * C, NF = static_cast<int64_t>(N) * cfg_.intermediate_size;
+  embedding_->forward(ops_, inputs, blocks_.empty() ? residual_out_.data() : blocks_[0]->x.data(), N);
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    Block& b = *blocks_[l];
+    float* out = (l + 1 < blocks_.size()) ? blocks_[l + 1]->x.data() : residual_out_.data();
+    ops_.rmsnorm_forward(b.n1.data(), b.rstd1.data(), b.x.data(), b.norm1->value.data(), N, C,
+                         cfg_.rms_norm_eps);
+    b.q->forward(ops_, b.n1.data(), b.q_act.data(), N);
+    b.k->forward(ops_, b.n1.data(), b.k_act.data(), N);
+    b.v->forward(ops_, b.n1.data(), b.v_act.data(), N);
+    ops_.rope_forward(b.q_act.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);
+    ops_.rope_forward(b.k_act.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);
+    ops_.attention_forward(b.y.data(), b.att.data(), b.q_act.data(), b.k_act.data(),
+                           b.v_act.data(), B, T, H, D);
+    b.o->forward(ops_, b.y.data(), b.h.data(), N);
+    ops_.axpy(b.h.data(), b.x.data(), NC, 1.0f);
+    ops_.rmsnorm_forward(b.n2.data(), b.rstd2.data(), b.h.data(), b.norm2->value.data(), N, C,
+                         cfg_.rms_norm_eps);
+    b.gate->forward(ops_, b.n2.data(), b.g.data(), N);
+    b.up->forward(ops_, b.n2.data(), b.u.data(), N);
+    ops_.swiglu_forward(b.act.data(), b.g.data(), b.u.data(), NF);
+    b.down->forward(ops_, b.act.data(), out, N);
+    ops_.axpy(out, b.h.data(), NC, 1.0f);
+  }
+  ops_.rmsnorm_forward(final_norm_out_.data(), final_rstd_.data(), residual_out_.data(),
+                       final_norm_->value.data(), N, C, cfg_.rms_norm_eps);
+  lm_head_->forward(ops_, final_norm_out_.data(), logits_.data(), N);
+  return ops_.cross_entropy(for_backward ? logits_.data() : nullptr, losses_.data(),
+                            logits_.data(), targets, N, V, d_loss_scale);
+}
+
+void Llama::backward(const int32_t* inputs, int B) {
+  const int T = cfg_.seq_len, C = cfg_.hidden_size, H = cfg_.num_heads, D = C / H, N = B * T;
+  const int64_t NC = static_cast<int64_t>(N) * C, NF = static_cast<int64_t>(N) * cfg_.intermediate_size;
+  float* scratch = lora_scratch_.data();
+  auto grad_of = [](Param* p) { return p->trainable() ? p->grad.data() : nullptr; };
+  // logits(N,V) -> d final_norm_out (d_tmp_) -> d residual stream (d_res_)
+  lm_head_->backward(ops_, final_norm_out_.data(), logits_.data(), d_tmp_.data(), false, scratch, N);
+  ops_.rmsnorm_backward(d_res_.data(), grad_of(final_norm_), d_tmp_.data(), residual_out_.data(),
+                        final_norm_->value.data(), final_rstd_.data(), N, C);
+  float* d_norm = d_q_.data();  // reused once d_q_ is free: d of a norm's output
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    Block& b = *blocks_[l];
+    // MLP: out = h + down(silu(g) * u)
+    b.down->backward(ops_, b.act.data(), d_res_.data(), d_act_.data(), false, scratch, N);
+    ops_.swiglu_backward(d_g_.data(), d_u_.data(), d_act_.data(), b.g.data(), b.u.data(), NF);
+    b.gate->backward(ops_, b.n2.data(), d_g_.data(), d_tmp_.data(), false, scratch, N);
+    b.up->backward(ops_, b.n2.data(), d_u_.data(), d_tmp_.data(), true, scratch, N);
+    ops_.rmsnorm_backward(d_norm, grad_of(b.norm2), d_tmp_.data(), b.h.data(),
+                          b.norm2->value.data(), b.rstd2.data(), N, C);
+    ops_.axpy(d_res_.data(), d_norm, NC, 1.0f);  // d_res = dL/dh
+    // attention: h = x + o(attn(rope(q), rope(k), v))
+    b.o->backward(ops_, b.y.data(), d_res_.data(), d_attn_.data(), false, scratch, N);
+    ops_.attention_backward(d_q_.data(), d_k_.data(), d_v_.data(), d_attn_.data(), b.att.data(),
+                            b.q_act.data(), b.k_act.data(), b.v_act.data(), att_scratch_.data(), B,
+                            T, H, D);
+    ops_.rope_backward(d_q_.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);
+    ops_.rope_backward(d_k_.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);
+    b.q->backward(ops_, b.n1.data(), d_q_.data(), d_tmp_.data(), false, scratch, N);
+    b.k->backward(ops_, b.n1.data(), d_k_.data(), d_tmp_.data(), true, scratch, N);
+    b.v->backward(ops_, b.n1.data(), d_v_.data(), d_tmp_.data(), true, scratch, N);
+    ops_.rmsnorm_backward(d_norm, grad_of(b.norm1), d_tmp_.data(), b.x.data(),
+                          b.norm1->value.data(), b.rstd1.data(), N, C);
+    ops_.axpy(d_res_.data(), d_norm, NC, 1.0f);  // d_res = dL/dx
+  }
+  embedding_->backward(ops_, inputs, d_res_.data(), scratch, N);
+}
+
+}  // namespace relora

@@ -1,0 +1,91 @@
+// The LLaMA model: token embedding (V,C); L blocks of
+//   h = x + o_proj(attn(rope(q,k), v)(rmsnorm1(x)))
+//   out = h + down_proj(silu(gate_proj(n)) * up_proj(n)),  n = rmsnorm2(h)
+// a final RMSNorm and an untied lm_head (V,C); loss = mean next-token cross-entropy.
+// All activations for one micro-batch of up to max_batch sequences are allocated once, at
+// construction; forward and backward allocate nothing. Phases: full-rank (every tensor
+// trains) and ReLoRA (targets frozen as W0 and adapted by LoRA; norms train; embedding and
+// lm_head per relora.embeddings).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/ops.h"
+#include "config/config.h"
+#include "model/lora_linear.h"
+#include "model/params.h"
+
+namespace relora {
+
+class Llama {
+ public:
+  Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch);
+  ~Llama();
+  Llama(const Llama&) = delete;
+  Llama& operator=(const Llama&) = delete;
+
+  // Every linear and embedding weight ~ N(0, init_std), norm weights 1; keyed by
+  // (seed, init, tensor name), so independent of everything else.
+  void init_weights(uint64_t seed);
+
+  // Every parameter in a fixed order (HF order; adapters after their module's weight).
+  const std::vector<Param*>& params() const { return params_; }
+  Param* find(const std::string& name) const;  // nullptr if absent
+  std::vector<Param*> trainable() const;
+  int64_t num_parameters() const;  // base weights and norms, adapters excluded
+  bool relora_phase() const { return relora_phase_; }
+
+  // Full-rank -> ReLoRA: freeze the targets (and embedding/lm_head per config), attach
+  // adapters initialised with init. Requires relora.rank > 0.
+  void enter_relora_phase(const AdapterInit& init);
+  // Merge every adapter into its weight (fp32), then re-initialise all adapters with init.
+  void merge_and_reinit(const AdapterInit& init);
+  // Adapters of the current phase (empty in the full-rank phase), in parameter order.
+  std::vector<Param*> adapter_params() const;
+
+  // inputs, targets(B,T) -> sum of the B*T token losses. With for_backward, the logits
+  // buffer is replaced by d_loss/d_logits scaled by d_loss_scale, ready for backward().
+  double forward(const int32_t* inputs, const int32_t* targets, int B, bool for_backward,
+                 float d_loss_scale);
+  // Adds this micro-batch's gradients into every trainable tensor's grad (needs the
+  // preceding forward(..., for_backward = true) with the same inputs and B).
+  void backward(const int32_t* inputs, int B);
+
+  const ModelConfig& config() const { return cfg_; }
+  // logits(B*T, V) of the last forward(..., for_backward = false).
+  const float* logits() const { return logits_.data(); }
+
+ private:
+  struct Block;
+  Param* add_param(const std::string& name, std::vector<int64_t> shape, bool is_norm);
+  void rebuild_param_list();
+
+  ModelConfig cfg_;
+  ReloraConfig relora_;
+  Ops& ops_;
+  int max_batch_;
+  bool relora_phase_ = false;
+
+  std::vector<std::unique_ptr<Param>> storage_;
+  std::vector<Param*> params_;
+  Param* embed_ = nullptr;
+  Param* final_norm_ = nullptr;
+  Param* lm_head_w_ = nullptr;
+  std::unique_ptr<LoraEmbedding> embedding_;
+  std::unique_ptr<LoraLinear> lm_head_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+
+  // activations shared by all blocks
+  Tensor rope_cos_, rope_sin_;  // (T, D/2)
+  Tensor final_rstd_;           // (N)
+  Tensor final_norm_out_;       // (N,C)
+  Tensor logits_;               // (N,V); d_logits after forward(for_backward)
+  Tensor losses_;               // (N)
+  Tensor residual_out_;         // (N,C) output of the last block
+  // backward scratch
+  Tensor d_res_, d_tmp_, d_q_, d_k_, d_v_, d_attn_, d_g_, d_u_, d_act_, att_scratch_, lora_scratch_;
+};
+
+}  // namespace relora

@@ -1,0 +1,143 @@
+// LoraLinear and LoraEmbedding: forward, backward, adapter init and merge.
+#include "model/lora_linear.h"
+
+#include <cmath>
+
+#include "core/errors.h"
+#include "core/rng.h"
+
+namespace relora {
+namespace {
+
+RngKey adapter_key(const AdapterInit& init, const std::string& name) {
+  return RngKey{init.seed, RngPurpose::adapter, tensor_id(name), static_cast<uint64_t>(init.step)};
+}
+
+}  // namespace
+
+// ---- LoraLinear -------------------------------------------------------------------------
+
+LoraLinear::LoraLinear(std::string module, Param* weight, int max_rows)
+    : module_(std::move(module)),
+      weight_(weight),
+      in_(static_cast<int>(weight->value.dim(1))),
+      out_(static_cast<int>(weight->value.dim(0))),
+      max_rows_(max_rows) {}
+
+void LoraLinear::attach(Param* a, Param* b, float scale) {
+  RELORA_CHECK(a->value.dim(1) == in_ && b->value.dim(0) == out_ &&
+                   a->value.dim(0) == b->value.dim(1),
+               module_ << ": adapter shapes " << a->value.shape_str() << ", "
+                       << b->value.shape_str());
+  a_ = a;
+  b_ = b;
+  scale_ = scale;
+  rank_ = static_cast<int>(a->value.dim(0));
+  if (xa_.numel() != static_cast<int64_t>(max_rows_) * rank_) xa_ = Tensor::zeros({max_rows_, rank_});
+}
+
+void LoraLinear::init_adapters(const AdapterInit& init) {
+  float bound = 1.0f / std::sqrt(static_cast<float>(in_));
+  fill_uniform(a_->value.data(), a_->value.numel(), -bound, bound, adapter_key(init, a_->name));
+  b_->value.fill(0.0f);
+}
+
+void LoraLinear::merge(Ops& ops) {
+  // W(out,in) += s B(out,r) A(r,in)
+  ops.gemm(false, false, out_, in_, rank_, scale_, b_->value.data(), rank_, a_->value.data(), in_,
+           1.0f, weight_->value.data(), in_);
+}
+
+void LoraLinear::forward(Ops& ops, const float* x, float* y, int N) {
+  RELORA_CHECK(N <= max_rows_, module_ << ": " << N << " rows > " << max_rows_);
+  // y(N,out) = x(N,in) W^T
+  ops.gemm(false, true, N, out_, in_, 1.0f, x, in_, weight_->value.data(), in_, 0.0f, y, out_);
+  if (!a_) return;
+  // xa(N,r) = x A^T;  y += s xa B^T
+  ops.gemm(false, true, N, rank_, in_, 1.0f, x, in_, a_->value.data(), in_, 0.0f, xa_.data(), rank_);
+  ops.gemm(false, true, N, out_, rank_, scale_, xa_.data(), rank_, b_->value.data(), rank_, 1.0f, y,
+           out_);
+}
+
+void LoraLinear::backward(Ops& ops, const float* x, const float* dy, float* dx, bool accumulate_dx,
+                          float* scratch, int N) {
+  // dx(N,in) (+)= dy(N,out) W(out,in)
+  ops.gemm(false, false, N, in_, out_, 1.0f, dy, out_, weight_->value.data(), in_,
+           accumulate_dx ? 1.0f : 0.0f, dx, in_);
+  // dW(out,in) += dy^T x
+  if (weight_->trainable())
+    ops.gemm(true, false, out_, in_, N, 1.0f, dy, out_, x, in_, 1.0f, weight_->grad.data(), in_);
+  if (!a_) return;
+  float* dy_b = scratch;  // (N,r) = dy B
+  ops.gemm(false, false, N, rank_, out_, 1.0f, dy, out_, b_->value.data(), rank_, 0.0f, dy_b, rank_);
+  // dx += s dy_b A;  dB(out,r) += s dy^T xa;  dA(r,in) += s dy_b^T x
+  ops.gemm(false, false, N, in_, rank_, scale_, dy_b, rank_, a_->value.data(), in_, 1.0f, dx, in_);
+  ops.gemm(true, false, out_, rank_, N, scale_, dy, out_, xa_.data(), rank_, 1.0f,
+           b_->grad.data(), rank_);
+  ops.gemm(true, false, rank_, in_, N, scale_, dy_b, rank_, x, in_, 1.0f, a_->grad.data(), in_);
+}
+
+// ---- LoraEmbedding ----------------------------------------------------------------------
+
+LoraEmbedding::LoraEmbedding(Param* table, int max_rows)
+    : table_(table),
+      vocab_(static_cast<int>(table->value.dim(0))),
+      channels_(static_cast<int>(table->value.dim(1))),
+      max_rows_(max_rows) {}
+
+void LoraEmbedding::attach(Param* a, Param* b, float scale) {
+  RELORA_CHECK(a->value.dim(1) == vocab_ && b->value.dim(0) == channels_ &&
+                   a->value.dim(0) == b->value.dim(1),
+               "embedding adapter shapes " << a->value.shape_str() << ", " << b->value.shape_str());
+  a_ = a;
+  b_ = b;
+  scale_ = scale;
+  rank_ = static_cast<int>(a->value.dim(0));
+  if (a_cols_.numel() != static_cast<int64_t>(max_rows_) * rank_)
+    a_cols_ = Tensor::zeros({max_rows_, rank_});
+}
+
+void LoraEmbedding::init_adapters(const AdapterInit& init) {
+  a_->value.fill(0.0f);
+  fill_normal(b_->value.data(), b_->value.numel(), 0.0f, 1.0f, adapter_key(init, b_->name));
+}
+
+void LoraEmbedding::merge(Ops& ops) {
+  // E(V,C) += s A^T(V,r) B^T(r,C)
+  ops.gemm(true, true, vocab_, channels_, rank_, scale_, a_->value.data(), vocab_,
+           b_->value.data(), rank_, 1.0f, table_->value.data(), channels_);
+}
+
+void LoraEmbedding::forward(Ops& ops, const int32_t* tokens, float* out, int N) {
+  RELORA_CHECK(N <= max_rows_, "embedding: " << N << " rows > " << max_rows_);
+  ops.embedding_forward(out, tokens, table_->value.data(), N, channels_);
+  if (!a_) return;
+  // a_cols(N,r)[n, j] = A[j, tokens[n]];  out += s a_cols B^T
+  const float* a = a_->value.data();
+  float* cols = a_cols_.data();
+  const int r = rank_, V = vocab_;
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n)
+    for (int j = 0; j < r; ++j) cols[static_cast<int64_t>(n) * r + j] = a[static_cast<int64_t>(j) * V + tokens[n]];
+  ops.gemm(false, true, N, channels_, rank_, scale_, cols, rank_, b_->value.data(), rank_, 1.0f, out,
+           channels_);
+}
+
+void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const float* d_out, float* scratch,
+                             int N) {
+  if (table_->trainable()) ops.embedding_backward(table_->grad.data(), d_out, tokens, N, channels_);
+  if (!a_) return;
+  // dB(C,r) += s d_out^T a_cols;  d_cols(N,r) = s d_out B;  dA[j, tokens[n]] += d_cols[n, j]
+  ops.gemm(true, false, channels_, rank_, N, scale_, d_out, channels_, a_cols_.data(), rank_, 1.0f,
+           b_->grad.data(), rank_);
+  float* d_cols = scratch;
+  ops.gemm(false, false, N, rank_, channels_, scale_, d_out, channels_, b_->value.data(), rank_,
+           0.0f, d_cols, rank_);
+  float* da = a_->grad.data();
+  const int r = rank_, V = vocab_;
+#pragma omp parallel for schedule(static)
+  for (int j = 0; j < r; ++j)  // each thread owns whole rows of dA: no races
+    for (int n = 0; n < N; ++n) da[static_cast<int64_t>(j) * V + tokens[n]] += d_cols[static_cast<int64_t>(n) * r + j];
+}
+
+}  // namespace relora

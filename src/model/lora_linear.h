@@ -1,0 +1,91 @@
+// LoraLinear: y = x W^T + s (x A^T) B^T with W(out,in) and, while adapters are on,
+// A(r,in), B(out,r), s = alpha/r. LoraEmbedding: the token embedding with PEFT's adapter
+// shapes, out[n] = E[tok] + s * B A[:, tok] with E(V,C), A(r,V), B(C,r).
+// Both keep what backward needs (x A^T, or the gathered columns of A) in buffers sized once
+// for the largest batch, so a training step allocates nothing.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "backend/ops.h"
+#include "model/params.h"
+
+namespace relora {
+
+// How adapters are (re-)initialised: fresh draws keyed by (seed, adapter, tensor, step).
+struct AdapterInit {
+  uint64_t seed = 0;
+  int64_t step = 0;  // the update after which the draw happens (0 at the start)
+};
+
+class LoraLinear {
+ public:
+  // weight: the (out,in) base weight, owned by the model. max_rows: largest N of any call.
+  LoraLinear(std::string module, Param* weight, int max_rows);
+
+  const std::string& module() const { return module_; }
+  Param* weight() { return weight_; }
+  Param* lora_a() { return a_; }
+  Param* lora_b() { return b_; }
+  bool has_adapters() const { return a_ != nullptr; }
+  float scale() const { return scale_; }
+  int in_features() const { return in_; }
+  int out_features() const { return out_; }
+
+  // Attaches adapters a(r,in), b(out,r) (owned by the model) and the scale; allocates the
+  // saved-activation buffer (max_rows, r).
+  void attach(Param* a, Param* b, float scale);
+  // A ~ U(-1/sqrt(in), 1/sqrt(in)) (Kaiming uniform with a = sqrt(5)), B = 0.
+  void init_adapters(const AdapterInit& init);
+  // W += s B A (fp32).
+  void merge(Ops& ops);
+
+  // x(N,in) -> y(N,out)
+  void forward(Ops& ops, const float* x, float* y, int N);
+  // dy(N,out) -> dx(N,in) (written, or added to when accumulate_dx), and the gradients of
+  // the trainable tensors among W, A, B (added to). scratch: at least N*r floats.
+  void backward(Ops& ops, const float* x, const float* dy, float* dx, bool accumulate_dx,
+                float* scratch, int N);
+
+ private:
+  std::string module_;
+  Param* weight_;
+  Param* a_ = nullptr;
+  Param* b_ = nullptr;
+  float scale_ = 0.0f;
+  int in_, out_, rank_ = 0, max_rows_;
+  Tensor xa_;  // (max_rows, r): x A^T of the last forward
+};
+
+class LoraEmbedding {
+ public:
+  LoraEmbedding(Param* table, int max_rows);
+
+  Param* table() { return table_; }
+  Param* lora_a() { return a_; }
+  Param* lora_b() { return b_; }
+  bool has_adapters() const { return a_ != nullptr; }
+
+  // a(r,V), b(C,r) owned by the model.
+  void attach(Param* a, Param* b, float scale);
+  // PEFT's embedding init: A = 0, B ~ N(0, 1).
+  void init_adapters(const AdapterInit& init);
+  // E(V,C) += s (B A)^T = s A^T B^T (fp32).
+  void merge(Ops& ops);
+
+  // tokens(N) -> out(N,C)
+  void forward(Ops& ops, const int32_t* tokens, float* out, int N);
+  // d_out(N,C) -> gradients of the trainable tensors among E, A, B (added to).
+  // scratch: at least N*r floats.
+  void backward(Ops& ops, const int32_t* tokens, const float* d_out, float* scratch, int N);
+
+ private:
+  Param* table_;
+  Param* a_ = nullptr;
+  Param* b_ = nullptr;
+  float scale_ = 0.0f;
+  int vocab_, channels_, rank_ = 0, max_rows_;
+  Tensor a_cols_;  // (max_rows, r): A[:, tokens[n]] of the last forward
+};
+
+}  // namespace relora

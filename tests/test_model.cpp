@@ -1,0 +1,195 @@
+// Whole-model tests: gradients of every trainable tensor against central finite
+// differences (full-rank phase, and ReLoRA phase with B != 0 and embedding adapters), and
+// merge-and-restart leaving the model's function unchanged.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "backend/ops.h"
+#include "core/rng.h"
+#include "model/llama.h"
+#include "optim/adamw.h"
+#include "relora/restart.h"
+
+namespace relora {
+namespace {
+
+constexpr int kB = 2;
+
+ModelConfig tiny_model() {
+  ModelConfig m;
+  m.vocab_size = 13;
+  m.hidden_size = 8;
+  m.num_layers = 2;
+  m.num_heads = 2;
+  m.intermediate_size = 12;
+  m.seq_len = 5;
+  m.init_std = 0.3f;  // large enough that every path carries gradient
+  return m;
+}
+
+ReloraConfig tiny_relora(const std::string& embeddings) {
+  ReloraConfig r;
+  r.rank = 3;
+  r.alpha = 6.0f;
+  r.embeddings = embeddings;
+  return r;
+}
+
+struct Batch {
+  std::vector<int32_t> inputs, targets;
+};
+
+Batch random_batch(const ModelConfig& m, uint64_t seed) {
+  Batch b;
+  const int n = kB * m.seq_len;
+  for (int i = 0; i < n; ++i) {
+    b.inputs.push_back(static_cast<int32_t>(uniform_at({seed, RngPurpose::test, 1, 0}, i) * m.vocab_size));
+    b.targets.push_back(static_cast<int32_t>(uniform_at({seed, RngPurpose::test, 2, 0}, i) * m.vocab_size));
+  }
+  return b;
+}
+
+// Gives every adapter non-trivial values (B != 0, embedding A != 0).
+void randomise_adapters(Llama& model) {
+  for (Param* p : model.adapter_params())
+    fill_normal(p->value.data(), p->value.numel(), 0.0f, 0.2f, {7, RngPurpose::test, tensor_id(p->name), 0});
+}
+
+// Checks d(mean loss)/d(param) of every trainable tensor at up to 5 elements each.
+void check_gradients(Llama& model, const Batch& b) {
+  const int n = kB * model.config().seq_len;
+  for (Param* p : model.trainable()) p->grad.fill(0.0f);
+  model.forward(b.inputs.data(), b.targets.data(), kB, true, 1.0f / n);
+  model.backward(b.inputs.data(), kB);
+  auto loss = [&]() { return model.forward(b.inputs.data(), b.targets.data(), kB, false, 0.0f) / n; };
+  int checked = 0;
+  for (Param* p : model.trainable()) {
+    const int64_t numel = p->value.numel();
+    for (int j = 0; j < 5 && j < numel; ++j) {
+      const int64_t i = (j * 7919 + 3) % numel;
+      float* x = p->value.data() + i;
+      const float saved = *x;
+      // central difference with Richardson extrapolation: error O(eps^4), not O(eps^2)
+      auto central = [&](float eps) {
+        *x = saved + eps;
+        const double up = loss();
+        *x = saved - eps;
+        const double down = loss();
+        *x = saved;
+        return (up - down) / (2.0 * eps);
+      };
+      const double numeric = (4.0 * central(1e-2f) - central(2e-2f)) / 3.0;
+      const double analytic = p->grad.data()[i];
+      EXPECT_NEAR(analytic, numeric, 2e-3 * std::fabs(numeric) + 2e-4) << p->name << "[" << i << "]";
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0);
+}
+
+TEST(Model, GradientsFullRankPhase) {
+  auto ops = make_cpu_ops();
+  ModelConfig m = tiny_model();
+  Llama model(m, tiny_relora("lora"), *ops, kB);
+  model.init_weights(1);
+  EXPECT_EQ(model.trainable().size(), model.params().size());
+  check_gradients(model, random_batch(m, 3));
+}
+
+TEST(Model, GradientsReloraPhaseWithAdapters) {
+  for (const char* emb : {"lora", "full", "frozen"}) {
+    SCOPED_TRACE(emb);
+    auto ops = make_cpu_ops();
+    ModelConfig m = tiny_model();
+    Llama model(m, tiny_relora(emb), *ops, kB);
+    model.init_weights(1);
+    model.enter_relora_phase({1, 0});
+    randomise_adapters(model);
+    for (Param* p : model.params()) {
+      const bool is_target = p->name.find("_proj.weight") != std::string::npos;
+      if (is_target) {
+        EXPECT_FALSE(p->trainable()) << p->name;
+      }
+      if (p->is_norm) {
+        EXPECT_TRUE(p->trainable()) << p->name;
+      }
+    }
+    EXPECT_EQ(model.find("model.embed_tokens.weight")->trainable(), std::string(emb) == "full");
+    EXPECT_EQ(model.find("model.embed_tokens/A") != nullptr, std::string(emb) == "lora");
+    check_gradients(model, random_batch(m, 5));
+  }
+}
+
+TEST(Model, ParameterNamesAreHuggingFace) {
+  auto ops = make_cpu_ops();
+  Llama model(tiny_model(), tiny_relora("lora"), *ops, 1);
+  for (const char* name :
+       {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.o_proj.weight", "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.0.mlp.down_proj.weight", "model.layers.0.input_layernorm.weight",
+        "model.layers.1.post_attention_layernorm.weight", "model.norm.weight", "lm_head.weight"})
+    EXPECT_NE(model.find(name), nullptr) << name;
+  EXPECT_EQ(model.find("model.layers.0.mlp.down_proj.weight")->value.shape(),
+            (std::vector<int64_t>{8, 12}));
+}
+
+TEST(Model, MergeAndRestartKeepsOutputs) {
+  auto ops = make_cpu_ops();
+  ModelConfig m = tiny_model();
+  ReloraConfig r = tiny_relora("lora");
+  Llama model(m, r, *ops, kB);
+  model.init_weights(1);
+  AdamW opt(OptimizerConfig{}, *ops);
+  start_adapters(model, opt, 1, 0);
+  randomise_adapters(model);
+  // one optimizer update so the adapters have Adam moments to prune
+  Batch b = random_batch(m, 9);
+  const int n = kB * m.seq_len;
+  for (Param* p : model.trainable()) p->grad.fill(0.0f);
+  model.forward(b.inputs.data(), b.targets.data(), kB, true, 1.0f / n);
+  model.backward(b.inputs.data(), kB);
+  opt.step(model.trainable(), 1e-3f);
+
+  model.forward(b.inputs.data(), b.targets.data(), kB, false, 0.0f);
+  std::vector<float> before(model.logits(), model.logits() + static_cast<size_t>(n) * m.vocab_size);
+  const Param* qa = model.find("model.layers.0.self_attn.q_proj/A");
+  std::vector<float> old_a(qa->value.data(), qa->value.data() + qa->value.numel());
+
+  merge_and_restart(model, opt, r, 1, 42);
+
+  model.forward(b.inputs.data(), b.targets.data(), kB, false, 0.0f);
+  float max_diff = 0.0f;
+  for (size_t i = 0; i < before.size(); ++i) max_diff = std::max(max_diff, std::fabs(before[i] - model.logits()[i]));
+  EXPECT_LT(max_diff, 1e-4f);
+  // fresh A (a new draw), B re-initialised as at creation
+  int same = 0;
+  for (int64_t i = 0; i < qa->value.numel(); ++i) same += qa->value.data()[i] == old_a[i];
+  EXPECT_EQ(same, 0);
+  for (Param* p : model.adapter_params()) {
+    const bool zero_init = p->name == "model.embed_tokens/A" || p->name.back() == 'B';
+    const bool normal_init = p->name == "model.embed_tokens/B";
+    double sum_sq = 0.0;
+    for (int64_t i = 0; i < p->value.numel(); ++i) sum_sq += p->value.data()[i] * p->value.data()[i];
+    if (zero_init && !normal_init) {
+      EXPECT_EQ(sum_sq, 0.0) << p->name;
+    } else {
+      EXPECT_GT(sum_sq, 0.0) << p->name;
+    }
+    // moments pruned with one mask: the largest 1% (at least... floor) survive
+    AdamState* s = opt.state(p->name);
+    ASSERT_NE(s, nullptr) << p->name;
+    int64_t kept = 0;
+    for (int64_t i = 0; i < p->value.numel(); ++i) {
+      const bool m_zero = s->exp_avg.data()[i] == 0.0f;
+      EXPECT_EQ(m_zero, s->exp_avg_sq.data()[i] == 0.0f) << p->name << "[" << i << "]";
+      kept += !m_zero;
+    }
+    EXPECT_LE(kept, p->value.numel() - static_cast<int64_t>(std::floor(0.99 * p->value.numel())));
+    EXPECT_EQ(s->step, 1);
+  }
+}
+
+}  // namespace
+}  // namespace relora
