@@ -1,0 +1,31 @@
+// Evaluation loop: forward only, losses summed in double.
+#include "train/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace relora {
+
+EvalResult evaluate(Llama& model, Loader& data, int batch_size, int64_t max_batches) {
+  const int T = model.config().seq_len;
+  int64_t windows = data.num_samples();
+  if (max_batches > 0) windows = std::min(windows, max_batches * batch_size);
+  std::vector<int32_t> inputs(static_cast<size_t>(batch_size) * T), targets(inputs.size());
+  const int64_t saved_cursor = data.cursor();
+  data.set_cursor(0);
+  double loss_sum = 0.0;
+  for (int64_t start = 0; start < windows; start += batch_size) {
+    int b = static_cast<int>(std::min<int64_t>(batch_size, windows - start));
+    data.read(start, b, inputs.data(), targets.data());
+    loss_sum += model.forward(inputs.data(), targets.data(), b, false, 0.0f);
+  }
+  data.set_cursor(saved_cursor);
+  EvalResult r;
+  r.tokens = windows * T;
+  r.loss = r.tokens > 0 ? loss_sum / static_cast<double>(r.tokens) : 0.0;
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+}  // namespace relora
