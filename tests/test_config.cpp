@@ -426,7 +426,7 @@ TEST(ConfigYaml, ListsEveryKeyWithItsDoc) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 39);
+  EXPECT_EQ(keys, 43);
   EXPECT_NE(yaml.find("rank: 128"), std::string::npos);
   EXPECT_NE(yaml.find("# adapter rank r; 0: no adapters"), std::string::npos);
 }
@@ -501,6 +501,28 @@ TEST(ShippedConfigs, PaperSizesMatchTheReloraPaper) {
     EXPECT_EQ(cfg.model.seq_len, 512);
     EXPECT_EQ(cfg.relora.rank, 128);
     EXPECT_EQ(cfg.checkpoint.dir, "runs/" + fs::path(s.file).stem().string());
+  }
+}
+
+}  // namespace
+}  // namespace relora
+
+namespace relora {
+namespace {
+
+TEST(ConfigTimeLimit, ParsesDurationsAndRejectsOthers) {
+  EXPECT_EQ(parse_time_limit("", "x"), 0);
+  EXPECT_EQ(parse_time_limit("3h50m", "x"), 3 * 3600 + 50 * 60);
+  EXPECT_EQ(parse_time_limit("90m", "x"), 5400);
+  EXPECT_EQ(parse_time_limit("45s", "x"), 45);
+  EXPECT_EQ(parse_time_limit("2h30m10s", "x"), 9010);
+  for (const char* bad : {"3", "h", "3x", "10m5h", "5m5m", "-3h", "1h 2m"}) {
+    try {
+      parse_time_limit(bad, "run.yaml");
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("run.yaml: train.time_limit"), std::string::npos) << e.what();
+    }
   }
 }
 

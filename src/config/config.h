@@ -54,6 +54,8 @@ struct TrainConfig {
   uint64_t seed = 1234;
   std::string device = "cpu";  // cpu | auto (= cpu until the CUDA backend is built)
   int threads = 0;             // 0: every core in this process's affinity mask
+  float bucket_mb = 25.0f;     // gradient all-reduce bucket size (MB)
+  std::string time_limit;      // "3h50m", "90m", "45s"; empty: none
 };
 
 struct DataConfig {
@@ -67,6 +69,8 @@ struct CheckpointConfig {
   std::string dir = "runs/default";
   int every = 1000;  // 0: only at the end
   int keep = 3;
+  int every_minutes = 0;          // 0: no time-based checkpoints
+  std::string read = "shared";    // shared (every rank reads) | broadcast (rank 0 reads)
 };
 
 struct LogConfig {
@@ -99,6 +103,10 @@ void validate_config(const Config& cfg, const std::string& where);
 
 // The full resolved config as YAML (every key, in table order), loadable by load_config.
 std::string config_to_yaml(const Config& cfg);
+
+// train.time_limit in seconds: "3h50m", "90m", "45s", "2h30m10s", "" -> 0 (no limit).
+// Throws InputError naming `where` for anything else.
+int64_t parse_time_limit(const std::string& text, const std::string& where);
 
 // Aligned lines "  section.key  default  doc" for --help, one per key in table order.
 std::string config_keys_help();

@@ -67,6 +67,10 @@ const std::vector<ConfigKey> kKeys = {
     RELORA_CONFIG_KEY(train, device, "cpu, or auto (cpu until the CUDA backend is built)"),
     RELORA_CONFIG_KEY(train, threads,
                       "CPU threads per process; 0: every core this process may use"),
+    RELORA_CONFIG_KEY(train, bucket_mb,
+                      "size of a gradient all-reduce bucket in MB (multi-rank runs)"),
+    RELORA_CONFIG_KEY(train, time_limit,
+                      "stop, checkpoint and exit 0 after this long, e.g. 3h50m; empty: no limit"),
 
     RELORA_CONFIG_KEY(data, train, "glob of training token shards, e.g. data/c4/train_*.bin"),
     RELORA_CONFIG_KEY(data, val, "glob of validation token shards; empty: no evaluation"),
@@ -76,6 +80,9 @@ const std::vector<ConfigKey> kKeys = {
     RELORA_CONFIG_KEY(checkpoint, dir, "run directory: resolved config.yaml, metrics.jsonl (and checkpoints, once they land)"),
     RELORA_CONFIG_KEY(checkpoint, every, "steps between checkpoints; 0: only at the end (read once HDF5 checkpoints land)"),
     RELORA_CONFIG_KEY(checkpoint, keep, "newest checkpoints kept (read once HDF5 checkpoints land)"),
+    RELORA_CONFIG_KEY(checkpoint, every_minutes, "minutes between checkpoints; 0: none by time"),
+    RELORA_CONFIG_KEY(checkpoint, read,
+                      "resume: shared (every rank reads the file) or broadcast (rank 0 reads)"),
 
     RELORA_CONFIG_KEY(log, every, "steps between metrics lines"),
 };

@@ -1,6 +1,7 @@
 // Range and cross-field checks of a Config. Each failure is one line:
 // "<where>: <section.key>: <what is wrong and what is allowed>".
 #include <algorithm>
+#include <cctype>
 #include <climits>
 #include <set>
 
@@ -205,6 +206,9 @@ void check_train(const Checker& check, const TrainConfig& train) {
     check.fail("train.device", "must be cpu or auto, got '" + train.device + "'");
   }
   check.at_least("train.threads", train.threads, 0);
+  if (!(train.bucket_mb > 0.0f && train.bucket_mb <= 4096.0f)) {
+    check.fail("train.bucket_mb", "must be in (0, 4096], got " + float_text(train.bucket_mb));
+  }
 }
 
 }  // namespace
@@ -224,6 +228,33 @@ void validate_config(const Config& cfg, const std::string& where) {
   check.at_least("checkpoint.every", cfg.checkpoint.every, 0);
   check.at_least("checkpoint.keep", cfg.checkpoint.keep, 1);
   check.at_least("log.every", cfg.log.every, 1);
+  check.at_least("checkpoint.every_minutes", cfg.checkpoint.every_minutes, 0);
+  if (cfg.checkpoint.read != "shared" && cfg.checkpoint.read != "broadcast") {
+    check.fail("checkpoint.read", "must be shared or broadcast, got '" + cfg.checkpoint.read + "'");
+  }
+  parse_time_limit(cfg.train.time_limit, where);
+}
+
+int64_t parse_time_limit(const std::string& text, const std::string& where) {
+  // A sequence of <number><unit>, units h, m, s, each at most once and in that order.
+  int64_t total = 0;
+  size_t pos = 0;
+  const std::string units = "hms";
+  size_t next_unit = 0;
+  while (pos < text.size()) {
+    size_t digits = pos;
+    while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+    const size_t unit = digits < text.size() ? units.find(text[digits], next_unit) : std::string::npos;
+    if (digits == pos || digits - pos > 9 || unit == std::string::npos) {
+      RELORA_INPUT_ERROR(where << ": train.time_limit: expected a duration like 3h50m, 90m or 45s, got '"
+                               << text << "'");
+    }
+    const int64_t value = std::stoll(text.substr(pos, digits - pos));
+    total += value * (unit == 0 ? 3600 : unit == 1 ? 60 : 1);
+    next_unit = unit + 1;
+    pos = digits + 1;
+  }
+  return total;
 }
 
 }  // namespace relora

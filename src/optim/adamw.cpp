@@ -12,12 +12,7 @@ namespace relora {
 void AdamW::step(const std::vector<Param*>& params, float lr) {
   for (Param* p : params) {
     RELORA_CHECK(p->trainable() && p->grad.numel() == p->value.numel(), p->name);
-    AdamState& s = states_[p->name];
-    if (s.exp_avg.numel() != p->value.numel()) {
-      s.exp_avg = Tensor::zeros(p->value.shape());
-      s.exp_avg_sq = Tensor::zeros(p->value.shape());
-      s.step = 0;
-    }
+    AdamState& s = state_for(*p);
     s.step += 1;
     float decay = p->is_norm ? 0.0f : cfg_.weight_decay;
     ops_.adamw(p->value.data(), p->grad.data(), s.exp_avg.data(), s.exp_avg_sq.data(),
@@ -30,6 +25,16 @@ void AdamW::retain_only(const std::vector<Param*>& params) {
   for (Param* p : params) live.insert(p->name);
   for (auto it = states_.begin(); it != states_.end();)
     it = live.count(it->first) ? std::next(it) : states_.erase(it);
+}
+
+AdamState& AdamW::state_for(const Param& p) {
+  AdamState& s = states_[p.name];
+  if (s.exp_avg.numel() != p.value.numel()) {
+    s.exp_avg = Tensor::zeros(p.value.shape());
+    s.exp_avg_sq = Tensor::zeros(p.value.shape());
+    s.step = 0;
+  }
+  return s;
 }
 
 AdamState* AdamW::state(const std::string& name) {

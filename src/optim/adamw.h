@@ -30,6 +30,8 @@ class AdamW {
   // Drops the state of every tensor not in `params` (frozen ones), freeing its memory.
   void retain_only(const std::vector<Param*>& params);
   AdamState* state(const std::string& name);  // nullptr if none
+  // The state of p, created (zero moments, step 0) if it has none: for loading checkpoints.
+  AdamState& state_for(const Param& p);
   const std::map<std::string, AdamState>& states() const { return states_; }
 
  private:
