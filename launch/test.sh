@@ -8,4 +8,4 @@ jobs="$(nproc)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 cd build
-ctest --output-on-failure -j "$jobs" --timeout 600
+ctest --output-on-failure --timeout 600  # one test at a time: each uses every core

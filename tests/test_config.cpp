@@ -449,7 +449,7 @@ TEST(ConfigHelp, DefaultsAndDocsAreAligned) {
   EXPECT_EQ(column_of("128"), column_of("0.001"));  // relora.rank and optimizer.lr defaults
   EXPECT_EQ(column_of("adapter rank r"), column_of("peak learning rate"));
   EXPECT_EQ(column_of("adapter rank r"), column_of("linear layers given adapters"));
-  EXPECT_EQ(column_of("adapter rank r"), column_of("steps between evaluations; 0: never"));
+  EXPECT_EQ(column_of("adapter rank r"), column_of("steps between evaluations (and one at the end); 0: only at the end"));
 }
 
 // ---- shipped configs -----------------------------------------------------------------------

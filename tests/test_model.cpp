@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "backend/ops.h"
+#include "config/config.h"
 #include "core/rng.h"
 #include "model/llama.h"
 #include "optim/adamw.h"
@@ -188,6 +190,56 @@ TEST(Model, MergeAndRestartKeepsOutputs) {
     }
     EXPECT_LE(kept, p->value.numel() - static_cast<int64_t>(std::floor(0.99 * p->value.numel())));
     EXPECT_EQ(s->step, 1);
+  }
+}
+
+}  // namespace
+}  // namespace relora
+
+namespace relora {
+namespace {
+
+int64_t trainable_elements(const Llama& model) {
+  int64_t n = 0;
+  for (const Param* p : model.trainable()) n += p->value.numel();
+  return n;
+}
+
+TEST(Model, TrainableCountsMatchTheRegistry) {
+  auto ops = make_cpu_ops();
+  for (const char* emb : {"lora", "full", "frozen"}) {
+    for (const std::vector<std::string>& targets :
+         {std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+          std::vector<std::string>{"v_proj", "down_proj", "up_proj"}}) {
+      ReloraConfig r = tiny_relora(emb);
+      r.targets = targets;
+      Llama model(tiny_model(), r, *ops, 1);
+      TrainableCounts counts = count_trainable(tiny_model(), r);
+      EXPECT_EQ(counts.full_phase, trainable_elements(model)) << emb;
+      model.enter_relora_phase({1, 0});
+      EXPECT_EQ(counts.relora_phase, trainable_elements(model)) << emb << " " << targets.size();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace relora
+
+namespace relora {
+namespace {
+
+// What crosses the network per update in the ReLoRA phase, as a share of the warm start:
+// printed for the shipped sizes, asserted for tiny (embeddings: lora).
+TEST(Model, ReloraPhaseCommunicationShare) {
+  for (const char* name : {"tiny", "llama_60m", "llama_350m", "llama_1b"}) {
+    const Config cfg = load_config(std::string(RELORA_SOURCE_DIR) + "/configs/" + name + ".yaml");
+    const TrainableCounts counts = count_trainable(cfg.model, cfg.relora);
+    const double ratio = static_cast<double>(counts.relora_phase) / counts.full_phase;
+    std::printf("%-11s all-reduce per update: warm start %.1f MB, ReLoRA phase %.1f MB (%.1f%%)\n", name,
+                4e-6 * counts.full_phase, 4e-6 * counts.relora_phase, 100.0 * ratio);
+    if (std::string(name) == "tiny") {
+      EXPECT_LT(ratio, 0.20);
+    }
   }
 }
 

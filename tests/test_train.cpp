@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "core/rng.h"
 #include "data/shard.h"
+#include "dist/communicator.h"
 #include "test_util.h"
 #include "train/trainer.h"
 
@@ -41,7 +42,8 @@ std::vector<std::string> small_run(const testing::TempDir& dir, const std::strin
 TEST(Train, MemorisesThroughRestarts) {
   testing::TempDir dir;
   Config cfg = config_from_overrides(small_run(dir, periodic_shard(dir)));
-  TrainSummary s = Trainer(cfg).run();
+  auto comm = make_local_comm();
+  TrainSummary s = Trainer(cfg, *comm).run();
   ASSERT_EQ(s.losses.size(), 150u);
   EXPECT_EQ(s.restarts, 3);  // after 60, 90, 120
   EXPECT_GT(s.losses.front(), 3.0);
@@ -64,12 +66,13 @@ TEST(Train, SameSeedIsBitIdentical) {
   testing::TempDir dir;
   std::vector<std::string> overrides = small_run(dir, periodic_shard(dir));
   overrides.push_back("train.steps=70");  // warm start, a cycle, a restart, a bit more
-  std::vector<double> first = Trainer(config_from_overrides(overrides)).run().losses;
-  std::vector<double> second = Trainer(config_from_overrides(overrides)).run().losses;
+  auto comm = make_local_comm();
+  std::vector<double> first = Trainer(config_from_overrides(overrides), *comm).run().losses;
+  std::vector<double> second = Trainer(config_from_overrides(overrides), *comm).run().losses;
   ASSERT_EQ(first.size(), 70u);
   EXPECT_EQ(first, second);
   overrides.push_back("train.seed=99");
-  std::vector<double> other = Trainer(config_from_overrides(overrides)).run().losses;
+  std::vector<double> other = Trainer(config_from_overrides(overrides), *comm).run().losses;
   EXPECT_NE(first, other);
 }
 

@@ -10,6 +10,8 @@
 #include "config/config.h"
 #include "core/errors.h"
 #include "data/loader.h"
+#include "dist/collective.h"
+#include "dist/communicator.h"
 #include "model/llama.h"
 #include "train/evaluate.h"
 #include "train/threads.h"
@@ -105,60 +107,109 @@ Config load_required_config(const Args& a) {
   return load_config(a.config, a.sets);
 }
 
-int cmd_train(const Args& a) {
-  if (a.help) {
-    std::printf("%s%s", kTrainUsage, config_keys_help().c_str());
-    return 0;
+// Prints the error with the rank; in a multi-rank job ends every rank (MPI_Abort), else
+// rethrows for main to return the exit code.
+void abort_job(Communicator& comm, const std::exception& e) {
+  if (comm.world_size() <= 1) throw;
+  const int code = dynamic_cast<const InputError*>(&e) ? 2 : 1;
+  print_error(comm, e.what(), code, true);
+  comm.abort(code);
+}
+
+int cmd_train(Communicator& comm, const Args& a) {
+  std::unique_ptr<Trainer> trainer;
+  collectively(comm, [&] { trainer = std::make_unique<Trainer>(load_required_config(a), comm); });
+  collectively(comm, [&] { trainer->check_ranks_agree(); });
+  try {
+    trainer->run();
+  } catch (const std::exception& e) {
+    // End the job before the trainer unwinds: its gradient buckets may still be the
+    // targets of all-reduces in flight on this rank.
+    abort_job(comm, e);
   }
-  Trainer trainer(load_required_config(a));
-  trainer.run();
   return 0;
 }
 
-int cmd_eval(const Args& a) {
-  if (a.help) {
-    std::printf("%s", kEvalUsage);
-    return 0;
-  }
-  if (a.data.empty()) RELORA_INPUT_ERROR("relora eval: --data PATTERN is required (a glob of token shards)");
-  Config cfg = load_required_config(a);
-  configure_threads(cfg.train.threads);
-  auto ops = make_cpu_ops();
-  Loader data(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false);
-  Llama model(cfg.model, cfg.relora, *ops, cfg.train.micro_batch);
-  model.init_weights(cfg.train.seed);
-  EvalResult r = evaluate(model, data, cfg.train.micro_batch, a.batches);
-  std::printf("{\"loss\":%.6f,\"perplexity\":%.4f,\"tokens\":%ld}\n", r.loss, r.perplexity,
-              static_cast<long>(r.tokens));
+int cmd_eval(Communicator& comm, const Args& a) {
+  std::unique_ptr<Loader> data;
+  std::unique_ptr<Ops> ops;
+  std::unique_ptr<Llama> model;
+  Config cfg;
+  collectively(comm, [&] {
+    if (a.data.empty()) RELORA_INPUT_ERROR("relora eval: --data PATTERN is required (a glob of token shards)");
+    cfg = load_required_config(a);
+    configure_threads(cfg.train.threads);
+    ops = make_cpu_ops();
+    data = std::make_unique<Loader>(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false);
+    model = std::make_unique<Llama>(cfg.model, cfg.relora, *ops, cfg.train.micro_batch);
+    model->init_weights(cfg.train.seed);
+  });
+  EvalResult r = evaluate(*model, *data, cfg.train.micro_batch, a.batches, comm);
+  if (comm.rank() == 0)
+    std::printf("{\"loss\":%.6f,\"perplexity\":%.4f,\"tokens\":%ld}\n", r.loss, r.perplexity,
+                static_cast<long>(r.tokens));
   return 0;
 }
 
-int run(int argc, char** argv) {
-  Args a = parse_args(argc, argv);
-  if (a.command.empty() || a.command == "--help" || a.command == "-h" || a.command == "help") {
+// Commands and --help that need no communicator (no MPI start-up for a help text).
+int run_local(const Args& a) {
+  if (a.command.empty()) {  // a mistake: the usage goes to stderr
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  if (a.command == "--help" || a.command == "-h" || a.command == "help") {
     std::printf("%s", kUsage);
-    return a.command.empty() ? 2 : 0;
+    return 0;
   }
   if (a.command == "--version") {
     std::printf("relora %s\n", RELORA_VERSION);
     return 0;
   }
-  if (a.command == "train") return cmd_train(a);
-  if (a.command == "eval") return cmd_eval(a);
-  RELORA_INPUT_ERROR("unknown command '" << a.command << "' (commands: train, eval; see relora --help)");
+  if (a.command == "train" && a.help) {
+    std::printf("%s%s", kTrainUsage, config_keys_help().c_str());
+    return 0;
+  }
+  if (a.command == "eval" && a.help) {
+    std::printf("%s", kEvalUsage);
+    return 0;
+  }
+  if (a.command != "train" && a.command != "eval")
+    RELORA_INPUT_ERROR("unknown command '" << a.command << "' (commands: train, eval; see relora --help)");
+  return -1;
 }
 
 }  // namespace
 }  // namespace relora
 
+// Errors before the communicator exists (command line) and errors every rank meets alike at
+// start-up exit cleanly with one message; an error on some ranks during training ends the
+// whole job through MPI_Abort, so no rank is left waiting.
 int main(int argc, char** argv) {
+  using namespace relora;
+  Args args;
   try {
-    return relora::run(argc, argv);
-  } catch (const relora::InputError& e) {
+    args = parse_args(argc, argv);
+    const int code = run_local(args);
+    if (code >= 0) return code;
+  } catch (const InputError& e) {
     std::fprintf(stderr, "relora: error: %s\n", e.what());
     return 2;
+  }
+  std::unique_ptr<Communicator> comm;
+  try {
+    comm = make_communicator();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "relora: internal error: %s\n", e.what());
+    std::fprintf(stderr, "relora: internal error: cannot start the communicator: %s\n", e.what());
     return 1;
+  }
+  try {
+    return args.command == "train" ? cmd_train(*comm, args) : cmd_eval(*comm, args);
+  } catch (const AgreedExit& e) {
+    return e.exit_code;
+  } catch (const std::exception& e) {
+    const int code = dynamic_cast<const InputError*>(&e) ? 2 : 1;
+    print_error(*comm, e.what(), code, true);
+    if (comm->world_size() > 1) comm->abort(code);
+    return code;
   }
 }

@@ -74,7 +74,7 @@ const std::vector<ConfigKey> kKeys = {
 
     RELORA_CONFIG_KEY(data, train, "glob of training token shards, e.g. data/c4/train_*.bin"),
     RELORA_CONFIG_KEY(data, val, "glob of validation token shards; empty: no evaluation"),
-    RELORA_CONFIG_KEY(data, eval_every, "steps between evaluations; 0: never"),
+    RELORA_CONFIG_KEY(data, eval_every, "steps between evaluations (and one at the end); 0: only at the end"),
     RELORA_CONFIG_KEY(data, eval_batches, "validation batches per evaluation"),
 
     RELORA_CONFIG_KEY(checkpoint, dir, "run directory: resolved config.yaml, metrics.jsonl (and checkpoints, once they land)"),

@@ -37,6 +37,18 @@ Tensor Tensor::clone() const {
   return t;
 }
 
+Tensor Tensor::view(int64_t offset, std::vector<int64_t> shape) const {
+  Tensor t;
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  RELORA_CHECK(offset >= 0 && offset + n <= numel_, "view [" << offset << ", " << offset + n
+                                                              << ") outside " << numel_ << " elements");
+  t.shape_ = std::move(shape);
+  t.numel_ = n;
+  t.data_ = std::shared_ptr<float>(data_, data_.get() + offset);
+  return t;
+}
+
 std::string Tensor::shape_str() const {
   std::ostringstream os;
   os << "[";

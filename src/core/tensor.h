@@ -30,6 +30,9 @@ class Tensor {
   void fill(float value);
   // Deep copy (the storage is shared by plain copies of a Tensor).
   Tensor clone() const;
+  // A tensor of `shape` over this one's storage from element `offset` on (shares and keeps
+  // the storage alive): how gradients live inside flat communication buckets.
+  Tensor view(int64_t offset, std::vector<int64_t> shape) const;
   // "[4096, 256]"
   std::string shape_str() const;
 

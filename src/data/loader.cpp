@@ -32,6 +32,12 @@ Loader::Loader(const std::string& pattern, int vocab_size, int seq_len, uint64_t
 
 const std::vector<std::string>& Loader::files() const { return files_; }
 
+std::vector<int64_t> Loader::shard_tokens() const {
+  std::vector<int64_t> tokens;
+  for (const TokenShard& shard : shards_) tokens.push_back(shard.num_tokens());
+  return tokens;
+}
+
 void Loader::read(int64_t offset, int count, int32_t* inputs, int32_t* targets) {
   for (int i = 0; i < count; ++i) {
     int shard = 0;

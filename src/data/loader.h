@@ -22,6 +22,8 @@ class Loader {
   int64_t cursor() const { return cursor_; }
   void set_cursor(int64_t cursor) { cursor_ = cursor; }
   const std::vector<std::string>& files() const;
+  // Tokens of each shard, in file order.
+  std::vector<int64_t> shard_tokens() const;
 
   // Fills inputs(count, seq) and targets(count, seq) with global samples
   // [cursor + offset, cursor + offset + count) without moving the cursor.

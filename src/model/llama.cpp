@@ -36,6 +36,29 @@ struct Llama::Block {
   }
 };
 
+TrainableCounts count_trainable(const ModelConfig& model, const ReloraConfig& relora) {
+  const int64_t V = model.vocab_size, C = model.hidden_size, F = model.intermediate_size,
+                L = model.num_layers, r = relora.rank;
+  TrainableCounts counts;
+  const int64_t norms = (2 * L + 1) * C;
+  counts.full_phase = 2 * V * C + L * (4 * C * C + 3 * C * F) + norms;
+  if (r == 0) {
+    counts.relora_phase = counts.full_phase;  // no adapters: full-rank throughout
+    return counts;
+  }
+  int64_t adapters_per_layer = 0;
+  for (const std::string& t : relora.targets) {
+    const bool to_mlp = t == "gate_proj" || t == "up_proj";
+    const bool from_mlp = t == "down_proj";
+    const int64_t in = from_mlp ? F : C, out = to_mlp ? F : C;
+    adapters_per_layer += r * (in + out);
+  }
+  counts.relora_phase = norms + L * adapters_per_layer;
+  if (relora.embeddings == "lora") counts.relora_phase += 2 * r * (V + C);
+  if (relora.embeddings == "full") counts.relora_phase += 2 * V * C;
+  return counts;
+}
+
 Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch)
     : cfg_(model), relora_(relora), ops_(ops), max_batch_(max_batch) {
   const int64_t V = cfg_.vocab_size, C = cfg_.hidden_size, F = cfg_.intermediate_size,
@@ -263,15 +286,25 @@ double Llama::forward(const int32_t* inputs, const int32_t* targets, int B, bool
                             logits_.data(), targets, N, V, d_loss_scale);
 }
 
-void Llama::backward(const int32_t* inputs, int B) {
+void Llama::backward(const int32_t* inputs, int B, const GradReadyFn& on_ready) {
+  auto ready = [&](std::initializer_list<Param*> ps) {
+    if (!on_ready) return;
+    for (Param* p : ps)
+      if (p && p->trainable()) on_ready(p);
+  };
+  auto ready_linear = [&](LoraLinear* lin) { ready({lin->weight(), lin->lora_a(), lin->lora_b()}); };
   const int T = cfg_.seq_len, C = cfg_.hidden_size, H = cfg_.num_heads, D = C / H, N = B * T;
   const int64_t NC = static_cast<int64_t>(N) * C, NF = static_cast<int64_t>(N) * cfg_.intermediate_size;
   float* scratch = lora_scratch_.data();
+  if (att_scratch_.numel() < ops_.attention_scratch_floats(T))  // the thread count grew
+    att_scratch_ = Tensor::zeros({ops_.attention_scratch_floats(T)});
   auto grad_of = [](Param* p) { return p->trainable() ? p->grad.data() : nullptr; };
   // logits(N,V) -> d final_norm_out (d_tmp_) -> d residual stream (d_res_)
   lm_head_->backward(ops_, final_norm_out_.data(), logits_.data(), d_tmp_.data(), false, scratch, N);
   ops_.rmsnorm_backward(d_res_.data(), grad_of(final_norm_), d_tmp_.data(), residual_out_.data(),
                         final_norm_->value.data(), final_rstd_.data(), N, C);
+  ready_linear(lm_head_.get());
+  ready({final_norm_});
   float* d_norm = d_q_.data();  // reused once d_q_ is free: d of a norm's output
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& b = *blocks_[l];
@@ -296,8 +329,11 @@ void Llama::backward(const int32_t* inputs, int B) {
     ops_.rmsnorm_backward(d_norm, grad_of(b.norm1), d_tmp_.data(), b.x.data(),
                           b.norm1->value.data(), b.rstd1.data(), N, C);
     ops_.axpy(d_res_.data(), d_norm, NC, 1.0f);  // d_res = dL/dx
+    for (LoraLinear* lin : b.linears()) ready_linear(lin);
+    ready({b.norm1, b.norm2});
   }
   embedding_->backward(ops_, inputs, d_res_.data(), scratch, N);
+  ready({embed_, embedding_->lora_a(), embedding_->lora_b()});
 }
 
 }  // namespace relora

@@ -8,6 +8,7 @@
 // lm_head per relora.embeddings).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +19,18 @@
 #include "model/params.h"
 
 namespace relora {
+
+// Called by backward with each trainable tensor as soon as its gradient for this
+// micro-batch is complete (used to start gradient communication early).
+using GradReadyFn = std::function<void(const Param*)>;
+
+// Elements of the tensors that train in each phase, from the config's shapes alone
+// (nothing allocated), so the communication volume of any size can be predicted.
+struct TrainableCounts {
+  int64_t full_phase = 0;    // every tensor
+  int64_t relora_phase = 0;  // adapters, norms, and embedding/head when embeddings = full
+};
+TrainableCounts count_trainable(const ModelConfig& model, const ReloraConfig& relora);
 
 class Llama {
  public:
@@ -50,8 +63,10 @@ class Llama {
   double forward(const int32_t* inputs, const int32_t* targets, int B, bool for_backward,
                  float d_loss_scale);
   // Adds this micro-batch's gradients into every trainable tensor's grad (needs the
-  // preceding forward(..., for_backward = true) with the same inputs and B).
-  void backward(const int32_t* inputs, int B);
+  // preceding forward(..., for_backward = true) with the same inputs and B). on_ready, if
+  // given, hears of each tensor as its gradient completes: head, final norm, blocks from
+  // last to first, embedding.
+  void backward(const int32_t* inputs, int B, const GradReadyFn& on_ready = nullptr);
 
   const ModelConfig& config() const { return cfg_; }
   // logits(B*T, V) of the last forward(..., for_backward = false).

@@ -7,20 +7,22 @@
 
 namespace relora {
 
-EvalResult evaluate(Llama& model, Loader& data, int batch_size, int64_t max_batches) {
+EvalResult evaluate(Llama& model, Loader& data, int batch_size, int64_t max_batches, Communicator& comm) {
   const int T = model.config().seq_len;
   int64_t windows = data.num_samples();
-  if (max_batches > 0) windows = std::min(windows, max_batches * batch_size);
+  if (max_batches > 0 && max_batches <= windows / batch_size) windows = max_batches * batch_size;
   std::vector<int32_t> inputs(static_cast<size_t>(batch_size) * T), targets(inputs.size());
   const int64_t saved_cursor = data.cursor();
   data.set_cursor(0);
   double loss_sum = 0.0;
-  for (int64_t start = 0; start < windows; start += batch_size) {
+  const int64_t stride = static_cast<int64_t>(batch_size) * comm.world_size();
+  for (int64_t start = static_cast<int64_t>(batch_size) * comm.rank(); start < windows; start += stride) {
     int b = static_cast<int>(std::min<int64_t>(batch_size, windows - start));
     data.read(start, b, inputs.data(), targets.data());
     loss_sum += model.forward(inputs.data(), targets.data(), b, false, 0.0f);
   }
   data.set_cursor(saved_cursor);
+  comm.all_reduce(&loss_sum, 1, ReduceOp::sum);
   EvalResult r;
   r.tokens = windows * T;
   r.loss = r.tokens > 0 ? loss_sum / static_cast<double>(r.tokens) : 0.0;

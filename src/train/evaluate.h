@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "data/loader.h"
+#include "dist/communicator.h"
 #include "model/llama.h"
 
 namespace relora {
@@ -14,7 +15,8 @@ struct EvalResult {
 };
 
 // Every window of `data` in order (max_batches <= 0), or only the first max_batches
-// batches of batch_size windows. The loader's cursor is left unchanged.
-EvalResult evaluate(Llama& model, Loader& data, int batch_size, int64_t max_batches);
+// batches of batch_size windows. Rank r evaluates batches r, r + W, ...; the sums are
+// all-reduced, so every rank returns the same result. The loader's cursor is unchanged.
+EvalResult evaluate(Llama& model, Loader& data, int batch_size, int64_t max_batches, Communicator& comm);
 
 }  // namespace relora

@@ -31,6 +31,11 @@ std::string duration(double seconds) {
   return fmt("%lds", static_cast<long>(s));
 }
 
+// A JSON number, or null for NaN and infinities (which JSON cannot hold).
+std::string number(const char* format, double value) {
+  return std::isfinite(value) ? fmt(format, value) : "null";
+}
+
 }  // namespace
 
 MetricsLog::MetricsLog(const std::string& path) : path_(path) {
@@ -48,10 +53,13 @@ void MetricsLog::line(const std::string& json) {
 }
 
 void MetricsLog::step(const StepRecord& r) {
-  line(fmt("{\"step\":%ld,\"phase\":\"%s\",\"cycle\":%ld,\"loss\":%.6f,\"lr\":%.6e,"
-           "\"grad_norm\":%.6f,\"tokens\":%ld,\"tokens_per_s\":%.1f,\"step_ms\":%.2f}",
+  line(fmt("{\"step\":%ld,\"phase\":\"%s\",\"cycle\":%ld,\"loss\":%s,\"lr\":%.6e,"
+           "\"grad_norm\":%s,\"tokens\":%ld,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,"
+           "\"comm_bytes\":%ld,\"comm_ms\":%.2f}",
            static_cast<long>(r.step), r.relora_phase ? "relora" : "full", static_cast<long>(r.cycle),
-           r.loss, r.lr, r.grad_norm, static_cast<long>(r.tokens), r.tokens_per_s, r.step_ms));
+           number("%.6f", r.loss).c_str(), r.lr, number("%.6f", r.grad_norm).c_str(),
+           static_cast<long>(r.tokens), r.tokens_per_s, r.step_ms, static_cast<long>(r.comm_bytes),
+           r.comm_ms));
 }
 
 void MetricsLog::restart(int64_t step, int64_t cycle) {
@@ -60,8 +68,8 @@ void MetricsLog::restart(int64_t step, int64_t cycle) {
 }
 
 void MetricsLog::eval(int64_t step, double val_loss, double val_ppl) {
-  line(fmt("{\"step\":%ld,\"val_loss\":%.6f,\"val_ppl\":%.4f}", static_cast<long>(step), val_loss,
-           val_ppl));
+  line(fmt("{\"step\":%ld,\"val_loss\":%s,\"val_ppl\":%s}", static_cast<long>(step),
+           number("%.6f", val_loss).c_str(), number("%.4f", val_ppl).c_str()));
 }
 
 Progress::Progress(int64_t total_steps, int log_every)

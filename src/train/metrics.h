@@ -17,6 +17,8 @@ struct StepRecord {
   int64_t tokens = 0;         // target tokens trained so far
   double tokens_per_s = 0.0;  // over the logging interval
   double step_ms = 0.0;       // mean over the logging interval
+  int64_t comm_bytes = 0;     // payload this rank handed to all-reduce for this update
+  double comm_ms = 0.0;       // mean time waiting for it, over the logging interval
 };
 
 class MetricsLog {

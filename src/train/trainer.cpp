@@ -1,9 +1,14 @@
-// The training loop: accumulate gradients over micro-batches, clip, AdamW, then the ReLoRA
-// event after the update (adapter start or merge-and-restart), logging and evaluation.
+// The training loop: each rank accumulates gradients over its micro-batches of the global
+// batch; during the last backward the gradient buckets are all-reduced as they complete;
+// then clip, AdamW, and the ReLoRA event after the update (adapter start or
+// merge-and-restart, followed by a check that all replicas still agree), logging and
+// evaluation.
 #include "train/trainer.h"
 
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +16,7 @@
 #include <string>
 
 #include "core/errors.h"
+#include "dist/replica_check.h"
 #include "relora/restart.h"
 #include "train/evaluate.h"
 #include "train/metrics.h"
@@ -27,12 +33,10 @@ double seconds_since(Clock::time_point t) {
 
 // mkdir -p
 void make_dirs(const std::string& dir) {
-  std::string partial;
   size_t pos = 0;
   while (pos != std::string::npos) {
     pos = dir.find('/', pos + 1);
-    partial = dir.substr(0, pos);
-    if (partial.empty()) continue;
+    const std::string partial = dir.substr(0, pos);
     if (mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
       RELORA_INPUT_ERROR("checkpoint.dir '" << dir << "': cannot create '" << partial
                                             << "': " << std::strerror(errno));
@@ -54,7 +58,25 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-Trainer::Trainer(const Config& cfg) : cfg_(cfg), schedule_(cfg) {
+std::string valid_world_sizes(int global_batch, int micro_batch) {
+  std::string out;
+  const int micro_batches = global_batch / micro_batch;
+  std::vector<int> sizes;
+  for (int w = 1; w <= micro_batches; ++w)
+    if (micro_batches % w == 0) sizes.push_back(w);
+  for (size_t i = 0; i < sizes.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == sizes.size() ? " or " : ", ") + std::to_string(sizes[i]);
+  return out;
+}
+
+Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm), schedule_(cfg) {
+  const int world = comm_.world_size(), global = cfg_.train.global_batch, micro = cfg_.train.micro_batch;
+  if (global % (world * micro) != 0)
+    RELORA_INPUT_ERROR(cfg_.source << ": train.global_batch " << global << " is not a multiple of "
+                                   << world << " ranks x train.micro_batch " << micro
+                                   << "; with these batch sizes run on " << valid_world_sizes(global, micro)
+                                   << " rank(s), or change them");
+  accumulation_ = global / (world * micro);
   if (cfg_.data.train.empty())
     RELORA_INPUT_ERROR(cfg_.source << ": data.train is empty: set it to a glob of token shards, "
                                       "e.g. --set data.train='data/tiny/train_*.bin'");
@@ -65,29 +87,50 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg), schedule_(cfg) {
   if (!cfg_.data.val.empty())
     val_data_ = std::make_unique<Loader>(cfg_.data.val, cfg_.model.vocab_size, cfg_.model.seq_len,
                                          cfg_.train.seed, false);
-  make_dirs(cfg_.checkpoint.dir);
-  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, cfg_.train.micro_batch);
+  if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
+  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
-  inputs_.resize(static_cast<size_t>(cfg_.train.micro_batch) * cfg_.model.seq_len);
+  grad_sync_ = std::make_unique<GradSync>(comm_, cfg_.train.bucket_mb);
+  inputs_.resize(static_cast<size_t>(micro) * cfg_.model.seq_len);
   targets_.resize(inputs_.size());
 }
 
 Trainer::~Trainer() = default;
 
+void Trainer::check_ranks_agree() {
+  Config settings = cfg_;
+  settings.source.clear();  // the same file may be reached by different paths on different ranks
+  check_same_text(comm_, config_to_yaml(settings), "the resolved config");
+  // The data each rank found: token counts of the shards in order (paths may differ).
+  std::string data = std::to_string(train_data_->num_samples());
+  for (int64_t tokens : train_data_->shard_tokens()) data += " " + std::to_string(tokens);
+  check_same_text(comm_, data, "the training data (shards matching data.train, and their sizes)");
+  check_same_weights(comm_, model_->params(), "on the initial weights");
+}
+
 void Trainer::optimizer_step(int64_t update, double* loss, double* grad_norm, double* lr) {
   const int micro = cfg_.train.micro_batch, global = cfg_.train.global_batch;
   const int64_t tokens_per_update = static_cast<int64_t>(global) * cfg_.model.seq_len;
-  for (Param* p : trainable_) p->grad.fill(0.0f);
+  // This rank's share of the global batch: samples [rank*G/W, (rank+1)*G/W), in order.
+  const int64_t share_start = static_cast<int64_t>(comm_.rank()) * (global / comm_.world_size());
+  const GradReadyFn on_ready = [this](const Param* p) { grad_sync_->mark_ready(p); };
+  grad_sync_->zero();
   double loss_sum = 0.0;
-  for (int offset = 0; offset < global; offset += micro) {
-    train_data_->read(offset, micro, inputs_.data(), targets_.data());
+  for (int m = 0; m < accumulation_; ++m) {
+    train_data_->read(share_start + static_cast<int64_t>(m) * micro, micro, inputs_.data(), targets_.data());
     loss_sum += model_->forward(inputs_.data(), targets_.data(), micro, true,
                                 1.0f / static_cast<float>(tokens_per_update));
-    model_->backward(inputs_.data(), micro);
+    const bool last = m + 1 == accumulation_;
+    model_->backward(inputs_.data(), micro, last ? on_ready : GradReadyFn());
   }
+  grad_sync_->finish();
   train_data_->advance(global);
+  comm_.all_reduce(&loss_sum, 1, ReduceOp::sum);
   *loss = loss_sum / static_cast<double>(tokens_per_update);
+  if (!std::isfinite(*loss))
+    RELORA_INPUT_ERROR("step " << update << ": the training loss is " << *loss
+                               << ": the run diverged; lower optimizer.lr or set optimizer.grad_clip");
   *grad_norm = global_grad_norm(*ops_, trainable_);
   clip_gradients(*ops_, trainable_, *grad_norm, cfg_.optimizer.grad_clip);
   *lr = schedule_.lr(update);
@@ -99,46 +142,65 @@ Event Trainer::after_update(int64_t update) {
   switch (event) {
     case Event::start_adapters:
       start_adapters(*model_, *optimizer_, cfg_.train.seed, update);
-      trainable_ = model_->trainable();
       break;
     case Event::restart:
       merge_and_restart(*model_, *optimizer_, cfg_.relora, cfg_.train.seed, update);
+      check_same_weights(comm_, model_->params(), "after the merge at step " + std::to_string(update));
       ++restarts_;
       break;
     case Event::none:
       break;
   }
+  if (event == Event::start_adapters || trainable_.empty()) {
+    trainable_ = model_->trainable();
+    grad_sync_->rebuild(trainable_);
+  }
   return event;
 }
 
 TrainSummary Trainer::run() {
+  const bool lead = comm_.rank() == 0;
   const std::string dir = cfg_.checkpoint.dir;
-  write_file_atomic(dir + "/config.yaml", config_to_yaml(cfg_));
-  MetricsLog metrics(dir + "/metrics.jsonl");
-  Progress progress(cfg_.train.steps, cfg_.log.every);
-  char line[256];
+  std::unique_ptr<MetricsLog> metrics;
+  std::unique_ptr<Progress> progress;
+  if (lead) {
+    write_file_atomic(dir + "/config.yaml", config_to_yaml(cfg_));
+    metrics = std::make_unique<MetricsLog>(dir + "/metrics.jsonl");
+    progress = std::make_unique<Progress>(cfg_.train.steps, cfg_.log.every);
+  }
+  char line[320];
+  auto say = [&](const char* text) {
+    if (progress) progress->message(text);
+  };
   std::snprintf(line, sizeof(line),
-                "relora: %.2fM parameters, %d threads, %ld training windows, %d steps of %d x %d tokens",
-                model_->num_parameters() / 1e6, threads_, static_cast<long>(train_data_->num_samples()),
-                cfg_.train.steps, cfg_.train.global_batch, cfg_.model.seq_len);
-  progress.message(line);
+                "relora: %.2fM parameters, %d rank%s x %d thread%s, %ld training windows, %d steps of "
+                "%d x %d tokens (micro-batch %d, accumulation %d)",
+                model_->num_parameters() / 1e6, comm_.world_size(), comm_.world_size() > 1 ? "s" : "",
+                threads_, threads_ > 1 ? "s" : "", static_cast<long>(train_data_->num_samples()),
+                cfg_.train.steps, cfg_.train.global_batch, cfg_.model.seq_len, cfg_.train.micro_batch,
+                accumulation_);
+  say(line);
 
   TrainSummary summary;
-  after_update(0);  // warm_start_steps 0: adapters from the start
-  trainable_ = model_->trainable();
+  after_update(0);  // builds the gradient buckets; warm_start_steps 0: adapters from the start
   const int64_t tokens_per_update = static_cast<int64_t>(cfg_.train.global_batch) * cfg_.model.seq_len;
   const auto run_start = Clock::now();
   auto interval_start = run_start;
   int64_t interval_steps = 0;
+  double interval_comm_ms = 0.0;
   for (int64_t u = 1; u <= cfg_.train.steps; ++u) {
     double loss, grad_norm, lr;
     optimizer_step(u, &loss, &grad_norm, &lr);
     summary.losses.push_back(loss);
+    const bool relora_phase = schedule_.relora_phase(u);
+    (relora_phase ? summary.comm_bytes_relora : summary.comm_bytes_full) = grad_sync_->bytes_per_update();
+    summary.buckets_started_early = grad_sync_->started_before_finish();
     ++interval_steps;
+    interval_comm_ms += grad_sync_->last_wait_ms();
     const double interval_s = seconds_since(interval_start);
     StepRecord rec;
     rec.step = u;
-    rec.relora_phase = schedule_.relora_phase(u);
+    rec.relora_phase = relora_phase;
     rec.cycle = schedule_.cycle(u);
     rec.loss = loss;
     rec.lr = lr;
@@ -146,39 +208,44 @@ TrainSummary Trainer::run() {
     rec.tokens = u * tokens_per_update;
     rec.tokens_per_s = interval_steps * tokens_per_update / interval_s;
     rec.step_ms = 1e3 * interval_s / interval_steps;
-    progress.update(rec, seconds_since(run_start));
+    rec.comm_bytes = grad_sync_->bytes_per_update();
+    rec.comm_ms = interval_comm_ms / interval_steps;
+    if (progress) progress->update(rec, seconds_since(run_start));
     if (u == 1 || u % cfg_.log.every == 0 || u == cfg_.train.steps) {
-      metrics.step(rec);
+      if (metrics) metrics->step(rec);
       interval_start = Clock::now();
       interval_steps = 0;
+      interval_comm_ms = 0.0;
     }
+    const auto extra_start = Clock::now();  // merge and eval time stays out of tokens/s
     const Event event = after_update(u);
     if (event == Event::restart) {
-      metrics.restart(u, schedule_.cycle(u + 1));
+      if (metrics) metrics->restart(u, schedule_.cycle(u + 1));
       std::snprintf(line, sizeof(line), "relora: step %ld: merged adapters, cycle %ld begins",
                     static_cast<long>(u), static_cast<long>(schedule_.cycle(u + 1)));
-      progress.message(line);
+      say(line);
     } else if (event == Event::start_adapters) {
       std::snprintf(line, sizeof(line), "relora: step %ld: warm start done, ReLoRA cycle 1 begins",
                     static_cast<long>(u));
-      progress.message(line);
+      say(line);
     }
     const bool eval_now = val_data_ && ((cfg_.data.eval_every > 0 && u % cfg_.data.eval_every == 0) ||
                                         u == cfg_.train.steps);
     if (eval_now) {
-      EvalResult r = evaluate(*model_, *val_data_, cfg_.train.micro_batch, cfg_.data.eval_batches);
-      metrics.eval(u, r.loss, r.perplexity);
+      EvalResult r = evaluate(*model_, *val_data_, cfg_.train.micro_batch, cfg_.data.eval_batches, comm_);
+      if (metrics) metrics->eval(u, r.loss, r.perplexity);
       summary.final_val_loss = r.loss;
       std::snprintf(line, sizeof(line), "relora: step %ld: val_loss %.4f val_ppl %.2f (%ld tokens)",
                     static_cast<long>(u), r.loss, r.perplexity, static_cast<long>(r.tokens));
-      progress.message(line);
+      say(line);
     }
+    interval_start += Clock::now() - extra_start;
   }
-  progress.finish();
+  if (progress) progress->finish();
   summary.restarts = restarts_;
   std::snprintf(line, sizeof(line), "relora: done in %.1fs; metrics in %s/metrics.jsonl",
                 seconds_since(run_start), dir.c_str());
-  progress.message(line);
+  say(line);
   return summary;
 }
 

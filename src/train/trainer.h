@@ -1,5 +1,7 @@
-// Trainer: owns the order of things in a run — data, model, optimizer, ReLoRA timeline,
-// evaluation and outputs (<checkpoint.dir>/config.yaml and metrics.jsonl).
+// Trainer: owns the order of things in a run — data, model, optimizer, gradient sync,
+// ReLoRA timeline, evaluation and outputs (<checkpoint.dir>/config.yaml, metrics.jsonl).
+// Every rank runs the same trainer on its own share of each global batch; rank 0 alone
+// writes files and prints progress.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -8,6 +10,8 @@
 #include "backend/ops.h"
 #include "config/config.h"
 #include "data/loader.h"
+#include "dist/communicator.h"
+#include "dist/grad_sync.h"
 #include "model/llama.h"
 #include "optim/adamw.h"
 #include "relora/schedule.h"
@@ -18,14 +22,21 @@ struct TrainSummary {
   std::vector<double> losses;  // training loss of every update, in order
   int64_t restarts = 0;
   double final_val_loss = -1.0;  // -1 without a validation set
+  int64_t comm_bytes_full = 0, comm_bytes_relora = 0;  // per update, last seen in each phase
+  int buckets_started_early = 0;  // buckets started before backward ended, last update
 };
 
 class Trainer {
  public:
-  // Validates what the run needs (data files, output directory) before any work.
-  explicit Trainer(const Config& cfg);
+  // Local work only (no communication): checks the batch split for this world size,
+  // opens the data, builds and initialises the model. Errors are InputError.
+  Trainer(const Config& cfg, Communicator& comm);
   ~Trainer();
+  // Collective: every rank must have the same config and the same initial weights.
+  void check_ranks_agree();
   TrainSummary run();
+
+  const Llama& model() const { return *model_; }
 
  private:
   void optimizer_step(int64_t update, double* loss, double* grad_norm, double* lr);
@@ -33,15 +44,21 @@ class Trainer {
   Event after_update(int64_t update);
 
   Config cfg_;
+  Communicator& comm_;
   int threads_;
+  int accumulation_;  // micro-batches per rank per update
   std::unique_ptr<Ops> ops_;
   std::unique_ptr<Loader> train_data_, val_data_;
   std::unique_ptr<Llama> model_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<GradSync> grad_sync_;
   Schedule schedule_;
   std::vector<Param*> trainable_;
   std::vector<int32_t> inputs_, targets_;  // (micro_batch, T)
   int64_t restarts_ = 0;
 };
+
+// The world sizes that split global_batch into whole micro-batches: "1, 2, 4 or 8".
+std::string valid_world_sizes(int global_batch, int micro_batch);
 
 }  // namespace relora

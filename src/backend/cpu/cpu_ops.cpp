@@ -194,8 +194,7 @@ class CpuOps final : public Ops {
                                                           << " outside [0, " << V << ")");
     }
     const bool parallel = static_cast<int64_t>(N) * V >= kParallelMin;
-    double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (parallel)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int n = 0; n < N; ++n) {
       const float* row = logits + static_cast<int64_t>(n) * V;
       const float target_logit = row[targets[n]];
@@ -222,8 +221,11 @@ class CpuOps final : public Ops {
       const double loss =
           std::log(sum_exp) + static_cast<double>(max_logit) - static_cast<double>(target_logit);
       losses[n] = static_cast<float>(loss);
-      total += loss;
     }
+    // Summed in row order, not by an OpenMP reduction: the result must not depend on
+    // which thread finished first (bit-identical runs).
+    double total = 0.0;
+    for (int n = 0; n < N; ++n) total += losses[n];
     return total;
   }
 
@@ -245,11 +247,23 @@ class CpuOps final : public Ops {
     }
   }
 
+  // A fixed split into kPieces pieces, summed in piece order: the result is the same for
+  // any thread count and schedule (an OpenMP reduction combines in finishing order).
   double sum_squares(const float* x, int64_t n) override {
-    double sum = 0.0;
-#pragma omp parallel for simd schedule(static) reduction(+ : sum) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
-    return sum;
+    constexpr int kPieces = 64;
+    double partial[kPieces];
+    const int64_t piece = (n + kPieces - 1) / kPieces;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int p = 0; p < kPieces; ++p) {
+      const int64_t begin = std::min(n, p * piece), end = std::min(n, begin + piece);
+      double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = begin; i < end; ++i) sum += static_cast<double>(x[i]) * x[i];
+      partial[p] = sum;
+    }
+    double total = 0.0;
+    for (int p = 0; p < kPieces; ++p) total += partial[p];
+    return total;
   }
 
   void scale(float* x, int64_t n, float s) override {

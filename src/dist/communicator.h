@@ -1,0 +1,51 @@
+// Communicator: what ranks say to each other. LocalComm is world size 1 (no MPI needed);
+// MpiComm runs over MPI_COMM_WORLD on host memory (the NCCL communicator for device memory
+// comes with the CUDA backend). Nothing above src/dist/ knows which one it has.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace relora {
+
+enum class ReduceOp { sum, avg, min, max };
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual int local_rank() const = 0;  // rank among the processes of this node
+  virtual const char* name() const = 0;
+
+  // In-place blocking all-reduce. float: sum, avg; double: sum, avg, min, max;
+  // uint64: sum, min, max (checksums and flags).
+  virtual void all_reduce(float* data, int64_t n, ReduceOp op) = 0;
+  virtual void all_reduce(double* data, int64_t n, ReduceOp op) = 0;
+  virtual void all_reduce(uint64_t* data, int64_t n, ReduceOp op) = 0;
+
+  // Non-blocking in-place float sum: starts now, completes by wait_all(). progress() lets
+  // the library move pending operations on (MPI progresses only inside MPI calls).
+  virtual void all_reduce_sum_start(float* data, int64_t n) = 0;
+  virtual void progress() = 0;
+  virtual void wait_all() = 0;
+
+  virtual void broadcast(void* data, int64_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+  // Ends every rank of the job with exit_code. Never returns.
+  [[noreturn]] virtual void abort(int exit_code) = 0;
+};
+
+// World size 1, no MPI.
+std::unique_ptr<Communicator> make_local_comm();
+// MPI_COMM_WORLD; initialises MPI (and finalises it when destroyed).
+std::unique_ptr<Communicator> make_mpi_comm();
+// True when an MPI launcher (mpirun/mpiexec, srun with PMI/PMIx) started this process.
+bool launched_by_mpi();
+// MpiComm when launched_by_mpi(), else LocalComm.
+std::unique_ptr<Communicator> make_communicator();
+
+// Broadcasts a string from root (length, then bytes).
+void broadcast_string(Communicator& comm, std::string& text, int root);
+
+}  // namespace relora

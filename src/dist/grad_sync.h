@@ -1,0 +1,59 @@
+// GradSync: the trainable gradients live in a few flat buckets (Param::grad is a view into
+// one); during the last backward of an optimizer update, a bucket's non-blocking all-reduce
+// (sum) starts as soon as every tensor in it is final, so communication overlaps the rest
+// of backward; finish() waits for all. Buckets are filled in reverse registry order, the
+// order in which backward finishes tensors. At world size 1 nothing is communicated.
+#pragma once
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "dist/communicator.h"
+#include "model/params.h"
+
+namespace relora {
+
+class GradSync {
+ public:
+  GradSync(Communicator& comm, float bucket_mb);
+
+  // Lays out the gradients of `params` (the trainable tensors, in registry order) in
+  // buckets of about bucket_mb (a larger tensor gets a bucket of its own) and points each
+  // Param::grad into them. Gradients start at zero. Call after every change of the set.
+  void rebuild(const std::vector<Param*>& params);
+  // Zeroes every gradient (one memset per bucket).
+  void zero();
+  // p's gradient is final for this update: starts its bucket's all-reduce once the bucket
+  // is complete. Only during the last micro-batch's backward.
+  void mark_ready(const Param* p);
+  // Starts buckets not yet started (tensors never marked), waits for all; counts time.
+  void finish();
+
+  int num_buckets() const { return static_cast<int>(buckets_.size()); }
+  // Payload bytes handed to all-reduce per update: the bucket sizes (0 at world size 1).
+  int64_t bytes_per_update() const;
+  double last_wait_ms() const { return last_wait_ms_; }
+  // Buckets whose all-reduce started while backward still had tensors to finish, last
+  // update: the overlap of communication with computation.
+  int started_before_finish() const { return started_before_finish_; }
+
+ private:
+  struct Bucket {
+    Tensor buffer;
+    int tensors = 0;
+    int ready = 0;
+    bool started = false;
+  };
+  void start(Bucket& b);
+
+  Communicator& comm_;
+  int64_t bucket_floats_;
+  std::vector<Bucket> buckets_;
+  std::unordered_map<const Param*, int> bucket_of_;
+  double last_wait_ms_ = 0.0;
+  int marked_ = 0;  // tensors marked ready this update
+  int started_early_ = 0;
+  int started_before_finish_ = 0;
+};
+
+}  // namespace relora

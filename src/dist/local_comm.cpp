@@ -1,0 +1,47 @@
+// LocalComm: the communicator of a run with one process. Every collective is the identity.
+#include <cstdlib>
+
+#include "dist/communicator.h"
+
+namespace relora {
+namespace {
+
+class LocalComm final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  int local_rank() const override { return 0; }
+  const char* name() const override { return "local"; }
+  void all_reduce(float*, int64_t, ReduceOp) override {}
+  void all_reduce(double*, int64_t, ReduceOp) override {}
+  void all_reduce(uint64_t*, int64_t, ReduceOp) override {}
+  void all_reduce_sum_start(float*, int64_t) override {}
+  void progress() override {}
+  void wait_all() override {}
+  void broadcast(void*, int64_t, int) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(int exit_code) override { std::exit(exit_code); }
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_local_comm() { return std::make_unique<LocalComm>(); }
+
+bool launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(var)) return true;
+  return false;
+}
+
+std::unique_ptr<Communicator> make_communicator() {
+  return launched_by_mpi() ? make_mpi_comm() : make_local_comm();
+}
+
+void broadcast_string(Communicator& comm, std::string& text, int root) {
+  uint64_t size = text.size();
+  comm.broadcast(&size, sizeof(size), root);
+  text.resize(size);
+  if (size > 0) comm.broadcast(text.data(), static_cast<int64_t>(size), root);
+}
+
+}  // namespace relora

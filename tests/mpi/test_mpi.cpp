@@ -1,0 +1,171 @@
+// Data-parallel training over MPI (run with 2 ranks): collectives, gradient buckets and
+// their overlap with backward, and np=2 computing the same run as np=1.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "core/errors.h"
+#include "core/rng.h"
+#include "data/shard.h"
+#include "dist/grad_sync.h"
+#include "dist/replica_check.h"
+#include "mpi_env.h"
+#include "train/trainer.h"
+
+namespace relora {
+namespace {
+
+using testing::g_comm;
+
+// A directory every rank sees (made by rank 0, its name broadcast); removed by rank 0.
+class SharedDir {
+ public:
+  SharedDir() {
+    if (g_comm->rank() == 0) {
+      std::string tmpl = (std::filesystem::temp_directory_path() / "relora_mpi_XXXXXX").string();
+      path_ = mkdtemp(tmpl.data());
+    }
+    broadcast_string(*g_comm, path_, 0);
+  }
+  ~SharedDir() {
+    g_comm->barrier();
+    if (g_comm->rank() == 0) std::filesystem::remove_all(path_);
+  }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+TEST(Mpi, AllReduceAndBroadcast) {
+  ASSERT_EQ(g_comm->world_size(), 2);
+  const int r = g_comm->rank();
+  std::vector<float> f = {1.0f + r, 10.0f * (r + 1)};
+  g_comm->all_reduce(f.data(), 2, ReduceOp::sum);
+  EXPECT_EQ(f, (std::vector<float>{3.0f, 30.0f}));
+  g_comm->all_reduce(f.data(), 2, ReduceOp::avg);
+  EXPECT_EQ(f, (std::vector<float>{3.0f, 30.0f}));
+  uint64_t u[2] = {static_cast<uint64_t>(5 + r), static_cast<uint64_t>(5 + r)};
+  g_comm->all_reduce(u, 1, ReduceOp::min);
+  g_comm->all_reduce(u + 1, 1, ReduceOp::max);
+  EXPECT_EQ(u[0], 5u);
+  EXPECT_EQ(u[1], 6u);
+  std::string text = r == 0 ? "from rank 0" : "";
+  broadcast_string(*g_comm, text, 0);
+  EXPECT_EQ(text, "from rank 0");
+}
+
+TEST(Mpi, GradSyncBucketsSumKnownValues) {
+  // 5 tensors of 100 floats; buckets of 1000 bytes hold 2 tensors each: 3 buckets.
+  std::vector<Param> params(5);
+  std::vector<Param*> ptrs;
+  for (int i = 0; i < 5; ++i) {
+    params[i].name = "t" + std::to_string(i);
+    params[i].value = Tensor::zeros({10, 10});
+    params[i].set_role(Role::full);
+    ptrs.push_back(&params[i]);
+  }
+  GradSync sync(*g_comm, 1000.0f / (1024 * 1024));
+  sync.rebuild(ptrs);
+  EXPECT_EQ(sync.num_buckets(), 3);
+  EXPECT_EQ(sync.bytes_per_update(), 5 * 100 * 4);
+  // the last two tensors (reverse order) share the first bucket: contiguous storage
+  EXPECT_EQ(params[4].grad.data() + 100, params[3].grad.data());
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 100; ++j) params[i].grad.data()[j] = (g_comm->rank() + 1) * (i * 100 + j);
+  // tensors 4 and 3 complete the first bucket, which starts before finish()
+  sync.mark_ready(&params[4]);
+  sync.mark_ready(&params[3]);
+  sync.finish();
+  EXPECT_EQ(sync.started_before_finish(), 1);
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 100; ++j) ASSERT_EQ(params[i].grad.data()[j], 3.0f * (i * 100 + j)) << i << " " << j;
+  sync.zero();
+  EXPECT_EQ(params[2].grad.data()[7], 0.0f);
+}
+
+TEST(Mpi, ReplicaChecksNameTheDifference) {
+  Param a, b;
+  a.name = "model.norm.weight";
+  b.name = "lm_head.weight";
+  a.value = Tensor::zeros({4});
+  b.value = Tensor::zeros({4});
+  EXPECT_NO_THROW(check_same_weights(*g_comm, {&a, &b}, "in the test"));
+  if (g_comm->rank() == 1) b.value.data()[2] = 1.0f;
+  try {
+    check_same_weights(*g_comm, {&a, &b}, "in the test");
+    ADD_FAILURE() << "no error";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("'lm_head.weight' differs between ranks"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(check_same_text(*g_comm, g_comm->rank() ? "x: 1" : "x: 2", "the config"), InputError);
+  EXPECT_NO_THROW(check_same_text(*g_comm, "x: 1", "the config"));
+}
+
+std::vector<std::string> run_overrides(const SharedDir& dir, const std::string& run) {
+  // 30 updates: warm start 10, restart after 20 (and none after the final update 30)
+  return {"model.vocab_size=64",      "model.hidden_size=32",       "model.num_layers=2",
+          "model.num_heads=2",        "model.intermediate_size=48", "model.seq_len=16",
+          "relora.rank=4",            "relora.warm_start_steps=10", "relora.reset_every=10",
+          "relora.restart_warmup_steps=3", "optimizer.lr=0.005",    "schedule.warmup_steps=5",
+          "train.steps=30",           "train.global_batch=8",       "train.micro_batch=2",
+          "train.threads=1",          "train.bucket_mb=0.01",       "data.train=" + dir.file("train_*.bin"),
+          "data.eval_every=0",        "log.every=10",               "checkpoint.dir=" + dir.file(run)};
+}
+
+double max_relative_difference(const Tensor& a, const Tensor& b) {
+  double diff = 0.0, scale = 0.0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::fabs(a.data()[i] - b.data()[i])));
+    scale = std::max(scale, static_cast<double>(std::fabs(b.data()[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+TEST(Mpi, TwoRanksComputeTheSameRunAsOne) {
+  SharedDir dir;
+  if (g_comm->rank() == 0) {
+    std::vector<int32_t> tokens(4000);
+    for (size_t i = 0; i < tokens.size(); ++i)
+      tokens[i] = static_cast<int32_t>(uniform_at({11, RngPurpose::test, 0, 0}, i) * 64);
+    write_token_shard(dir.file("train_000000.bin"), tokens);
+  }
+  g_comm->barrier();
+  // np=1: each rank alone (its own output directory), then np=2 together
+  auto local = make_local_comm();
+  Trainer single(config_from_overrides(run_overrides(dir, "single" + std::to_string(g_comm->rank()))), *local);
+  TrainSummary one = single.run();
+  Trainer pair(config_from_overrides(run_overrides(dir, "pair")), *g_comm);
+  pair.check_ranks_agree();
+  TrainSummary two = pair.run();
+
+  ASSERT_EQ(one.losses.size(), 30u);
+  ASSERT_EQ(two.losses.size(), 30u);
+  EXPECT_EQ(one.restarts, 1);
+  EXPECT_EQ(two.restarts, 1);
+  for (size_t i = 0; i < 30; ++i)
+    EXPECT_LT(std::fabs(one.losses[i] - two.losses[i]) / one.losses[i], 1e-4) << "update " << i + 1;
+  const auto& p1 = single.model().params();
+  const auto& p2 = pair.model().params();
+  ASSERT_EQ(p1.size(), p2.size());
+  for (size_t i = 0; i < p1.size(); ++i)
+    EXPECT_LT(max_relative_difference(p2[i]->value, p1[i]->value), 1e-4) << p1[i]->name;
+  // communication: every trainable element once per update; less than 20% after warm start
+  const Config cfg = config_from_overrides(run_overrides(dir, "pair"));
+  const TrainableCounts counts = count_trainable(cfg.model, cfg.relora);
+  EXPECT_EQ(one.comm_bytes_full, 0);
+  EXPECT_EQ(two.comm_bytes_full, 4 * counts.full_phase);
+  EXPECT_EQ(two.comm_bytes_relora, 4 * counts.relora_phase);
+  // buckets of 10 KB: some complete, and start, while backward still runs
+  EXPECT_GE(two.buckets_started_early, 1);
+}
+
+}  // namespace
+}  // namespace relora
