@@ -64,8 +64,8 @@ void apply_section(Config& cfg, const std::string& path, const std::string& sect
   }
 }
 
-void apply_yaml_file(Config& cfg, const std::string& path) {
-  const YAML::Node root = read_yaml_file(path);
+// Applies a parsed YAML document; `path` names where it came from in messages.
+void apply_yaml_root(Config& cfg, const std::string& path, const YAML::Node& root) {
   if (root.IsNull()) return;  // an empty file: every key keeps its default
   if (!root.IsMap()) {
     RELORA_INPUT_ERROR(location(path, root) << ": expected sections such as 'model:' and "
@@ -125,10 +125,25 @@ void apply_override(Config& cfg, const std::string& assignment) {
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   Config cfg;
-  apply_yaml_file(cfg, path);
+  apply_yaml_root(cfg, path, read_yaml_file(path));
   cfg.source = path;
   for (const std::string& assignment : overrides) apply_override(cfg, assignment);
   validate_config(cfg, overrides.empty() ? path : path + " with --set overrides");
+  return cfg;
+}
+
+Config config_from_yaml_text(const std::string& yaml, const std::string& where) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    RELORA_INPUT_ERROR(where << ":" << e.mark.line + 1 << ":" << e.mark.column + 1
+                             << ": YAML syntax error: " << e.msg);
+  }
+  Config cfg;
+  apply_yaml_root(cfg, where, root);
+  cfg.source = where;
+  validate_config(cfg, where);
   return cfg;
 }
 
