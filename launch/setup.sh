@@ -9,7 +9,7 @@ PACKAGES=(
   libhdf5-dev hdf5-tools
   libyaml-cpp-dev
   libopenblas-openmp-dev
-  libsentencepiece-dev sentencepiece
+  libsentencepiece-dev sentencepiece zlib1g-dev
   libgtest-dev
   python3 fortunes
 )

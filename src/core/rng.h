@@ -13,6 +13,8 @@ enum class RngPurpose : uint32_t {
   adapter = 2,     // LoRA A/B (re-)initialisation (step = update after which it happens)
   data_order = 3,  // per-epoch sample permutation (step = epoch)
   test = 4,        // unit tests and synthetic data
+  data_split = 5,  // train/validation split of documents (index = document number)
+  data_sample = 6,  // tokenizer-training sample (step = document number, index = line)
 };
 
 struct RngKey {

@@ -1,4 +1,5 @@
-// Token shards in the llm.c format: validate and memory-map for reading, glob, and write.
+// Token shards in the llm.c format: validate and memory-map for reading, glob, and write
+// (streamed, via a temporary name, with a CRC-32 of the file).
 #include "data/shard.h"
 
 #include <fcntl.h>
@@ -6,9 +7,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <utility>
@@ -25,6 +28,7 @@ constexpr int kHeaderInts = 256;
 constexpr size_t kHeaderBytes = kHeaderInts * sizeof(int32_t);
 constexpr int32_t kMagicU16 = 20240520, kVersionU16 = 1;
 constexpr int32_t kMagicU32 = 20240801, kVersionU32 = 7;
+constexpr size_t kWriteBufferBytes = size_t{1} << 20;
 
 // Index of the first token >= vocab_size, or n if there is none.
 template <typename T>
@@ -42,7 +46,7 @@ void copy_tokens(const T* tokens, int64_t n, int32_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(tokens[i]);
 }
 
-// Closes a file descriptor when it goes out of scope, unless release() took it back.
+// Closes a file descriptor when it goes out of scope.
 class FdGuard {
  public:
   explicit FdGuard(int fd) : fd_(fd) {}
@@ -52,7 +56,6 @@ class FdGuard {
   FdGuard(const FdGuard&) = delete;
   FdGuard& operator=(const FdGuard&) = delete;
   int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
 
  private:
   int fd_;
@@ -191,34 +194,85 @@ std::vector<std::string> glob_files(const std::string& pattern, const std::strin
   return files;
 }
 
+TokenShardWriter::TokenShardWriter(const std::string& path, int bytes_per_token)
+    : path_(path), tmp_path_(path + ".tmp"), width_(bytes_per_token) {
+  RELORA_CHECK(width_ == 2 || width_ == 4, "bytes per token " << width_ << " for " << path);
+  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    const char* reason = std::strerror(errno);
+    RELORA_INPUT_ERROR(tmp_path_ << ": cannot create token shard: " << reason
+                                 << " (check the output directory and its permissions)");
+  }
+  tokens_crc_ = static_cast<uint32_t>(::crc32(0L, Z_NULL, 0));
+  // The header is written at commit(); until then its place holds zeros.
+  std::vector<unsigned char> placeholder(kHeaderBytes, 0);
+  write_all(fd_, placeholder.data(), placeholder.size(), tmp_path_);
+  buffer_.resize(kWriteBufferBytes);
+}
+
+TokenShardWriter::~TokenShardWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_path_.c_str());
+}
+
+void TokenShardWriter::append(const int32_t* tokens, size_t n) {
+  RELORA_CHECK(fd_ >= 0, "append to committed shard " << path_);
+  RELORA_CHECK(static_cast<int64_t>(n) <= INT32_MAX - num_tokens_,
+               num_tokens_ << " + " << n << " tokens do not fit one shard's int32 count: " << path_);
+  const int64_t limit = width_ == 2 ? 65536 : (int64_t{1} << 32);
+  for (size_t i = 0; i < n; ++i) {
+    RELORA_CHECK(tokens[i] >= 0 && tokens[i] < limit,
+                 "token " << tokens[i] << " does not fit " << width_ << " bytes: " << path_);
+    if (width_ == 2) {
+      uint16_t t = static_cast<uint16_t>(tokens[i]);
+      std::memcpy(buffer_.data() + buffered_, &t, sizeof(t));
+    } else {
+      uint32_t t = static_cast<uint32_t>(tokens[i]);
+      std::memcpy(buffer_.data() + buffered_, &t, sizeof(t));
+    }
+    buffered_ += static_cast<size_t>(width_);
+    if (buffered_ == buffer_.size()) flush_buffer();
+  }
+  num_tokens_ += static_cast<int64_t>(n);
+}
+
+void TokenShardWriter::flush_buffer() {
+  write_all(fd_, buffer_.data(), buffered_, tmp_path_);
+  tokens_crc_ = static_cast<uint32_t>(
+      ::crc32(tokens_crc_, buffer_.data(), static_cast<uInt>(buffered_)));
+  buffered_ = 0;
+}
+
+uint32_t TokenShardWriter::commit() {
+  RELORA_CHECK(fd_ >= 0, "commit of committed shard " << path_);
+  flush_buffer();
+  std::vector<int32_t> header(kHeaderInts, 0);
+  header[0] = width_ == 2 ? kMagicU16 : kMagicU32;
+  header[1] = width_ == 2 ? kVersionU16 : kVersionU32;
+  header[2] = static_cast<int32_t>(num_tokens_);
+  RELORA_CHECK(::pwrite(fd_, header.data(), kHeaderBytes, 0) == static_cast<ssize_t>(kHeaderBytes),
+               "writing the header of " << tmp_path_ << ": " << std::strerror(errno));
+  RELORA_CHECK(::fsync(fd_) == 0, "fsync " << tmp_path_ << ": " << std::strerror(errno));
+  int fd = std::exchange(fd_, -1);
+  RELORA_CHECK(::close(fd) == 0, "closing " << tmp_path_ << ": " << std::strerror(errno));
+  RELORA_CHECK(std::rename(tmp_path_.c_str(), path_.c_str()) == 0,
+               "renaming " << tmp_path_ << " to " << path_ << ": " << std::strerror(errno));
+  uint32_t header_crc = static_cast<uint32_t>(::crc32(
+      ::crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(header.data()), kHeaderBytes));
+  const int64_t token_bytes = num_tokens_ * width_;
+  return static_cast<uint32_t>(::crc32_combine(header_crc, tokens_crc_, token_bytes));
+}
+
 void write_token_shard(const std::string& path, const std::vector<int32_t>& tokens) {
-  RELORA_CHECK(tokens.size() <= static_cast<size_t>(INT32_MAX),
-               tokens.size() << " tokens do not fit one shard's int32 count: " << path);
   int32_t max_token = 0;
   for (int32_t t : tokens) {
     RELORA_CHECK(t >= 0, "negative token " << t << " for " << path);
     max_token = std::max(max_token, t);
   }
-  bool narrow = max_token < 65536;
-  std::vector<int32_t> header(kHeaderInts, 0);
-  header[0] = narrow ? kMagicU16 : kMagicU32;
-  header[1] = narrow ? kVersionU16 : kVersionU32;
-  header[2] = static_cast<int32_t>(tokens.size());
-
-  std::string tmp = path + ".tmp";
-  FdGuard fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  RELORA_CHECK(fd.get() >= 0, "creating " << tmp << ": " << std::strerror(errno));
-  write_all(fd.get(), header.data(), kHeaderBytes, tmp);
-  if (narrow) {
-    std::vector<uint16_t> narrow_tokens(tokens.begin(), tokens.end());
-    write_all(fd.get(), narrow_tokens.data(), narrow_tokens.size() * sizeof(uint16_t), tmp);
-  } else {
-    write_all(fd.get(), tokens.data(), tokens.size() * sizeof(int32_t), tmp);
-  }
-  RELORA_CHECK(::fsync(fd.get()) == 0, "fsync " << tmp << ": " << std::strerror(errno));
-  RELORA_CHECK(::close(fd.release()) == 0, "closing " << tmp << ": " << std::strerror(errno));
-  RELORA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0,
-               "renaming " << tmp << " to " << path << ": " << std::strerror(errno));
+  TokenShardWriter writer(path, max_token < 65536 ? 2 : 4);
+  writer.append(tokens.data(), tokens.size());
+  writer.commit();
 }
 
 }  // namespace relora

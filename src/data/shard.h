@@ -39,6 +39,35 @@ class TokenShard {
 // if none.
 std::vector<std::string> glob_files(const std::string& pattern, const std::string& what);
 
+// Streams one shard to `path` + ".tmp" (the header's count is filled in at the end), then
+// commit() syncs it and renames it to `path`; a writer destroyed without commit() removes
+// its temporary file. So a file under a shard's final name is always complete.
+class TokenShardWriter {
+ public:
+  // bytes_per_token: 2 (uint16 tokens, every token < 65536) or 4 (uint32).
+  TokenShardWriter(const std::string& path, int bytes_per_token);
+  ~TokenShardWriter();
+  TokenShardWriter(const TokenShardWriter&) = delete;
+  TokenShardWriter& operator=(const TokenShardWriter&) = delete;
+
+  void append(const int32_t* tokens, size_t n);
+  int64_t num_tokens() const { return num_tokens_; }
+  // Completes the shard under its final name; returns the CRC-32 (zlib's, as in gzip and
+  // PNG) of the whole file, header included.
+  uint32_t commit();
+
+ private:
+  void flush_buffer();
+
+  std::string path_, tmp_path_;
+  int width_;
+  int fd_ = -1;
+  int64_t num_tokens_ = 0;
+  uint32_t tokens_crc_ = 0;  // CRC-32 of the token bytes written so far
+  std::vector<unsigned char> buffer_;  // a whole number of tokens
+  size_t buffered_ = 0;                // bytes of buffer_ not yet written
+};
+
 // Writes a shard (uint16 if every token < 65536, else uint32) to `path` via a temporary
 // name and rename. For tests and tools.
 void write_token_shard(const std::string& path, const std::vector<int32_t>& tokens);
