@@ -1,5 +1,8 @@
-// The relora executable: subcommands train and eval. Bad input of any kind ends with one
-// line on stderr and exit code 2; an internal failure with exit code 1.
+// The relora executable: train, eval, inspect and data. Bad input of any kind ends with one
+// line on stderr and exit code 2; an internal failure with exit code 1. Under mpirun, errors
+// every rank meets at start-up are agreed and printed once; an error on some ranks during
+// training ends the whole job through MPI_Abort.
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -7,12 +10,15 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "core/errors.h"
 #include "data/loader.h"
+#include "data_pipeline/data_command.h"
 #include "dist/collective.h"
 #include "dist/communicator.h"
 #include "model/llama.h"
+#include "optim/adamw.h"
 #include "train/evaluate.h"
 #include "train/threads.h"
 #include "train/trainer.h"
@@ -26,22 +32,31 @@ const char* kUsage =
     "usage: relora <command> [options]\n"
     "\n"
     "commands:\n"
-    "  train   pretrain a model from scratch with ReLoRA      (relora train --help)\n"
-    "  eval    loss and perplexity on token shards             (relora eval --help)\n"
+    "  train     pretrain a model from scratch with ReLoRA, or resume   (relora train --help)\n"
+    "  eval      loss and perplexity on token shards                    (relora eval --help)\n"
+    "  inspect   describe a checkpoint                                  (relora inspect --help)\n"
+    "  data      prepare token shards from text, inspect them           (relora data --help)\n"
+    "\n"
+    "Multi-rank: mpirun -np N relora train ... (see README).\n"
     "\n"
     "options:\n"
     "  --help, -h    this text\n"
     "  --version     the version\n";
 
 const char* kTrainUsage =
-    "usage: relora train --config FILE [--set section.key=value]...\n"
+    "usage: relora train --config FILE [--resume auto|PATH] [--set section.key=value]...\n"
     "\n"
     "Trains the model of FILE on data.train, evaluating on data.val every data.eval_every\n"
-    "steps and at the end. Writes <checkpoint.dir>/config.yaml (the resolved config) and\n"
-    "<checkpoint.dir>/metrics.jsonl.\n"
+    "steps and at the end. Writes <checkpoint.dir>/config.yaml (the resolved config),\n"
+    "metrics.jsonl and HDF5 checkpoints step_XXXXXXXX.h5 (every checkpoint.every steps,\n"
+    "every checkpoint.every_minutes minutes, and at the end) with <checkpoint.dir>/latest\n"
+    "naming the newest. SIGUSR1 or SIGTERM (or train.time_limit) finishes the current step,\n"
+    "writes a checkpoint and exits 0.\n"
     "\n"
     "options:\n"
     "  --config FILE           YAML config (see configs/)\n"
+    "  --resume auto|PATH      continue from a checkpoint: auto takes <checkpoint.dir>/latest\n"
+    "                          (or the newest complete one) and starts fresh if there is none\n"
     "  --set section.key=VAL   override one key; VAL is YAML (e.g. relora.targets=[q_proj,v_proj]);\n"
     "                          repeatable, applied in order after FILE\n"
     "  --help, -h              this text\n"
@@ -49,24 +64,32 @@ const char* kTrainUsage =
     "config keys (section.key  default  meaning):\n";
 
 const char* kEvalUsage =
-    "usage: relora eval --config FILE --data PATTERN [--batches N] [--set section.key=value]...\n"
+    "usage: relora eval (--config FILE | --checkpoint PATH) --data PATTERN [--batches N]\n"
+    "                   [--set section.key=value]...\n"
     "\n"
     "Prints one JSON line {\"loss\", \"perplexity\", \"tokens\"}: the mean next-token loss over\n"
     "every window of every shard matching PATTERN (windows of model.seq_len+1 tokens at\n"
     "stride model.seq_len), or over the first N batches of train.micro_batch windows.\n"
-    "The model is freshly initialised from train.seed.\n"
+    "With --checkpoint the model (and its config) come from the checkpoint, adapters\n"
+    "applied; with --config alone the model is freshly initialised from train.seed.\n"
     "\n"
     "options:\n"
-    "  --config FILE           YAML config (model shape, seed, micro batch)\n"
+    "  --checkpoint PATH       a step_*.h5 checkpoint\n"
+    "  --config FILE           YAML config (without --checkpoint)\n"
     "  --data PATTERN          glob of token shards (quote it)\n"
     "  --batches N             evaluate only the first N batches (default: all windows)\n"
-    "  --set section.key=VAL   override one config key, as for train\n"
+    "  --set section.key=VAL   override a config key (e.g. train.micro_batch, train.threads)\n"
     "  --help, -h              this text\n";
+
+const char* kInspectUsage =
+    "usage: relora inspect PATH\n"
+    "\n"
+    "Describes the checkpoint PATH: step, phase, cycle, restarts, world size, data position,\n"
+    "every tensor with its shape, parameter counts and the stored config.\n";
 
 struct Args {
   std::string command;
-  std::string config;
-  std::string data;
+  std::string config, data, resume, checkpoint, path;
   int64_t batches = 0;
   std::vector<std::string> sets;
   bool help = false;
@@ -74,8 +97,9 @@ struct Args {
 
 int64_t parse_positive(const std::string& flag, const std::string& value) {
   char* end = nullptr;
+  errno = 0;
   long long v = std::strtoll(value.c_str(), &end, 10);
-  if (value.empty() || *end != '\0' || v <= 0)
+  if (value.empty() || *end != '\0' || v <= 0 || errno == ERANGE)
     RELORA_INPUT_ERROR(flag << " " << value << ": expected a positive integer");
   return v;
 }
@@ -90,11 +114,15 @@ Args parse_args(int argc, char** argv) {
       if (i + 1 >= argc) RELORA_INPUT_ERROR(arg << " needs a value (see relora " << a.command << " --help)");
       return argv[++i];
     };
+    const bool train = a.command == "train", eval = a.command == "eval";
     if (arg == "--help" || arg == "-h") a.help = true;
-    else if (arg == "--config") a.config = value();
-    else if (arg == "--set") a.sets.push_back(value());
-    else if (arg == "--data" && a.command == "eval") a.data = value();
-    else if (arg == "--batches" && a.command == "eval") a.batches = parse_positive(arg, value());
+    else if (arg == "--config" && (train || eval)) a.config = value();
+    else if (arg == "--set" && (train || eval)) a.sets.push_back(value());
+    else if (arg == "--resume" && train) a.resume = value();
+    else if (arg == "--data" && eval) a.data = value();
+    else if (arg == "--checkpoint" && eval) a.checkpoint = value();
+    else if (arg == "--batches" && eval) a.batches = parse_positive(arg, value());
+    else if (a.command == "inspect" && arg[0] != '-' && a.path.empty()) a.path = arg;
     else RELORA_INPUT_ERROR("unknown option '" << arg << "' for 'relora " << a.command
                                                << "' (see relora " << a.command << " --help)");
   }
@@ -108,7 +136,7 @@ Config load_required_config(const Args& a) {
 }
 
 // Prints the error with the rank; in a multi-rank job ends every rank (MPI_Abort), else
-// rethrows for main to return the exit code.
+// rethrows for main to return the exit code. Call it from a catch block.
 void abort_job(Communicator& comm, const std::exception& e) {
   if (comm.world_size() <= 1) throw;
   const int code = dynamic_cast<const InputError*>(&e) ? 2 : 1;
@@ -119,6 +147,7 @@ void abort_job(Communicator& comm, const std::exception& e) {
 int cmd_train(Communicator& comm, const Args& a) {
   std::unique_ptr<Trainer> trainer;
   collectively(comm, [&] { trainer = std::make_unique<Trainer>(load_required_config(a), comm); });
+  trainer->resume(a.resume);
   collectively(comm, [&] { trainer->check_ranks_agree(); });
   try {
     trainer->run();
@@ -137,12 +166,25 @@ int cmd_eval(Communicator& comm, const Args& a) {
   Config cfg;
   collectively(comm, [&] {
     if (a.data.empty()) RELORA_INPUT_ERROR("relora eval: --data PATTERN is required (a glob of token shards)");
-    cfg = load_required_config(a);
+    if (!a.checkpoint.empty() && !a.config.empty())
+      RELORA_INPUT_ERROR("relora eval: give --checkpoint or --config, not both (a checkpoint carries its config)");
+    RunState state;
+    if (!a.checkpoint.empty()) {
+      state = read_run_state(a.checkpoint);
+      cfg = config_from_yaml_text(state.config_yaml, a.checkpoint + " (its stored config)", a.sets);
+    } else {
+      cfg = load_required_config(a);
+    }
     configure_threads(cfg.train.threads);
     ops = make_cpu_ops();
     data = std::make_unique<Loader>(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false);
     model = std::make_unique<Llama>(cfg.model, cfg.relora, *ops, cfg.train.micro_batch);
     model->init_weights(cfg.train.seed);
+    if (!a.checkpoint.empty()) {
+      AdamW optimizer(cfg.optimizer, *ops);
+      if (state.relora_phase) model->enter_relora_phase(AdapterInit{cfg.train.seed, state.step});
+      read_tensors(a.checkpoint, *model, optimizer);
+    }
   });
   EvalResult r = evaluate(*model, *data, cfg.train.micro_batch, a.batches, comm);
   if (comm.rank() == 0)
@@ -151,7 +193,13 @@ int cmd_eval(Communicator& comm, const Args& a) {
   return 0;
 }
 
-// Commands and --help that need no communicator (no MPI start-up for a help text).
+int cmd_inspect(const Args& a) {
+  if (a.path.empty()) RELORA_INPUT_ERROR("relora inspect: give a checkpoint path (see relora inspect --help)");
+  std::printf("%s", describe_checkpoint(a.path).c_str());
+  return 0;
+}
+
+// Commands and --help that need no communicator (no MPI start-up for them); -1 otherwise.
 int run_local(const Args& a) {
   if (a.command.empty()) {  // a mistake: the usage goes to stderr
     std::fprintf(stderr, "%s", kUsage);
@@ -165,35 +213,35 @@ int run_local(const Args& a) {
     std::printf("relora %s\n", RELORA_VERSION);
     return 0;
   }
-  if (a.command == "train" && a.help) {
-    std::printf("%s%s", kTrainUsage, config_keys_help().c_str());
+  if (a.help) {
+    if (a.command == "train") std::printf("%s%s", kTrainUsage, config_keys_help().c_str());
+    if (a.command == "eval") std::printf("%s", kEvalUsage);
+    if (a.command == "inspect") std::printf("%s", kInspectUsage);
     return 0;
   }
-  if (a.command == "eval" && a.help) {
-    std::printf("%s", kEvalUsage);
-    return 0;
-  }
+  if (a.command == "inspect") return cmd_inspect(a);
   if (a.command != "train" && a.command != "eval")
-    RELORA_INPUT_ERROR("unknown command '" << a.command << "' (commands: train, eval; see relora --help)");
+    RELORA_INPUT_ERROR("unknown command '" << a.command << "' (commands: train, eval, inspect, data; see relora --help)");
   return -1;
 }
 
 }  // namespace
 }  // namespace relora
 
-// Errors before the communicator exists (command line) and errors every rank meets alike at
-// start-up exit cleanly with one message; an error on some ranks during training ends the
-// whole job through MPI_Abort, so no rank is left waiting.
 int main(int argc, char** argv) {
   using namespace relora;
   Args args;
   try {
+    if (argc >= 2 && std::strcmp(argv[1], "data") == 0) return data_command(argc - 2, argv + 2);
     args = parse_args(argc, argv);
     const int code = run_local(args);
     if (code >= 0) return code;
   } catch (const InputError& e) {
     std::fprintf(stderr, "relora: error: %s\n", e.what());
     return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "relora: internal error: %s\n", e.what());
+    return 1;
   }
   std::unique_ptr<Communicator> comm;
   try {

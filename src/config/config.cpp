@@ -132,7 +132,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return cfg;
 }
 
-Config config_from_yaml_text(const std::string& yaml, const std::string& where) {
+Config config_from_yaml_text(const std::string& yaml, const std::string& where,
+                             const std::vector<std::string>& overrides) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
@@ -143,7 +144,8 @@ Config config_from_yaml_text(const std::string& yaml, const std::string& where) 
   Config cfg;
   apply_yaml_root(cfg, where, root);
   cfg.source = where;
-  validate_config(cfg, where);
+  for (const std::string& assignment : overrides) apply_override(cfg, assignment);
+  validate_config(cfg, overrides.empty() ? where : where + " with --set overrides");
   return cfg;
 }
 

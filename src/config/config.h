@@ -95,9 +95,10 @@ struct Config {
 // or key (with the closest known key suggested), wrong type, out-of-range value.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
-// A config from YAML text (e.g. the resolved config stored in a checkpoint), validated;
-// `where` names the text's origin in messages, like a file name.
-Config config_from_yaml_text(const std::string& yaml, const std::string& where);
+// A config from YAML text (e.g. the resolved config stored in a checkpoint) and overrides,
+// validated; `where` names the text's origin in messages, like a file name.
+Config config_from_yaml_text(const std::string& yaml, const std::string& where,
+                             const std::vector<std::string>& overrides = {});
 
 // Defaults plus overrides (no file), validated. For tests and tools.
 Config config_from_overrides(const std::vector<std::string>& overrides);

@@ -77,9 +77,9 @@ const std::vector<ConfigKey> kKeys = {
     RELORA_CONFIG_KEY(data, eval_every, "steps between evaluations (and one at the end); 0: only at the end"),
     RELORA_CONFIG_KEY(data, eval_batches, "validation batches per evaluation"),
 
-    RELORA_CONFIG_KEY(checkpoint, dir, "run directory: resolved config.yaml, metrics.jsonl (and checkpoints, once they land)"),
-    RELORA_CONFIG_KEY(checkpoint, every, "steps between checkpoints; 0: only at the end (read once HDF5 checkpoints land)"),
-    RELORA_CONFIG_KEY(checkpoint, keep, "newest checkpoints kept (read once HDF5 checkpoints land)"),
+    RELORA_CONFIG_KEY(checkpoint, dir, "run directory: resolved config.yaml, metrics.jsonl, step_*.h5 checkpoints, latest"),
+    RELORA_CONFIG_KEY(checkpoint, every, "steps between checkpoints; 0: only at the end (and on SIGUSR1/SIGTERM)"),
+    RELORA_CONFIG_KEY(checkpoint, keep, "newest checkpoints kept; older ones are deleted"),
     RELORA_CONFIG_KEY(checkpoint, every_minutes, "minutes between checkpoints; 0: none by time"),
     RELORA_CONFIG_KEY(checkpoint, read,
                       "resume: shared (every rank reads the file) or broadcast (rank 0 reads)"),

@@ -18,6 +18,10 @@ void print_error(const Communicator& comm, const char* what, int exit_code, bool
 }
 
 void collectively(Communicator& comm, const std::function<void()>& work) {
+  if (comm.world_size() == 1) {  // nobody to agree with: errors propagate as they are
+    work();
+    return;
+  }
   std::string message;
   uint64_t code = 0;
   try {

@@ -17,7 +17,8 @@ struct AgreedExit : std::runtime_error {
 };
 
 // Runs work(); then all ranks agree. Throws AgreedExit on every rank if any failed
-// (exit code 2 for InputError, 1 otherwise).
+// (exit code 2 for InputError, 1 otherwise). At world size 1 it is just work(): its
+// exceptions propagate unchanged.
 void collectively(Communicator& comm, const std::function<void()>& work);
 
 // "relora: rank R: error: msg" (with_rank and world size > 1) or "relora: error: msg";

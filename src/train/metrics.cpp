@@ -38,8 +38,8 @@ std::string number(const char* format, double value) {
 
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path) : path_(path) {
-  file_ = std::fopen(path.c_str(), "w");
+MetricsLog::MetricsLog(const std::string& path, bool append) : path_(path) {
+  file_ = std::fopen(path.c_str(), append ? "a" : "w");
   if (!file_) RELORA_INPUT_ERROR(path << ": cannot write metrics: " << std::strerror(errno));
 }
 
@@ -75,8 +75,8 @@ void MetricsLog::eval(int64_t step, double val_loss, double val_ppl) {
 Progress::Progress(int64_t total_steps, int log_every)
     : total_(total_steps), log_every_(log_every), tty_(isatty(STDERR_FILENO) == 1) {}
 
-void Progress::update(const StepRecord& r, double seconds_elapsed) {
-  const double eta = r.step > 0 ? seconds_elapsed / r.step * (total_ - r.step) : 0.0;
+void Progress::update(const StepRecord& r, double seconds_elapsed, int64_t steps_done) {
+  const double eta = steps_done > 0 ? seconds_elapsed / steps_done * (total_ - r.step) : 0.0;
   std::string text = fmt("step %ld/%ld  %s c%ld  loss %.4f  lr %.2e  %.0f tok/s  %.0f ms/step  ETA %s",
                          static_cast<long>(r.step), static_cast<long>(total_),
                          r.relora_phase ? "relora" : "full", static_cast<long>(r.cycle), r.loss, r.lr,

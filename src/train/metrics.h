@@ -23,8 +23,9 @@ struct StepRecord {
 
 class MetricsLog {
  public:
-  // Opens (truncates) path. Throws InputError if it cannot be written.
-  explicit MetricsLog(const std::string& path);
+  // Opens path, truncated or (append, for a resumed run) appended to. Throws InputError
+  // if it cannot be written.
+  MetricsLog(const std::string& path, bool append);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
@@ -42,8 +43,9 @@ class MetricsLog {
 class Progress {
  public:
   Progress(int64_t total_steps, int log_every);
-  // Called after every update; prints on its own schedule.
-  void update(const StepRecord& r, double seconds_elapsed);
+  // Called after every update; prints on its own schedule. steps_done: updates made in
+  // this process (for the ETA of a resumed run).
+  void update(const StepRecord& r, double seconds_elapsed, int64_t steps_done);
   void message(const std::string& text);  // a whole line, not overwritten by the live line
   void finish();
 

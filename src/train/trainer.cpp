@@ -5,6 +5,7 @@
 // evaluation.
 #include "train/trainer.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -13,9 +14,12 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 
+#include "checkpoint/checkpoint.h"
 #include "core/errors.h"
+#include "dist/collective.h"
 #include "dist/replica_check.h"
 #include "relora/restart.h"
 #include "train/evaluate.h"
@@ -26,6 +30,64 @@ namespace relora {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Writes text to path through a temporary name and a rename, so it is never half-written.
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) RELORA_INPUT_ERROR(tmp << ": cannot write: " << std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    RELORA_INPUT_ERROR(path << ": cannot rename from " << tmp << ": " << std::strerror(errno));
+}
+
+// The signal that asked the run to stop (SIGUSR1 or SIGTERM), 0 if none.
+volatile sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int signo) { g_stop_signal = signo; }
+
+// SIGUSR1 and SIGTERM finish the current step, checkpoint and exit 0 while installed.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction action = {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGUSR1, &action, &old_usr1_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGUSR1, &old_usr1_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_usr1_ = {}, old_term_ = {};
+};
+
+std::string join_lines(const std::vector<std::string>& lines, const char* separator) {
+  std::string out;
+  for (const std::string& l : lines) out += (out.empty() ? "" : separator) + l;
+  return out;
+}
+
+// Keeps the records of metrics.jsonl up to `step` (those of lost steps are dropped);
+// atomic, so an interrupted resume leaves the file as it was.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const size_t at = line.find("\"step\":");
+    if (at != std::string::npos && std::stoll(line.substr(at + 7)) > step) continue;
+    kept += line + "\n";
+  }
+  in.close();
+  write_file_atomic(path, kept);
+}
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -43,17 +105,22 @@ void make_dirs(const std::string& dir) {
   }
 }
 
-// Writes text to path through a temporary name and a rename, so it is never half-written.
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) RELORA_INPUT_ERROR(tmp << ": cannot write: " << std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    RELORA_INPUT_ERROR(path << ": cannot rename from " << tmp << ": " << std::strerror(errno));
+
+// The path and content hash of `name` in the directory of the first training shard (the
+// data pipeline writes tokenizer.model and manifest.json there); empty if absent.
+void provenance(const std::vector<std::string>& shards, const char* name, std::string* path,
+                std::string* checksum) {
+  if (shards.empty()) return;
+  const size_t slash = shards[0].find_last_of('/');
+  const std::string candidate = (slash == std::string::npos ? "" : shards[0].substr(0, slash + 1)) + name;
+  std::ifstream in(candidate, std::ios::binary);
+  if (!in) return;
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  char hex[32];
+  std::snprintf(hex, sizeof(hex), "fnv1a64:%016llx",
+                static_cast<unsigned long long>(content_hash(bytes.data(), bytes.size())));
+  *path = candidate;
+  *checksum = hex;
 }
 
 }  // namespace
@@ -109,6 +176,111 @@ void Trainer::check_ranks_agree() {
   check_same_weights(comm_, model_->params(), "on the initial weights");
 }
 
+void Trainer::resume(const std::string& spec) {
+  if (spec.empty()) return;
+  std::string path;
+  collectively(comm_, [&] {
+    if (comm_.rank() != 0) return;
+    path = spec == "auto" ? find_resume_checkpoint(cfg_.checkpoint.dir) : spec;
+    if (spec != "auto" && !std::ifstream(path))
+      RELORA_INPUT_ERROR("--resume " << path << ": no such checkpoint file (give a step_*.h5 path, or auto)");
+  });
+  broadcast_string(comm_, path, 0);
+  if (path.empty()) {
+    if (comm_.rank() == 0)
+      std::printf("relora: --resume auto: no checkpoint in %s, starting fresh\n", cfg_.checkpoint.dir.c_str());
+    return;
+  }
+  const bool shared = cfg_.checkpoint.read == "shared";
+  collectively(comm_, [&] {
+    if (shared || comm_.rank() == 0) load_checkpoint(path);
+  });
+  if (!shared) broadcast_state();
+}
+
+void Trainer::load_checkpoint(const std::string& path) {
+  const RunState state = read_run_state(path);
+  const Config saved = config_from_yaml_text(state.config_yaml, path + " (its stored config)");
+  const std::vector<std::string> incompatible = incompatible_keys(saved, cfg_);
+  if (!incompatible.empty())
+    RELORA_INPUT_ERROR("checkpoint " << path << " does not fit this config: " << join_lines(incompatible, "; ")
+                                     << " (these cannot change on resume; `relora inspect " << path
+                                     << "` shows its config)");
+  if (state.shard_tokens != train_data_->shard_tokens())
+    RELORA_INPUT_ERROR("checkpoint " << path << ": the training data changed: it was trained on "
+                                     << state.shard_tokens.size() << " shard(s) of a different size than the "
+                                     << train_data_->shard_tokens().size() << " matching data.train now ('"
+                                     << cfg_.data.train << "'); resume on the same data");
+  const bool expect_relora = cfg_.relora.rank > 0 && state.step >= cfg_.relora.warm_start_steps;
+  if (state.relora_phase != expect_relora)
+    RELORA_INPUT_ERROR("checkpoint " << path << " is in the " << (state.relora_phase ? "ReLoRA" : "full-rank")
+                                     << " phase after step " << state.step
+                                     << ", which relora.warm_start_steps = " << cfg_.relora.warm_start_steps
+                                     << " contradicts; resume with the warm start it was trained with");
+  if (state.relora_phase) start_adapters(*model_, *optimizer_, cfg_.train.seed, state.step);
+  read_tensors(path, *model_, *optimizer_);
+  train_data_->set_cursor(state.data_cursor);
+  start_step_ = state.step;
+  restarts_ = state.restarts;
+  resumed_from_ = path;
+  if (comm_.rank() == 0) {
+    const std::vector<std::string> changed = changed_keys(saved, cfg_);
+    std::printf("relora: resuming from %s: step %ld, %s phase, cycle %ld, %ld restarts, saved by %d rank(s)\n",
+                path.c_str(), static_cast<long>(state.step), state.relora_phase ? "ReLoRA" : "full-rank",
+                static_cast<long>(state.cycle), static_cast<long>(state.restarts), state.world_size);
+    if (!changed.empty())
+      std::printf("relora: settings changed since the checkpoint: %s\n", join_lines(changed, ", ").c_str());
+  }
+}
+
+void Trainer::broadcast_state() {
+  int64_t position[4] = {start_step_, restarts_, train_data_->cursor(), model_->relora_phase() ? 1 : 0};
+  comm_.broadcast(position, sizeof(position), 0);
+  start_step_ = position[0];
+  restarts_ = position[1];
+  train_data_->set_cursor(position[2]);
+  broadcast_string(comm_, resumed_from_, 0);
+  if (position[3] && !model_->relora_phase()) start_adapters(*model_, *optimizer_, cfg_.train.seed, start_step_);
+  for (Param* p : model_->params()) {
+    comm_.broadcast(p->value.data(), static_cast<int64_t>(p->value.bytes()), 0);
+    if (!p->trainable()) continue;
+    AdamState& st = optimizer_->state_for(*p);
+    comm_.broadcast(st.exp_avg.data(), static_cast<int64_t>(st.exp_avg.bytes()), 0);
+    comm_.broadcast(st.exp_avg_sq.data(), static_cast<int64_t>(st.exp_avg_sq.bytes()), 0);
+    comm_.broadcast(&st.step, sizeof(st.step), 0);
+  }
+}
+
+std::string Trainer::save_checkpoint_at(int64_t step) {
+  const std::string path = cfg_.checkpoint.dir + "/" + checkpoint_name(step);
+  if (comm_.rank() == 0) {
+    RunState state;
+    state.step = step;
+    state.tokens_seen = step * static_cast<int64_t>(cfg_.train.global_batch) * cfg_.model.seq_len;
+    state.relora_phase = model_->relora_phase();
+    state.cycle = state.relora_phase ? 1 + restarts_ : 0;
+    state.restarts = restarts_;
+    state.world_size = comm_.world_size();
+    state.config_yaml = config_to_yaml(cfg_);
+    state.data_cursor = train_data_->cursor();
+    state.data_epoch = train_data_->num_samples() > 0 ? train_data_->cursor() / train_data_->num_samples() : 0;
+    state.shuffle_seed = cfg_.train.seed;
+    state.shard_paths = train_data_->files();
+    state.shard_tokens = train_data_->shard_tokens();
+    state.rng_seed = cfg_.train.seed;
+    provenance(state.shard_paths, "tokenizer.model", &state.tokenizer_path, &state.tokenizer_checksum);
+    provenance(state.shard_paths, "manifest.json", &state.data_manifest_path, &state.data_manifest_checksum);
+    const SaveStats stats = save_checkpoint(path, state, *model_, *optimizer_);
+    publish_latest(cfg_.checkpoint.dir, checkpoint_name(step));
+    apply_retention(cfg_.checkpoint.dir, cfg_.checkpoint.keep);
+    std::printf("relora: step %ld: checkpoint %s (%.1f MB in %.2f s)\n", static_cast<long>(step), path.c_str(),
+                stats.bytes / 1e6, stats.seconds);
+    std::fflush(stdout);
+  }
+  comm_.barrier();  // no rank goes on before the file is complete
+  return path;
+}
+
 void Trainer::optimizer_step(int64_t update, double* loss, double* grad_norm, double* lr) {
   const int micro = cfg_.train.micro_batch, global = cfg_.train.global_batch;
   const int64_t tokens_per_update = static_cast<int64_t>(global) * cfg_.model.seq_len;
@@ -151,7 +323,7 @@ Event Trainer::after_update(int64_t update) {
     case Event::none:
       break;
   }
-  if (event == Event::start_adapters || trainable_.empty()) {
+  if (event == Event::start_adapters) {
     trainable_ = model_->trainable();
     grad_sync_->rebuild(trainable_);
   }
@@ -165,7 +337,8 @@ TrainSummary Trainer::run() {
   std::unique_ptr<Progress> progress;
   if (lead) {
     write_file_atomic(dir + "/config.yaml", config_to_yaml(cfg_));
-    metrics = std::make_unique<MetricsLog>(dir + "/metrics.jsonl");
+    if (start_step_ > 0) truncate_metrics(dir + "/metrics.jsonl", start_step_);
+    metrics = std::make_unique<MetricsLog>(dir + "/metrics.jsonl", start_step_ > 0);
     progress = std::make_unique<Progress>(cfg_.train.steps, cfg_.log.every);
   }
   char line[320];
@@ -182,13 +355,25 @@ TrainSummary Trainer::run() {
   say(line);
 
   TrainSummary summary;
-  after_update(0);  // builds the gradient buckets; warm_start_steps 0: adapters from the start
+  summary.first_step = start_step_ + 1;
+  if (start_step_ >= cfg_.train.steps) {
+    std::snprintf(line, sizeof(line), "relora: the checkpoint is at step %ld, train.steps is %d: nothing to do "
+                  "(raise train.steps to train on)", static_cast<long>(start_step_), cfg_.train.steps);
+    say(line);
+    return summary;
+  }
+  if (start_step_ == 0) after_update(0);  // warm_start_steps 0: adapters from the start
+  trainable_ = model_->trainable();
+  grad_sync_->rebuild(trainable_);
+
+  StopSignals stop_signals;
+  const int64_t time_limit_s = parse_time_limit(cfg_.train.time_limit, "train.time_limit");
   const int64_t tokens_per_update = static_cast<int64_t>(cfg_.train.global_batch) * cfg_.model.seq_len;
   const auto run_start = Clock::now();
-  auto interval_start = run_start;
+  auto interval_start = run_start, last_save = run_start;
   int64_t interval_steps = 0;
   double interval_comm_ms = 0.0;
-  for (int64_t u = 1; u <= cfg_.train.steps; ++u) {
+  for (int64_t u = start_step_ + 1; u <= cfg_.train.steps; ++u) {
     double loss, grad_norm, lr;
     optimizer_step(u, &loss, &grad_norm, &lr);
     summary.losses.push_back(loss);
@@ -210,14 +395,14 @@ TrainSummary Trainer::run() {
     rec.step_ms = 1e3 * interval_s / interval_steps;
     rec.comm_bytes = grad_sync_->bytes_per_update();
     rec.comm_ms = interval_comm_ms / interval_steps;
-    if (progress) progress->update(rec, seconds_since(run_start));
-    if (u == 1 || u % cfg_.log.every == 0 || u == cfg_.train.steps) {
+    if (progress) progress->update(rec, seconds_since(run_start), u - start_step_);
+    if (u == start_step_ + 1 || u % cfg_.log.every == 0 || u == cfg_.train.steps) {
       if (metrics) metrics->step(rec);
       interval_start = Clock::now();
       interval_steps = 0;
       interval_comm_ms = 0.0;
     }
-    const auto extra_start = Clock::now();  // merge and eval time stays out of tokens/s
+    const auto extra_start = Clock::now();  // merge, eval and checkpoint time stays out of tokens/s
     const Event event = after_update(u);
     if (event == Event::restart) {
       if (metrics) metrics->restart(u, schedule_.cycle(u + 1));
@@ -239,7 +424,30 @@ TrainSummary Trainer::run() {
                     static_cast<long>(u), r.loss, r.perplexity, static_cast<long>(r.tokens));
       say(line);
     }
+    // Stop requests and timed checkpoints are agreed by all ranks (signals arrive, and
+    // clocks run, at slightly different moments on each).
+    double requests[2] = {
+        g_stop_signal != 0 || (time_limit_s > 0 && seconds_since(run_start) >= time_limit_s) ? 1.0 : 0.0,
+        cfg_.checkpoint.every_minutes > 0 && seconds_since(last_save) >= 60.0 * cfg_.checkpoint.every_minutes
+            ? 1.0 : 0.0};
+    comm_.all_reduce(requests, 2, ReduceOp::max);
+    const bool stop = requests[0] > 0 && u < cfg_.train.steps;
+    if ((cfg_.checkpoint.every > 0 && u % cfg_.checkpoint.every == 0) || requests[1] > 0 || stop ||
+        u == cfg_.train.steps) {
+      if (progress) progress->finish();
+      summary.last_checkpoint = save_checkpoint_at(u);
+      last_save = Clock::now();
+    }
     interval_start += Clock::now() - extra_start;
+    if (stop) {
+      const char* why = g_stop_signal == SIGUSR1 ? "SIGUSR1" : g_stop_signal == SIGTERM ? "SIGTERM"
+                        : g_stop_signal != 0     ? "a signal on another rank" : "train.time_limit";
+      std::snprintf(line, sizeof(line), "relora: stopped at step %ld by %s; resume with --resume auto (or %s)",
+                    static_cast<long>(u), why, summary.last_checkpoint.c_str());
+      say(line);
+      summary.stopped_early = true;
+      break;
+    }
   }
   if (progress) progress->finish();
   summary.restarts = restarts_;

@@ -19,7 +19,10 @@
 namespace relora {
 
 struct TrainSummary {
-  std::vector<double> losses;  // training loss of every update, in order
+  std::vector<double> losses;  // training loss of every update this run made, in order
+  int64_t first_step = 1;      // the update losses[0] belongs to (> 1 when resumed)
+  bool stopped_early = false;  // by SIGUSR1/SIGTERM or train.time_limit, after a checkpoint
+  std::string last_checkpoint;  // path of the last checkpoint written ("" if none)
   int64_t restarts = 0;
   double final_val_loss = -1.0;  // -1 without a validation set
   int64_t comm_bytes_full = 0, comm_bytes_relora = 0;  // per update, last seen in each phase
@@ -32,7 +35,11 @@ class Trainer {
   // opens the data, builds and initialises the model. Errors are InputError.
   Trainer(const Config& cfg, Communicator& comm);
   ~Trainer();
-  // Collective: every rank must have the same config and the same initial weights.
+  // Collective. spec: "" (start fresh), "auto" (<checkpoint.dir>/latest or the newest
+  // complete checkpoint; fresh if there is none) or a checkpoint path. Every rank reads the
+  // file (checkpoint.read: shared) or rank 0 reads it and broadcasts (broadcast).
+  void resume(const std::string& spec);
+  // Collective: every rank must have the same config, data and weights.
   void check_ranks_agree();
   TrainSummary run();
 
@@ -40,6 +47,13 @@ class Trainer {
 
  private:
   void optimizer_step(int64_t update, double* loss, double* grad_norm, double* lr);
+  // Local: model, optimizer and data position from the checkpoint at `path`.
+  void load_checkpoint(const std::string& path);
+  // Collective: rank 0's model, optimizer state and position to every rank.
+  void broadcast_state();
+  // Rank 0 writes the checkpoint of `step` (then `latest`, retention); every rank waits for
+  // it. Returns its path.
+  std::string save_checkpoint_at(int64_t step);
   // Applies the ReLoRA event scheduled after `update` and returns it.
   Event after_update(int64_t update);
 
@@ -56,6 +70,8 @@ class Trainer {
   std::vector<Param*> trainable_;
   std::vector<int32_t> inputs_, targets_;  // (micro_batch, T)
   int64_t restarts_ = 0;
+  int64_t start_step_ = 0;     // updates done before this run (the resumed checkpoint's step)
+  std::string resumed_from_;   // checkpoint path, or ""
 };
 
 // The world sizes that split global_batch into whole micro-batches: "1, 2, 4 or 8".

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "core/errors.h"
 #include "core/rng.h"
@@ -109,6 +110,17 @@ TEST(Mpi, ReplicaChecksNameTheDifference) {
   EXPECT_NO_THROW(check_same_text(*g_comm, "x: 1", "the config"));
 }
 
+// 4000 random tokens < 64 as dir/train_000000.bin, written by rank 0, seen by all.
+void write_random_shard(const SharedDir& dir, uint64_t seed) {
+  if (g_comm->rank() == 0) {
+    std::vector<int32_t> tokens(4000);
+    for (size_t i = 0; i < tokens.size(); ++i)
+      tokens[i] = static_cast<int32_t>(uniform_at({seed, RngPurpose::test, 0, 0}, i) * 64);
+    write_token_shard(dir.file("train_000000.bin"), tokens);
+  }
+  g_comm->barrier();
+}
+
 std::vector<std::string> run_overrides(const SharedDir& dir, const std::string& run) {
   // 30 updates: warm start 10, restart after 20 (and none after the final update 30)
   return {"model.vocab_size=64",      "model.hidden_size=32",       "model.num_layers=2",
@@ -131,13 +143,7 @@ double max_relative_difference(const Tensor& a, const Tensor& b) {
 
 TEST(Mpi, TwoRanksComputeTheSameRunAsOne) {
   SharedDir dir;
-  if (g_comm->rank() == 0) {
-    std::vector<int32_t> tokens(4000);
-    for (size_t i = 0; i < tokens.size(); ++i)
-      tokens[i] = static_cast<int32_t>(uniform_at({11, RngPurpose::test, 0, 0}, i) * 64);
-    write_token_shard(dir.file("train_000000.bin"), tokens);
-  }
-  g_comm->barrier();
+  write_random_shard(dir, 11);
   // np=1: each rank alone (its own output directory), then np=2 together
   auto local = make_local_comm();
   Trainer single(config_from_overrides(run_overrides(dir, "single" + std::to_string(g_comm->rank()))), *local);
@@ -165,6 +171,45 @@ TEST(Mpi, TwoRanksComputeTheSameRunAsOne) {
   EXPECT_EQ(two.comm_bytes_relora, 4 * counts.relora_phase);
   // buckets of 10 KB: some complete, and start, while backward still runs
   EXPECT_GE(two.buckets_started_early, 1);
+}
+
+void expect_close_losses(const std::vector<double>& got, const std::vector<double>& want, size_t offset) {
+  ASSERT_EQ(got.size() + offset, want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_LT(std::fabs(got[i] - want[offset + i]) / want[offset + i], 1e-4) << "update " << offset + i + 1;
+}
+
+// A checkpoint written by 2 ranks continues on 1, and one written by 1 rank continues on 2
+// (read by every rank, or by rank 0 and broadcast), with the same data order.
+TEST(Mpi, ResumeOnAnotherWorldSize) {
+  SharedDir dir;
+  write_random_shard(dir, 12);
+  auto with_checkpoints = [&](const std::string& run) {
+    std::vector<std::string> o = run_overrides(dir, run);
+    o.push_back("checkpoint.every=10");
+    return o;
+  };
+  auto local = make_local_comm();
+  const std::string own = "single" + std::to_string(g_comm->rank());
+  const TrainSummary one = Trainer(config_from_overrides(with_checkpoints(own)), *local).run();
+  Trainer pair(config_from_overrides(with_checkpoints("pair")), *g_comm);
+  const TrainSummary two = pair.run();
+
+  // np=2 -> np=1, from step 10 (the switch to adapters) and 20 (a restart)
+  for (int from : {10, 20}) {
+    Trainer t(config_from_overrides(with_checkpoints(own + "_from_pair")), *local);
+    t.resume(dir.file("pair/" + checkpoint_name(from)));
+    expect_close_losses(t.run().losses, two.losses, from);
+  }
+  // np=1 -> np=2, every rank reading the file, then rank 0 reading and broadcasting
+  for (const char* read : {"shared", "broadcast"}) {
+    std::vector<std::string> o = with_checkpoints(std::string("pair_from_single_") + read);
+    o.push_back(std::string("checkpoint.read=") + read);
+    Trainer t(config_from_overrides(o), *g_comm);
+    t.resume(dir.file("single0/" + checkpoint_name(20)));
+    t.check_ranks_agree();
+    expect_close_losses(t.run().losses, one.losses, 20);
+  }
 }
 
 }  // namespace

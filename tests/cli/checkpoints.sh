@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Checkpoints through the relora command line: SIGTERM and train.time_limit stop a run with
+# exit 0 and a loadable checkpoint; SIGUSR1 through mpirun does the same on every rank;
+# SIGKILL in the middle of checkpoint writes leaves `--resume auto` a complete checkpoint;
+# inspect and eval --checkpoint read them; a mismatched config is refused with exit 2.
+#   usage: checkpoints.sh RELORA_BINARY
+set -uo pipefail
+relora="$1"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+failures=0
+check() {  # check NAME CONDITION_EXIT_CODE DETAIL
+  if [ "$2" -eq 0 ]; then echo "ok   $1"; else echo "FAIL $1: $3"; failures=$((failures + 1)); fi
+}
+
+python3 - train_000000.bin <<'PY'
+import struct, sys, random
+random.seed(2)
+tokens = [random.randrange(512) for _ in range(60000)]
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<256i", 20240520, 1, len(tokens), *([0] * 253)))
+    f.write(struct.pack("<%dH" % len(tokens), *tokens))
+PY
+cat > run.yaml <<'YAML'
+model: {vocab_size: 512, hidden_size: 128, num_layers: 2, num_heads: 2, intermediate_size: 256, seq_len: 32}
+relora: {rank: 8, warm_start_steps: 4, reset_every: 4}
+train: {steps: 1000000, global_batch: 4, micro_batch: 2, threads: 1}
+data: {train: "train_*.bin", eval_every: 0}
+checkpoint: {dir: out, every: 1, keep: 2}
+log: {every: 100000}
+YAML
+
+# 1. SIGTERM: finish the step, checkpoint, exit 0
+"$relora" train --config run.yaml > term.out 2>&1 &
+pid=$!
+sleep 3
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+latest="out/$(cat out/latest 2>/dev/null)"
+grep -q "stopped at step .* by SIGTERM" term.out && [ "$rc" -eq 0 ] && "$relora" inspect "$latest" > inspect.out
+check sigterm_checkpoints_and_exits_0 $? "exit $rc; $(tail -2 term.out)"
+grep -q "phase" inspect.out && grep -q "model.layers.0.self_attn.q_proj" inspect.out
+check inspect_describes_the_checkpoint $? "$(head -5 inspect.out)"
+
+# 2. SIGKILL during checkpoint writes (one every step): resume auto finds a complete one
+"$relora" train --config run.yaml --resume auto > kill.out 2>&1 &
+pid=$!
+sleep 3
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+"$relora" train --config run.yaml --resume auto --set train.time_limit=2s > resume.out 2>&1
+rc=$?
+grep -q "resuming from out/step_" resume.out && grep -q "stopped at step .* by train.time_limit" resume.out && [ "$rc" -eq 0 ]
+check sigkill_then_resume_auto_and_time_limit $? "exit $rc; $(grep -m3 'resuming\|error\|stopped' resume.out)"
+ls out/*.tmp > /dev/null 2>&1
+[ $? -ne 0 ]
+check no_temporary_files_left $? "$(ls out)"
+[ "$(ls out/step_*.h5 | wc -l)" -eq 2 ]
+check retention_keeps_two $? "$(ls out)"
+
+# 3. eval --checkpoint (no --config): a JSON line
+"$relora" eval --checkpoint "out/$(cat out/latest)" --data 'train_*.bin' --batches 2 > eval.out 2>&1
+grep -q '"loss":.*"perplexity":.*"tokens":128' eval.out
+check eval_from_checkpoint $? "$(cat eval.out)"
+
+# 4. a config of another shape is refused, exit 2
+"$relora" train --config run.yaml --resume auto --set model.hidden_size=64 > shape.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "does not fit this config: model.hidden_size: checkpoint 128, config 64" shape.out
+check mismatched_config_refused $? "exit $rc; $(cat shape.out)"
+
+# 5. SIGUSR1 to mpirun reaches both ranks: both stop after the same step, one checkpoint
+rm -rf out
+mpirun -np 2 --oversubscribe --bind-to none "$relora" train --config run.yaml > usr1.out 2>&1 &
+pid=$!
+sleep 4
+kill -USR1 "$pid"
+wait "$pid"
+rc=$?
+"$relora" inspect "out/$(cat out/latest)" > inspect2.out 2>&1
+[ "$rc" -eq 0 ] && grep -q "stopped at step" usr1.out && grep -q "world size 2" inspect2.out
+check sigusr1_under_mpirun $? "exit $rc; $(tail -3 usr1.out)"
+
+echo "checkpoint cases: $((7 - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,111 @@
+// Exact resume: a run continued from any of its checkpoints — in the warm start, at the
+// switch to adapters, at a restart and one step after it — repeats the uninterrupted run
+// bit for bit (losses and final weights); incompatible configs and changed data are refused.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "config/config.h"
+#include "core/errors.h"
+#include "core/rng.h"
+#include "data/shard.h"
+#include "dist/communicator.h"
+#include "test_util.h"
+#include "train/trainer.h"
+
+namespace relora {
+namespace {
+
+std::vector<std::string> run_config(const testing::TempDir& dir, const std::string& run) {
+  // 24 updates: warm start 8, restarts after 12, 16 and 20
+  return {"model.vocab_size=64",       "model.hidden_size=32",       "model.num_layers=2",
+          "model.num_heads=2",         "model.intermediate_size=48", "model.seq_len=16",
+          "relora.rank=4",             "relora.warm_start_steps=8",  "relora.reset_every=4",
+          "relora.restart_warmup_steps=2", "optimizer.lr=0.005",     "schedule.warmup_steps=3",
+          "train.steps=24",            "train.global_batch=4",       "train.micro_batch=2",
+          "train.threads=2",           "data.train=" + dir.file("train_*.bin"),
+          "data.val=" + dir.file("train_*.bin"), "data.eval_every=6", "data.eval_batches=2",
+          "log.every=1",               "checkpoint.every=1",         "checkpoint.keep=100",
+          "checkpoint.dir=" + dir.file(run)};
+}
+
+void write_data(const testing::TempDir& dir) {
+  std::vector<int32_t> tokens(3000);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    tokens[i] = static_cast<int32_t>(uniform_at({5, RngPurpose::test, 0, 0}, i) * 64);
+  write_token_shard(dir.file("train_000000.bin"), tokens);
+}
+
+TEST(Resume, EveryCheckpointContinuesBitIdentically) {
+  testing::TempDir dir;
+  write_data(dir);
+  auto comm = make_local_comm();
+  Trainer full(config_from_overrides(run_config(dir, "full")), *comm);
+  const TrainSummary reference = full.run();
+  ASSERT_EQ(reference.losses.size(), 24u);
+  for (int from : {5, 8, 12, 13}) {  // warm start, adapter start, a restart, one after it
+    SCOPED_TRACE("resumed from step " + std::to_string(from));
+    const std::string run = "from" + std::to_string(from);
+    std::filesystem::create_directories(dir.file(run));
+    std::filesystem::copy(dir.file("full/" + checkpoint_name(from)), dir.file(run + "/" + checkpoint_name(from)));
+    Trainer resumed(config_from_overrides(run_config(dir, run)), *comm);
+    resumed.resume("auto");
+    const TrainSummary continued = resumed.run();
+    ASSERT_EQ(continued.first_step, from + 1);
+    ASSERT_EQ(continued.losses.size(), static_cast<size_t>(24 - from));
+    for (size_t i = 0; i < continued.losses.size(); ++i)
+      EXPECT_EQ(continued.losses[i], reference.losses[from + i]) << "update " << from + 1 + i;
+    EXPECT_EQ(continued.restarts, reference.restarts);
+    const auto& a = full.model().params();
+    const auto& b = resumed.model().params();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      for (int64_t j = 0; j < a[i]->value.numel(); ++j)
+        ASSERT_EQ(a[i]->value.data()[j], b[i]->value.data()[j]) << a[i]->name << "[" << j << "]";
+  }
+}
+
+TEST(Resume, RefusesAnIncompatibleConfigAndChangedData) {
+  testing::TempDir dir;
+  write_data(dir);
+  auto comm = make_local_comm();
+  std::vector<std::string> cfg = run_config(dir, "run");
+  cfg.push_back("train.steps=6");
+  Trainer(config_from_overrides(cfg), *comm).run();
+  const std::string ckpt = dir.file("run/" + checkpoint_name(6));
+
+  std::vector<std::string> wider = cfg;
+  wider.push_back("model.hidden_size=48");
+  wider.push_back("model.num_heads=4");
+  Trainer t1(config_from_overrides(wider), *comm);
+  try {
+    t1.resume(ckpt);
+    ADD_FAILURE() << "resumed into a different shape";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.hidden_size: checkpoint 32, config 48"), std::string::npos) << e.what();
+  }
+
+  std::vector<int32_t> more(500, 3);
+  write_token_shard(dir.file("train_000001.bin"), more);
+  Trainer t2(config_from_overrides(cfg), *comm);
+  try {
+    t2.resume(ckpt);
+    ADD_FAILURE() << "resumed on changed data";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("the training data changed"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(dir.file("train_000001.bin"));
+
+  // a longer run may continue a finished one (train.steps is not part of the model)
+  std::vector<std::string> longer = cfg;
+  longer.push_back("train.steps=8");
+  Trainer t3(config_from_overrides(longer), *comm);
+  t3.resume("auto");
+  EXPECT_EQ(t3.run().losses.size(), 2u);
+}
+
+}  // namespace
+}  // namespace relora
