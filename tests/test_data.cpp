@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/errors.h"
+#include "test_util.h"
 #include "data/loader.h"
 #include "data/shard.h"
 
@@ -19,6 +20,8 @@ namespace relora {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::expect_contains;
+using testing::input_error_of;
 
 // Tokens first, first + 1, ..., first + n - 1.
 std::vector<int32_t> counting(int32_t first, int n) {
@@ -59,24 +62,6 @@ void write_raw(const std::string& path, std::initializer_list<int32_t> header_wo
   out.write(reinterpret_cast<const char*>(header.data()), 256 * sizeof(int32_t));
   std::vector<char> payload(payload_bytes, 0);
   out.write(payload.data(), static_cast<std::streamsize>(payload.size()));
-}
-
-// The message of the InputError that `f` throws ("" and a test failure if it throws none).
-std::string input_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an InputError";
-  return "";
-}
-
-void expect_contains(const std::string& message, std::initializer_list<std::string> parts) {
-  for (const std::string& part : parts) {
-    EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
-  }
-  EXPECT_EQ(message.find('\n'), std::string::npos) << "not one line: " << message;
 }
 
 std::vector<int32_t> window_of(const TokenShard& shard, int64_t k, int seq) {

@@ -41,6 +41,8 @@ namespace relora {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::expect_contains;
+using testing::input_error_of;
 using testing::TempDir;
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -65,24 +67,6 @@ std::string read_file(const std::string& path) {
   std::stringstream bytes;
   bytes << in.rdbuf();
   return bytes.str();
-}
-
-// The message of the InputError that `f` throws ("" and a test failure if it throws none).
-std::string input_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an InputError";
-  return "";
-}
-
-void expect_contains(const std::string& message, std::initializer_list<std::string> parts) {
-  for (const std::string& part : parts) {
-    EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
-  }
-  EXPECT_EQ(message.find('\n'), std::string::npos) << "not one line: " << message;
 }
 
 // Every token of a shard, after TokenShard has validated it.

@@ -1,9 +1,15 @@
-// Shared helpers for the tests: a temporary directory that cleans up after itself, and a
-// small model/run config.
+// Shared helpers for the tests: a temporary directory that cleans up after itself, and
+// checks of InputError messages.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <initializer_list>
 #include <string>
+
+#include "core/errors.h"
 
 namespace relora::testing {
 
@@ -20,5 +26,24 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The message of the InputError that `f` throws ("" and a test failure if it throws none).
+inline std::string input_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an InputError";
+  return "";
+}
+
+// `message` is one line holding every part.
+inline void expect_contains(const std::string& message, std::initializer_list<std::string> parts) {
+  for (const std::string& part : parts) {
+    EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+  }
+  EXPECT_EQ(message.find('\n'), std::string::npos) << "not one line: " << message;
+}
 
 }  // namespace relora::testing

@@ -210,34 +210,36 @@ void write_attribute(hid_t obj, const char* name, const std::vector<std::string>
                        texts.data());
 }
 
+namespace {
+
+// One value of HDF5 class `cls` read as `memory_type` into a T.
+template <typename T>
+T read_scalar_attribute(hid_t obj, const std::string& obj_path, const char* name, const std::string& where,
+                        H5T_class_t cls, const char* what, hid_t memory_type) {
+  const OpenAttribute a = open_attribute(obj, obj_path, name, where);
+  expect_class(a, cls, what, where);
+  expect_one_value(a, where);
+  T value{};
+  H5_CHECK_READ(where, H5Aread(a.attr.get(), memory_type, &value));
+  return value;
+}
+
+}  // namespace
+
 int64_t read_int64_attribute(hid_t obj, const std::string& obj_path, const char* name,
                              const std::string& where) {
-  const OpenAttribute a = open_attribute(obj, obj_path, name, where);
-  expect_class(a, H5T_INTEGER, "an integer", where);
-  expect_one_value(a, where);
-  int64_t value = 0;
-  H5_CHECK_READ(where, H5Aread(a.attr.get(), H5T_NATIVE_INT64, &value));
-  return value;
+  return read_scalar_attribute<int64_t>(obj, obj_path, name, where, H5T_INTEGER, "an integer", H5T_NATIVE_INT64);
 }
 
 uint64_t read_uint64_attribute(hid_t obj, const std::string& obj_path, const char* name,
                                const std::string& where) {
-  const OpenAttribute a = open_attribute(obj, obj_path, name, where);
-  expect_class(a, H5T_INTEGER, "an integer", where);
-  expect_one_value(a, where);
-  uint64_t value = 0;
-  H5_CHECK_READ(where, H5Aread(a.attr.get(), H5T_NATIVE_UINT64, &value));
-  return value;
+  return read_scalar_attribute<uint64_t>(obj, obj_path, name, where, H5T_INTEGER, "an integer",
+                                         H5T_NATIVE_UINT64);
 }
 
 float read_float_attribute(hid_t obj, const std::string& obj_path, const char* name,
                            const std::string& where) {
-  const OpenAttribute a = open_attribute(obj, obj_path, name, where);
-  expect_class(a, H5T_FLOAT, "a number", where);
-  expect_one_value(a, where);
-  float value = 0.0f;
-  H5_CHECK_READ(where, H5Aread(a.attr.get(), H5T_NATIVE_FLOAT, &value));
-  return value;
+  return read_scalar_attribute<float>(obj, obj_path, name, where, H5T_FLOAT, "a number", H5T_NATIVE_FLOAT);
 }
 
 std::string read_string_attribute(hid_t obj, const std::string& obj_path, const char* name,
