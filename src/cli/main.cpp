@@ -1,8 +1,9 @@
-// The relora executable: train, eval, inspect and data. Bad input of any kind ends with one
+// The relora executable: train, eval, bench, inspect and data. Bad input of any kind ends with one
 // line on stderr and exit code 2; an internal failure with exit code 1. Under mpirun, errors
 // every rank meets at start-up are agreed and printed once; an error on some ranks during
 // training ends the whole job through MPI_Abort.
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include "dist/communicator.h"
 #include "model/llama.h"
 #include "optim/adamw.h"
+#include "train/bench.h"
 #include "train/evaluate.h"
 #include "train/threads.h"
 #include "train/trainer.h"
@@ -34,6 +36,7 @@ const char* kUsage =
     "commands:\n"
     "  train     pretrain a model from scratch with ReLoRA, or resume   (relora train --help)\n"
     "  eval      loss and perplexity on token shards                    (relora eval --help)\n"
+    "  bench     time training steps on synthetic tokens: tokens/s, MFU  (relora bench --help)\n"
     "  inspect   describe a checkpoint                                  (relora inspect --help)\n"
     "  data      prepare token shards from text, inspect them           (relora data --help)\n"
     "\n"
@@ -81,6 +84,28 @@ const char* kEvalUsage =
     "  --set section.key=VAL   override a config key (e.g. train.micro_batch, train.threads)\n"
     "  --help, -h              this text\n";
 
+const char* kBenchUsage =
+    "usage: relora bench --config FILE [--steps N] [--warmup N] [--phase full|relora]\n"
+    "                    [--set section.key=value]...\n"
+    "\n"
+    "Times training steps of FILE's model on synthetic tokens (no data files are read) and\n"
+    "prints one JSON line: tokens_per_s, step_ms and its split (forward_ms, backward_ms,\n"
+    "optimizer_ms, comm_ms), model_flops_per_token, achieved_gflops, peak_gflops (a 2048^3\n"
+    "sgemm through the same BLAS and threads, timed in the same run), mfu (achieved / peak),\n"
+    "threads, world_size, device and peak_mem_bytes (max RSS). A step is one micro-batch of\n"
+    "train.micro_batch sequences of model.seq_len tokens per rank: forward, backward, the\n"
+    "gradient all-reduce, clipping and AdamW at optimizer.lr. Under mpirun every rank runs\n"
+    "steps, tokens are counted over all ranks and rank 0 prints.\n"
+    "\n"
+    "options:\n"
+    "  --config FILE           YAML config (see configs/); data.* keys are not used\n"
+    "  --steps N               timed steps (default 10)\n"
+    "  --warmup N              untimed steps before them (default 2)\n"
+    "  --phase full|relora     full-rank training (default), or the ReLoRA phase: targets\n"
+    "                          frozen with adapters, as after relora.warm_start_steps\n"
+    "  --set section.key=VAL   override a config key (e.g. train.micro_batch, train.threads)\n"
+    "  --help, -h              this text\n";
+
 const char* kInspectUsage =
     "usage: relora inspect PATH\n"
     "\n"
@@ -91,17 +116,27 @@ struct Args {
   std::string command;
   std::string config, data, resume, checkpoint, path;
   int64_t batches = 0;
+  BenchOptions bench;
   std::vector<std::string> sets;
   bool help = false;
 };
 
-int64_t parse_positive(const std::string& flag, const std::string& value) {
+// An integer in [min, max] (min is 0 or 1), or an InputError naming the flag.
+int64_t parse_integer(const std::string& flag, const std::string& value, int64_t min,
+                      int64_t max = INT64_MAX) {
   char* end = nullptr;
   errno = 0;
   long long v = std::strtoll(value.c_str(), &end, 10);
-  if (value.empty() || *end != '\0' || v <= 0 || errno == ERANGE)
-    RELORA_INPUT_ERROR(flag << " " << value << ": expected a positive integer");
+  if (value.empty() || *end != '\0' || v < min || v > max || errno == ERANGE)
+    RELORA_INPUT_ERROR(flag << " " << value << ": expected " << (min > 0 ? "a positive" : "a non-negative")
+                            << " integer" << (max < INT64_MAX ? " up to " + std::to_string(max) : ""));
   return v;
+}
+
+// --phase full|relora: true for relora.
+bool parse_phase(const std::string& phase) {
+  if (phase != "full" && phase != "relora") RELORA_INPUT_ERROR("--phase " << phase << ": expected full or relora");
+  return phase == "relora";
 }
 
 Args parse_args(int argc, char** argv) {
@@ -114,14 +149,17 @@ Args parse_args(int argc, char** argv) {
       if (i + 1 >= argc) RELORA_INPUT_ERROR(arg << " needs a value (see relora " << a.command << " --help)");
       return argv[++i];
     };
-    const bool train = a.command == "train", eval = a.command == "eval";
+    const bool train = a.command == "train", eval = a.command == "eval", bench = a.command == "bench";
     if (arg == "--help" || arg == "-h") a.help = true;
-    else if (arg == "--config" && (train || eval)) a.config = value();
-    else if (arg == "--set" && (train || eval)) a.sets.push_back(value());
+    else if (arg == "--config" && (train || eval || bench)) a.config = value();
+    else if (arg == "--set" && (train || eval || bench)) a.sets.push_back(value());
+    else if (arg == "--steps" && bench) a.bench.steps = static_cast<int>(parse_integer(arg, value(), 1, INT32_MAX));
+    else if (arg == "--warmup" && bench) a.bench.warmup = static_cast<int>(parse_integer(arg, value(), 0, INT32_MAX));
+    else if (arg == "--phase" && bench) a.bench.relora_phase = parse_phase(value());
     else if (arg == "--resume" && train) a.resume = value();
     else if (arg == "--data" && eval) a.data = value();
     else if (arg == "--checkpoint" && eval) a.checkpoint = value();
-    else if (arg == "--batches" && eval) a.batches = parse_positive(arg, value());
+    else if (arg == "--batches" && eval) a.batches = parse_integer(arg, value(), 1);
     else if (a.command == "inspect" && arg[0] != '-' && a.path.empty()) a.path = arg;
     else RELORA_INPUT_ERROR("unknown option '" << arg << "' for 'relora " << a.command
                                                << "' (see relora " << a.command << " --help)");
@@ -193,6 +231,22 @@ int cmd_eval(Communicator& comm, const Args& a) {
   return 0;
 }
 
+int cmd_bench(Communicator& comm, const Args& a) {
+  Config cfg;
+  collectively(comm, [&] {
+    cfg = load_required_config(a);
+    check_bench_options(cfg, a.bench);
+  });
+  BenchResult r;
+  try {
+    r = run_bench(cfg, comm, a.bench);
+  } catch (const std::exception& e) {
+    abort_job(comm, e);  // gradient all-reduces may be in flight on this rank
+  }
+  if (comm.rank() == 0) std::printf("%s\n", bench_json(r).c_str());
+  return 0;
+}
+
 int cmd_inspect(const Args& a) {
   if (a.path.empty()) RELORA_INPUT_ERROR("relora inspect: give a checkpoint path (see relora inspect --help)");
   std::printf("%s", describe_checkpoint(a.path).c_str());
@@ -216,12 +270,14 @@ int run_local(const Args& a) {
   if (a.help) {
     if (a.command == "train") std::printf("%s%s", kTrainUsage, config_keys_help().c_str());
     if (a.command == "eval") std::printf("%s", kEvalUsage);
+    if (a.command == "bench") std::printf("%s", kBenchUsage);
     if (a.command == "inspect") std::printf("%s", kInspectUsage);
     return 0;
   }
   if (a.command == "inspect") return cmd_inspect(a);
-  if (a.command != "train" && a.command != "eval")
-    RELORA_INPUT_ERROR("unknown command '" << a.command << "' (commands: train, eval, inspect, data; see relora --help)");
+  if (a.command != "train" && a.command != "eval" && a.command != "bench")
+    RELORA_INPUT_ERROR("unknown command '" << a.command
+                       << "' (commands: train, eval, bench, inspect, data; see relora --help)");
   return -1;
 }
 
@@ -251,6 +307,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   try {
+    if (args.command == "bench") return cmd_bench(*comm, args);
     return args.command == "train" ? cmd_train(*comm, args) : cmd_eval(*comm, args);
   } catch (const AgreedExit& e) {
     return e.exit_code;

@@ -59,6 +59,34 @@ TrainableCounts count_trainable(const ModelConfig& model, const ReloraConfig& re
   return counts;
 }
 
+int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relora,
+                              bool relora_phase) {
+  const int64_t V = model.vocab_size, C = model.hidden_size, F = model.intermediate_size,
+                L = model.num_layers, T = model.seq_len, r = relora.rank;
+  const bool adapters_on = relora_phase && r > 0;
+  // One linear in->out: the forward product, its input gradient, and the weight gradient
+  // when the weight trains; adapters add x A^T and (x A^T) B^T with all three products.
+  auto linear = [&](int64_t in, int64_t out, bool weight_trains, bool adapted) {
+    return 2 * in * out * (weight_trains ? 3 : 2) + (adapted ? 3 * 2 * r * (in + out) : 0);
+  };
+  auto is_target = [&](const std::string& projection) {
+    return std::find(relora.targets.begin(), relora.targets.end(), projection) !=
+           relora.targets.end();
+  };
+  int64_t per_layer = 3 * (2 + 2) * T * C;  // attention: q k^T and att v, each 2*T*C per head row
+  for (const char* p : kAttnProjs) per_layer += linear(C, C, !adapters_on, adapters_on && is_target(p));
+  for (const char* p : kMlpProjs) {
+    const bool down = std::string(p) == "down_proj";
+    per_layer += linear(down ? F : C, down ? C : F, !adapters_on, adapters_on && is_target(p));
+  }
+  const std::string& embeddings = relora.embeddings;
+  const bool head_trains = !adapters_on || embeddings == "full";
+  const bool embeddings_adapted = adapters_on && embeddings == "lora";
+  const int64_t head = linear(C, V, head_trains, embeddings_adapted);
+  const int64_t embedding = embeddings_adapted ? 3 * 2 * r * C : 0;
+  return L * per_layer + head + embedding;
+}
+
 Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch)
     : cfg_(model), relora_(relora), ops_(ops), max_batch_(max_batch) {
   const int64_t V = cfg_.vocab_size, C = cfg_.hidden_size, F = cfg_.intermediate_size,

@@ -32,6 +32,17 @@ struct TrainableCounts {
 };
 TrainableCounts count_trainable(const ModelConfig& model, const ReloraConfig& relora);
 
+// Matrix-product FLOPs of one training step per token, the numerator of MFU: 2*m*n*k for
+// every forward product, as much again for the gradient of each of its inputs, and as
+// much again for the weight gradient when the weight trains (a frozen W0 has none; A and B
+// always train). Attention's q k^T and att v count in full (T x T, as PaLM's MFU does,
+// though the causal half is all that is computed). Per layer and token, with r the adapter
+// rank, for a linear in->out: 6*in*out trained, 4*in*out frozen, + 6*r*(in+out) with
+// adapters; attention 12*T*C. lm_head likewise; the embedding is a gather (0), its
+// adapter's product s*A[:,tok]^T B^T costs 6*r*C.
+int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relora,
+                              bool relora_phase);
+
 class Llama {
  public:
   Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch);

@@ -158,9 +158,8 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
-  grad_sync_ = std::make_unique<GradSync>(comm_, cfg_.train.bucket_mb);
-  inputs_.resize(static_cast<size_t>(micro) * cfg_.model.seq_len);
-  targets_.resize(inputs_.size());
+  step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *ops_, comm_, cfg_.train.bucket_mb, micro,
+                                      accumulation_, static_cast<int64_t>(global) * cfg_.model.seq_len);
 }
 
 Trainer::~Trainer() = default;
@@ -283,30 +282,17 @@ std::string Trainer::save_checkpoint_at(int64_t step) {
 
 void Trainer::optimizer_step(int64_t update, double* loss, double* grad_norm, double* lr) {
   const int micro = cfg_.train.micro_batch, global = cfg_.train.global_batch;
-  const int64_t tokens_per_update = static_cast<int64_t>(global) * cfg_.model.seq_len;
   // This rank's share of the global batch: samples [rank*G/W, (rank+1)*G/W), in order.
   const int64_t share_start = static_cast<int64_t>(comm_.rank()) * (global / comm_.world_size());
-  const GradReadyFn on_ready = [this](const Param* p) { grad_sync_->mark_ready(p); };
-  grad_sync_->zero();
-  double loss_sum = 0.0;
-  for (int m = 0; m < accumulation_; ++m) {
-    train_data_->read(share_start + static_cast<int64_t>(m) * micro, micro, inputs_.data(), targets_.data());
-    loss_sum += model_->forward(inputs_.data(), targets_.data(), micro, true,
-                                1.0f / static_cast<float>(tokens_per_update));
-    const bool last = m + 1 == accumulation_;
-    model_->backward(inputs_.data(), micro, last ? on_ready : GradReadyFn());
-  }
-  grad_sync_->finish();
+  *loss = step_->accumulate([&](int m, int32_t* inputs, int32_t* targets) {
+    train_data_->read(share_start + static_cast<int64_t>(m) * micro, micro, inputs, targets);
+  });
   train_data_->advance(global);
-  comm_.all_reduce(&loss_sum, 1, ReduceOp::sum);
-  *loss = loss_sum / static_cast<double>(tokens_per_update);
   if (!std::isfinite(*loss))
     RELORA_INPUT_ERROR("step " << update << ": the training loss is " << *loss
                                << ": the run diverged; lower optimizer.lr or set optimizer.grad_clip");
-  *grad_norm = global_grad_norm(*ops_, trainable_);
-  clip_gradients(*ops_, trainable_, *grad_norm, cfg_.optimizer.grad_clip);
   *lr = schedule_.lr(update);
-  optimizer_->step(trainable_, static_cast<float>(*lr));
+  *grad_norm = step_->apply(static_cast<float>(*lr), cfg_.optimizer.grad_clip);
 }
 
 Event Trainer::after_update(int64_t update) {
@@ -323,10 +309,7 @@ Event Trainer::after_update(int64_t update) {
     case Event::none:
       break;
   }
-  if (event == Event::start_adapters) {
-    trainable_ = model_->trainable();
-    grad_sync_->rebuild(trainable_);
-  }
+  if (event == Event::start_adapters) step_->rebuild();
   return event;
 }
 
@@ -363,8 +346,7 @@ TrainSummary Trainer::run() {
     return summary;
   }
   if (start_step_ == 0) after_update(0);  // warm_start_steps 0: adapters from the start
-  trainable_ = model_->trainable();
-  grad_sync_->rebuild(trainable_);
+  step_->rebuild();
 
   StopSignals stop_signals;
   const int64_t time_limit_s = parse_time_limit(cfg_.train.time_limit, "train.time_limit");
@@ -378,10 +360,11 @@ TrainSummary Trainer::run() {
     optimizer_step(u, &loss, &grad_norm, &lr);
     summary.losses.push_back(loss);
     const bool relora_phase = schedule_.relora_phase(u);
-    (relora_phase ? summary.comm_bytes_relora : summary.comm_bytes_full) = grad_sync_->bytes_per_update();
-    summary.buckets_started_early = grad_sync_->started_before_finish();
+    const GradSync& sync = step_->grad_sync();
+    (relora_phase ? summary.comm_bytes_relora : summary.comm_bytes_full) = sync.bytes_per_update();
+    summary.buckets_started_early = sync.started_before_finish();
     ++interval_steps;
-    interval_comm_ms += grad_sync_->last_wait_ms();
+    interval_comm_ms += step_->times().comm_ms;
     const double interval_s = seconds_since(interval_start);
     StepRecord rec;
     rec.step = u;
@@ -393,7 +376,7 @@ TrainSummary Trainer::run() {
     rec.tokens = u * tokens_per_update;
     rec.tokens_per_s = interval_steps * tokens_per_update / interval_s;
     rec.step_ms = 1e3 * interval_s / interval_steps;
-    rec.comm_bytes = grad_sync_->bytes_per_update();
+    rec.comm_bytes = sync.bytes_per_update();
     rec.comm_ms = interval_comm_ms / interval_steps;
     if (progress) progress->update(rec, seconds_since(run_start), u - start_step_);
     if (u == start_step_ + 1 || u % cfg_.log.every == 0 || u == cfg_.train.steps) {

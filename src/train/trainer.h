@@ -11,10 +11,10 @@
 #include "config/config.h"
 #include "data/loader.h"
 #include "dist/communicator.h"
-#include "dist/grad_sync.h"
 #include "model/llama.h"
 #include "optim/adamw.h"
 #include "relora/schedule.h"
+#include "train/step.h"
 
 namespace relora {
 
@@ -46,6 +46,7 @@ class Trainer {
   const Llama& model() const { return *model_; }
 
  private:
+  // One update: this rank's micro-batches from the training data, then AdamW.
   void optimizer_step(int64_t update, double* loss, double* grad_norm, double* lr);
   // Local: model, optimizer and data position from the checkpoint at `path`.
   void load_checkpoint(const std::string& path);
@@ -65,10 +66,8 @@ class Trainer {
   std::unique_ptr<Loader> train_data_, val_data_;
   std::unique_ptr<Llama> model_;
   std::unique_ptr<AdamW> optimizer_;
-  std::unique_ptr<GradSync> grad_sync_;
+  std::unique_ptr<TrainStep> step_;
   Schedule schedule_;
-  std::vector<Param*> trainable_;
-  std::vector<int32_t> inputs_, targets_;  // (micro_batch, T)
   int64_t restarts_ = 0;
   int64_t start_step_ = 0;     // updates done before this run (the resumed checkpoint's step)
   std::string resumed_from_;   // checkpoint path, or ""

@@ -1,5 +1,6 @@
 // Data-parallel training over MPI (run with 2 ranks): collectives, gradient buckets and
-// their overlap with backward, and np=2 computing the same run as np=1.
+// their overlap with backward, np=2 computing the same run as np=1, and the benchmark
+// counting tokens over ranks.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "dist/grad_sync.h"
 #include "dist/replica_check.h"
 #include "mpi_env.h"
+#include "train/bench.h"
 #include "train/trainer.h"
 
 namespace relora {
@@ -210,6 +212,27 @@ TEST(Mpi, ResumeOnAnotherWorldSize) {
     t.check_ranks_agree();
     expect_close_losses(t.run().losses, one.losses, 20);
   }
+}
+
+// relora bench on 2 ranks: one micro-batch per rank per step, gradients really all-reduced,
+// tokens counted over both, and every rank holding the same result.
+TEST(Mpi, BenchCountsTokensOverRanks) {
+  const Config cfg = config_from_overrides(
+      {"model.vocab_size=64", "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2",
+       "model.intermediate_size=48", "model.seq_len=16", "relora.rank=4", "train.micro_batch=2",
+       "train.threads=1"});
+  BenchOptions options;
+  options.steps = 2;
+  options.warmup = 1;
+  options.relora_phase = true;
+  const BenchResult r = run_bench(cfg, *g_comm, options);
+  EXPECT_EQ(r.world_size, 2);
+  EXPECT_EQ(r.tokens_per_step, 2 * 2 * 16);
+  EXPECT_GT(r.tokens_per_s, 0.0);
+  EXPECT_GE(r.comm_ms, 0.0);
+  double spread[2] = {r.tokens_per_s, -r.tokens_per_s};  // max of both, and -min
+  g_comm->all_reduce(spread, 2, ReduceOp::max);
+  EXPECT_EQ(spread[0], -spread[1]);
 }
 
 }  // namespace

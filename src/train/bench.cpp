@@ -1,0 +1,175 @@
+// The benchmark: synthetic tokens through TrainStep, stage times, FLOPs, peak sgemm, memory.
+#include "train/bench.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "backend/ops.h"
+#include "core/errors.h"
+#include "core/rng.h"
+#include "model/llama.h"
+#include "optim/adamw.h"
+#include "relora/restart.h"
+#include "train/step.h"
+#include "train/threads.h"
+
+namespace relora {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// "cpu (AMD EPYC)": the first model name in /proc/cpuinfo, or just "cpu". Quotes,
+// backslashes and control characters are dropped, so the name can go into JSON as it is.
+std::string cpu_device_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) break;
+    std::string name;
+    for (char c : line.substr(colon + 1))
+      if (static_cast<unsigned char>(c) >= 0x20 && c != '"' && c != '\\') name += c;
+    const size_t start = name.find_first_not_of(' ');
+    return start == std::string::npos ? "cpu" : "cpu (" + name.substr(start) + ")";
+  }
+  return "cpu";
+}
+
+// GFLOP/s of a 2048^3 sgemm through ops.gemm on this process's threads: one untimed call,
+// then the best of three.
+double peak_sgemm_gflops(Ops& ops) {
+  constexpr int kSize = 2048;
+  const int64_t elements = static_cast<int64_t>(kSize) * kSize;
+  Tensor a = Tensor::zeros({elements}), b = Tensor::zeros({elements}), c = Tensor::zeros({elements});
+  fill_uniform(a.data(), elements, -1.0f, 1.0f, RngKey{1, RngPurpose::test, tensor_id("bench.a"), 0});
+  fill_uniform(b.data(), elements, -1.0f, 1.0f, RngKey{1, RngPurpose::test, tensor_id("bench.b"), 0});
+  double best_s = 0.0;
+  for (int trial = 0; trial < 4; ++trial) {
+    const auto t = Clock::now();
+    ops.gemm(false, false, kSize, kSize, kSize, 1.0f, a.data(), kSize, b.data(), kSize, 0.0f,
+             c.data(), kSize);
+    const double s = seconds_since(t);
+    if (trial > 0 && (best_s == 0.0 || s < best_s)) best_s = s;
+  }
+  return 2.0 * kSize * kSize * kSize / best_s / 1e9;
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage usage = {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+}  // namespace
+
+void check_bench_options(const Config& cfg, const BenchOptions& options) {
+  if (options.steps < 1 || options.warmup < 0)
+    RELORA_INPUT_ERROR("relora bench: --steps " << options.steps << " --warmup " << options.warmup
+                                                << ": need at least 1 step and no negative warm-up");
+  if (options.relora_phase && cfg.relora.rank == 0)
+    RELORA_INPUT_ERROR(cfg.source << ": relora.rank is 0, so there is no ReLoRA phase to time; "
+                                     "set relora.rank or use --phase full");
+}
+
+BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions& options) {
+  check_bench_options(cfg, options);
+  const int world = comm.world_size(), micro = cfg.train.micro_batch, T = cfg.model.seq_len;
+  const int V = cfg.model.vocab_size;
+  BenchResult r;
+  r.threads = configure_threads(cfg.train.threads);
+  r.world_size = world;
+  r.device = cpu_device_name();
+  r.phase = options.relora_phase ? "relora" : "full";
+  r.tokens_per_step = static_cast<int64_t>(world) * micro * T;
+  r.model_flops_per_token = model_flops_per_token(cfg.model, cfg.relora, options.relora_phase);
+
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  Llama model(cfg.model, cfg.relora, *ops, micro);
+  model.init_weights(cfg.train.seed);
+  AdamW optimizer(cfg.optimizer, *ops);
+  if (options.relora_phase) start_adapters(model, optimizer, cfg.train.seed, 0);
+  TrainStep step(model, optimizer, *ops, comm, cfg.train.bucket_mb, micro, 1, r.tokens_per_step);
+  step.rebuild();
+
+  // Step s, rank k: micro windows of T+1 uniform tokens; inputs are a window's first T,
+  // targets its last T.
+  int64_t step_index = 0;
+  const MicroBatchSource synthetic = [&](int, int32_t* inputs, int32_t* targets) {
+    const RngKey key{cfg.train.seed, RngPurpose::test, tensor_id("bench.tokens"),
+                     static_cast<uint64_t>(step_index)};
+    const int64_t first = static_cast<int64_t>(comm.rank()) * micro * (T + 1);
+    for (int b = 0; b < micro; ++b)
+      for (int t = 0; t <= T; ++t) {
+        const int64_t i = first + static_cast<int64_t>(b) * (T + 1) + t;
+        const int32_t token = std::min(V - 1, static_cast<int32_t>(uniform_at(key, i) * V));
+        if (t < T) inputs[static_cast<int64_t>(b) * T + t] = token;
+        if (t > 0) targets[static_cast<int64_t>(b) * T + t - 1] = token;
+      }
+  };
+  const float lr = cfg.optimizer.lr;
+  for (; step_index < options.warmup; ++step_index) {
+    step.accumulate(synthetic);
+    step.apply(lr, cfg.optimizer.grad_clip);
+  }
+  comm.barrier();
+  double stages[4] = {0.0, 0.0, 0.0, 0.0};  // forward, backward, optimizer, comm
+  const auto start = Clock::now();
+  for (int s = 0; s < options.steps; ++s, ++step_index) {
+    step.accumulate(synthetic);
+    step.apply(lr, cfg.optimizer.grad_clip);
+    const StepTimes& t = step.times();
+    stages[0] += t.forward_ms;
+    stages[1] += t.backward_ms;
+    stages[2] += t.optimizer_ms;
+    stages[3] += t.comm_ms;
+  }
+  double wall_s = seconds_since(start);
+  const int64_t rss = peak_rss_bytes();  // before the sgemm's buffers
+
+  comm.all_reduce(stages, 4, ReduceOp::avg);
+  comm.all_reduce(&wall_s, 1, ReduceOp::max);
+  double largest_rss = static_cast<double>(rss);
+  comm.all_reduce(&largest_rss, 1, ReduceOp::max);
+  comm.barrier();
+  double peak = peak_sgemm_gflops(*ops);  // all ranks at once: together they share the machine
+  comm.all_reduce(&peak, 1, ReduceOp::sum);
+
+  r.step_ms = 1e3 * wall_s / options.steps;
+  r.forward_ms = stages[0] / options.steps;
+  r.backward_ms = stages[1] / options.steps;
+  r.optimizer_ms = stages[2] / options.steps;
+  r.comm_ms = stages[3] / options.steps;
+  r.tokens_per_s = static_cast<double>(r.tokens_per_step) * options.steps / wall_s;
+  r.achieved_gflops = static_cast<double>(r.model_flops_per_token) * r.tokens_per_s / 1e9;
+  r.peak_gflops = peak;
+  r.mfu = r.achieved_gflops / r.peak_gflops;
+  r.peak_mem_bytes = static_cast<int64_t>(largest_rss);
+  return r;
+}
+
+std::string bench_json(const BenchResult& r) {
+  char line[1024];
+  std::snprintf(
+      line, sizeof(line),
+      "{\"phase\":\"%s\",\"tokens_per_step\":%ld,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,"
+      "\"forward_ms\":%.2f,\"backward_ms\":%.2f,\"optimizer_ms\":%.2f,\"comm_ms\":%.2f,"
+      "\"model_flops_per_token\":%ld,\"achieved_gflops\":%.2f,\"peak_gflops\":%.2f,\"mfu\":%.4f,"
+      "\"threads\":%d,\"world_size\":%d,\"device\":\"%s\",\"peak_mem_bytes\":%ld}",
+      r.phase.c_str(), static_cast<long>(r.tokens_per_step), r.tokens_per_s, r.step_ms,
+      r.forward_ms, r.backward_ms, r.optimizer_ms, r.comm_ms,
+      static_cast<long>(r.model_flops_per_token), r.achieved_gflops, r.peak_gflops, r.mfu,
+      r.threads, r.world_size, r.device.c_str(), static_cast<long>(r.peak_mem_bytes));
+  return line;
+}
+
+}  // namespace relora

@@ -1,0 +1,68 @@
+// One optimizer update: accumulate over micro-batches with overlapped gradient sync, then
+// norm, clip and AdamW, each stage timed.
+#include "train/step.h"
+
+#include <chrono>
+
+namespace relora {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+TrainStep::TrainStep(Llama& model, AdamW& optimizer, Ops& ops, Communicator& comm, float bucket_mb,
+                     int micro_batch, int accumulation, int64_t tokens_per_update)
+    : model_(model),
+      optimizer_(optimizer),
+      ops_(ops),
+      comm_(comm),
+      grad_sync_(comm, bucket_mb),
+      micro_batch_(micro_batch),
+      accumulation_(accumulation),
+      tokens_per_update_(tokens_per_update),
+      inputs_(static_cast<size_t>(micro_batch) * model.config().seq_len),
+      targets_(inputs_.size()) {}
+
+void TrainStep::rebuild() {
+  trainable_ = model_.trainable();
+  grad_sync_.rebuild(trainable_);
+}
+
+double TrainStep::accumulate(const MicroBatchSource& source) {
+  times_ = StepTimes();
+  const GradReadyFn on_ready = [this](const Param* p) { grad_sync_.mark_ready(p); };
+  const float d_loss_scale = 1.0f / static_cast<float>(tokens_per_update_);
+  grad_sync_.zero();
+  double loss_sum = 0.0;
+  for (int m = 0; m < accumulation_; ++m) {
+    source(m, inputs_.data(), targets_.data());
+    auto t = Clock::now();
+    loss_sum += model_.forward(inputs_.data(), targets_.data(), micro_batch_, true, d_loss_scale);
+    times_.forward_ms += ms_since(t);
+    t = Clock::now();
+    const bool last = m + 1 == accumulation_;
+    model_.backward(inputs_.data(), micro_batch_, last ? on_ready : GradReadyFn());
+    times_.backward_ms += ms_since(t);
+  }
+  const auto t = Clock::now();
+  grad_sync_.finish();
+  comm_.all_reduce(&loss_sum, 1, ReduceOp::sum);
+  times_.comm_ms = ms_since(t);
+  return loss_sum / static_cast<double>(tokens_per_update_);
+}
+
+double TrainStep::apply(float lr, float max_norm) {
+  const auto t = Clock::now();
+  const double grad_norm = global_grad_norm(ops_, trainable_);
+  clip_gradients(ops_, trainable_, grad_norm, max_norm);
+  optimizer_.step(trainable_, lr);
+  times_.optimizer_ms = ms_since(t);
+  return grad_norm;
+}
+
+}  // namespace relora

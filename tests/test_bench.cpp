@@ -1,0 +1,227 @@
+// The benchmark's numbers: model_flops_per_token against a hand count and against the
+// products the model actually runs (every Ops::gemm of a forward and backward, counted), and
+// `relora bench`'s JSON line from two steps of a small model (fields present and sane; no
+// timing assertions).
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/ops.h"
+#include "config/config.h"
+#include "core/errors.h"
+#include "core/rng.h"
+#include "data_pipeline/json.h"
+#include "dist/communicator.h"
+#include "model/llama.h"
+#include "train/bench.h"
+
+namespace relora {
+namespace {
+
+ModelConfig small_model() {
+  ModelConfig m;
+  m.vocab_size = 13;
+  m.hidden_size = 8;
+  m.num_layers = 2;
+  m.num_heads = 2;
+  m.intermediate_size = 12;
+  m.seq_len = 5;
+  return m;
+}
+
+ReloraConfig small_relora(const std::string& embeddings) {
+  ReloraConfig r;
+  r.rank = 3;
+  r.embeddings = embeddings;
+  return r;
+}
+
+TEST(BenchFlops, MatchHandCount) {
+  const ModelConfig m = small_model();  // V 13, C 8, L 2, F 12, T 5, r 3
+  // Per layer: q,k,v,o 4*8*8 = 256 and gate, up, down 3*8*12 = 288 weights, so 2*544 = 1088
+  // in the blocks and 8*13 = 104 in lm_head: 1192 weights. Attention 12*T*C = 480 per layer.
+  // Full-rank: 6*1192 + 2*480 = 8112.
+  EXPECT_EQ(model_flops_per_token(m, small_relora("lora"), false), 8112);
+  // ReLoRA, embeddings lora: every weight frozen, 4*1192 = 4768. Adapters r*(in+out) per
+  // layer: 4*3*16 + 2*3*20 + 3*20 = 372, so 2*372 = 744, and lm_head 3*(8+13) = 63: 6*807
+  // = 4842. Embedding adapter 6*r*C = 144. Attention 960. Sum 10714.
+  EXPECT_EQ(model_flops_per_token(m, small_relora("lora"), true), 10714);
+  // embeddings frozen: no lm_head and embedding adapters: 4768 + 6*744 + 960 = 10192
+  EXPECT_EQ(model_flops_per_token(m, small_relora("frozen"), true), 10192);
+  // embeddings full: lm_head trains, 6*104 instead of 4*104: 10192 + 2*104 = 10400
+  EXPECT_EQ(model_flops_per_token(m, small_relora("full"), true), 10400);
+  // only v_proj adapted: 4768 + 6*2*3*16 + 960 + lm_head and embedding adapters 6*63 + 144
+  ReloraConfig only_v = small_relora("lora");
+  only_v.targets = {"v_proj"};
+  EXPECT_EQ(model_flops_per_token(m, only_v, true), 4768 + 576 + 960 + 378 + 144);
+  // rank 0: full-rank throughout
+  ReloraConfig no_adapters = small_relora("lora");
+  no_adapters.rank = 0;
+  EXPECT_EQ(model_flops_per_token(m, no_adapters, true), 8112);
+}
+
+// Every call forwarded to the CPU ops; gemm also adds its 2*M*N*K to `flops`.
+class CountingOps final : public Ops {
+ public:
+  int64_t flops = 0;
+
+  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
+            const float* B, int ldb, float beta, float* C, int ldc) override {
+    flops += 2LL * M * N * K;
+    cpu_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C) override {
+    cpu_->embedding_forward(out, tokens, table, N, C);
+  }
+  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens, int N, int C) override {
+    cpu_->embedding_backward(d_table, d_out, tokens, N, C);
+  }
+  void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) override {
+    cpu_->rmsnorm_forward(out, rstd, x, w, N, C, eps);
+  }
+  void rmsnorm_backward(float* dx, float* dw, const float* d_out, const float* x, const float* w,
+                        const float* rstd, int N, int C) override {
+    cpu_->rmsnorm_backward(dx, dw, d_out, x, w, rstd, N, C);
+  }
+  void rope_forward(float* x, const float* cos, const float* sin, int B, int T, int H, int D) override {
+    cpu_->rope_forward(x, cos, sin, B, T, H, D);
+  }
+  void rope_backward(float* dx, const float* cos, const float* sin, int B, int T, int H, int D) override {
+    cpu_->rope_backward(dx, cos, sin, B, T, H, D);
+  }
+  void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, int B,
+                         int T, int H, int D) override {
+    cpu_->attention_forward(out, att, q, k, v, B, T, H, D);
+  }
+  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* att,
+                          const float* q, const float* k, const float* v, float* scratch, int B, int T,
+                          int H, int D) override {
+    cpu_->attention_backward(dq, dk, dv, d_out, att, q, k, v, scratch, B, T, H, D);
+  }
+  int64_t attention_scratch_floats(int T) const override { return cpu_->attention_scratch_floats(T); }
+  void swiglu_forward(float* out, const float* g, const float* u, int64_t n) override {
+    cpu_->swiglu_forward(out, g, u, n);
+  }
+  void swiglu_backward(float* dg, float* du, const float* d_out, const float* g, const float* u,
+                       int64_t n) override {
+    cpu_->swiglu_backward(dg, du, d_out, g, u, n);
+  }
+  double cross_entropy(float* d_logits, float* losses, const float* logits, const int32_t* targets, int N,
+                       int V, float d_loss_scale) override {
+    return cpu_->cross_entropy(d_logits, losses, logits, targets, N, V, d_loss_scale);
+  }
+  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
+             float beta2, float eps, float weight_decay, int64_t step) override {
+    cpu_->adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+  }
+  double sum_squares(const float* x, int64_t n) override { return cpu_->sum_squares(x, n); }
+  void scale(float* x, int64_t n, float s) override { cpu_->scale(x, n, s); }
+  void axpy(float* y, const float* x, int64_t n, float alpha) override { cpu_->axpy(y, x, n, alpha); }
+
+ private:
+  std::unique_ptr<Ops> cpu_ = make_cpu_ops();
+};
+
+// The formula is what the model computes: the Ops::gemm products of one forward and backward
+// add up to it, less attention (which calls BLAS itself, on the causal blocks only).
+TEST(BenchFlops, MatchTheProductsTheModelRuns) {
+  const ModelConfig m = small_model();
+  constexpr int kBatch = 2;
+  const int64_t tokens = static_cast<int64_t>(kBatch) * m.seq_len;
+  const int64_t attention = 12LL * m.seq_len * m.hidden_size * m.num_layers;
+  std::vector<int32_t> inputs(tokens), targets(tokens);
+  for (int64_t i = 0; i < tokens; ++i) {
+    inputs[i] = static_cast<int32_t>(uniform_at({1, RngPurpose::test, 1, 0}, i) * m.vocab_size);
+    targets[i] = static_cast<int32_t>(uniform_at({1, RngPurpose::test, 2, 0}, i) * m.vocab_size);
+  }
+  for (const char* embeddings : {"lora", "frozen", "full"}) {
+    for (bool relora_phase : {false, true}) {
+      SCOPED_TRACE(std::string(embeddings) + (relora_phase ? " relora" : " full"));
+      const ReloraConfig r = small_relora(embeddings);
+      CountingOps ops;
+      Llama model(m, r, ops, kBatch);
+      model.init_weights(1);
+      if (relora_phase) model.enter_relora_phase({1, 0});
+      ops.flops = 0;
+      model.forward(inputs.data(), targets.data(), kBatch, true, 1.0f / tokens);
+      model.backward(inputs.data(), kBatch);
+      EXPECT_EQ(ops.flops, (model_flops_per_token(m, r, relora_phase) - attention) * tokens);
+    }
+  }
+}
+
+std::vector<std::string> small_bench_overrides() {
+  return {"model.vocab_size=64",       "model.hidden_size=32",       "model.num_layers=2",
+          "model.num_heads=2",         "model.intermediate_size=48", "model.seq_len=16",
+          "relora.rank=4",             "train.micro_batch=2",        "train.global_batch=2",
+          "train.threads=2"};
+}
+
+double number(const JsonValue& object, const char* key) {
+  const JsonValue* v = object.find(key);
+  EXPECT_NE(v, nullptr) << key;
+  if (v == nullptr) return 0.0;
+  EXPECT_EQ(v->type, JsonValue::Type::number) << key;
+  return v->number;
+}
+
+TEST(Bench, TwoStepsGiveSaneFields) {
+  const Config cfg = config_from_overrides(small_bench_overrides());
+  auto comm = make_local_comm();
+  for (bool relora_phase : {false, true}) {
+    SCOPED_TRACE(relora_phase ? "relora" : "full");
+    BenchOptions options;
+    options.steps = 2;
+    options.warmup = 1;
+    options.relora_phase = relora_phase;
+    const std::string line = bench_json(run_bench(cfg, *comm, options));
+    JsonValue json;
+    std::string error;
+    ASSERT_TRUE(parse_json(line, &json, &error)) << error << ": " << line;
+    const JsonValue* phase = json.find("phase");
+    ASSERT_NE(phase, nullptr);
+    EXPECT_EQ(phase->string, relora_phase ? "relora" : "full");
+    const JsonValue* device = json.find("device");
+    ASSERT_NE(device, nullptr);
+    EXPECT_EQ(device->string.rfind("cpu", 0), 0u) << device->string;
+
+    EXPECT_EQ(number(json, "tokens_per_step"), 2 * 16);
+    EXPECT_EQ(number(json, "model_flops_per_token"),
+              model_flops_per_token(cfg.model, cfg.relora, relora_phase));
+    EXPECT_EQ(number(json, "threads"), 2);
+    EXPECT_EQ(number(json, "world_size"), 1);
+    EXPECT_GT(number(json, "tokens_per_s"), 0.0);
+    const double step_ms = number(json, "step_ms");
+    EXPECT_GT(step_ms, 0.0);
+    const double forward = number(json, "forward_ms"), backward = number(json, "backward_ms");
+    const double optimizer = number(json, "optimizer_ms"), comm_ms = number(json, "comm_ms");
+    EXPECT_GT(forward, 0.0);
+    EXPECT_GT(backward, 0.0);
+    EXPECT_GT(optimizer, 0.0);
+    EXPECT_GE(comm_ms, 0.0);
+    EXPECT_LE(forward + backward + optimizer + comm_ms, step_ms * 1.001 + 0.01);  // 2-decimal rounding
+    EXPECT_GT(number(json, "achieved_gflops"), 0.0);
+    EXPECT_GT(number(json, "peak_gflops"), 0.0);
+    const double mfu = number(json, "mfu");
+    EXPECT_GT(mfu, 0.0);
+    EXPECT_LT(mfu, 1.5);
+    EXPECT_GT(number(json, "peak_mem_bytes"), 1e6);
+  }
+}
+
+TEST(Bench, RefusesTheReloraPhaseWithoutAdapters) {
+  std::vector<std::string> overrides = small_bench_overrides();
+  overrides.push_back("relora.rank=0");
+  const Config cfg = config_from_overrides(overrides);
+  BenchOptions options;
+  options.relora_phase = true;
+  EXPECT_THROW(check_bench_options(cfg, options), InputError);
+  options.relora_phase = false;
+  options.steps = 0;
+  EXPECT_THROW(check_bench_options(cfg, options), InputError);
+}
+
+}  // namespace
+}  // namespace relora
