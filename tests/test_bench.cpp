@@ -4,6 +4,8 @@
 // timing assertions).
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,16 +22,7 @@
 namespace relora {
 namespace {
 
-ModelConfig small_model() {
-  ModelConfig m;
-  m.vocab_size = 13;
-  m.hidden_size = 8;
-  m.num_layers = 2;
-  m.num_heads = 2;
-  m.intermediate_size = 12;
-  m.seq_len = 5;
-  return m;
-}
+ModelConfig small_model() { return testing::small_test_model(); }
 
 ReloraConfig small_relora(const std::string& embeddings) {
   ReloraConfig r;

@@ -13,6 +13,7 @@
 #include "model/llama.h"
 #include "optim/adamw.h"
 #include "relora/restart.h"
+#include "test_util.h"
 
 namespace relora {
 namespace {
@@ -20,13 +21,7 @@ namespace {
 constexpr int kB = 2;
 
 ModelConfig tiny_model() {
-  ModelConfig m;
-  m.vocab_size = 13;
-  m.hidden_size = 8;
-  m.num_layers = 2;
-  m.num_heads = 2;
-  m.intermediate_size = 12;
-  m.seq_len = 5;
+  ModelConfig m = testing::small_test_model();
   m.init_std = 0.3f;  // large enough that every path carries gradient
   return m;
 }

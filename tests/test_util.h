@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "config/config.h"
 #include "core/errors.h"
 
 namespace relora::testing {
@@ -26,6 +27,18 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// A model small enough for finite differences: V 13, C 8, 2 layers of 2 heads, F 12, T 5.
+inline ModelConfig small_test_model() {
+  ModelConfig m;
+  m.vocab_size = 13;
+  m.hidden_size = 8;
+  m.num_layers = 2;
+  m.num_heads = 2;
+  m.intermediate_size = 12;
+  m.seq_len = 5;
+  return m;
+}
 
 // The message of the InputError that `f` throws ("" and a test failure if it throws none).
 inline std::string input_error_of(const std::function<void()>& f) {
