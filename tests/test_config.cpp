@@ -72,6 +72,9 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.micro_batch, b.train.micro_batch);
   EXPECT_EQ(a.train.seed, b.train.seed);
   EXPECT_EQ(a.train.device, b.train.device);
+  EXPECT_EQ(a.train.devices, b.train.devices);
+  EXPECT_EQ(a.train.recompute, b.train.recompute);
+  EXPECT_EQ(a.train.comm_timeout, b.train.comm_timeout);
   EXPECT_EQ(a.train.threads, b.train.threads);
   EXPECT_EQ(a.data.train, b.data.train);
   EXPECT_EQ(a.data.val, b.data.val);
@@ -115,7 +118,10 @@ Config unusual_config() {
   c.train.global_batch = 12;
   c.train.micro_batch = 4;
   c.train.seed = std::numeric_limits<uint64_t>::max() - 1;
-  c.train.device = "auto";
+  c.train.device = "cuda";
+  c.train.devices = 4;
+  c.train.recompute = true;
+  c.train.comm_timeout = "90s";
   c.train.threads = 3;
   c.data.train = "*.bin";
   c.data.val = "val data/#1: \"x\"\\y\t~";
@@ -350,8 +356,8 @@ TEST(ConfigValidation, EachRuleNamesKeyAndAllowedValues) {
        {"train.micro_batch", "must divide train.global_batch = 100", "micro_batch 5 or 10",
         "global_batch 96 or 104"}},
       {{"train.global_batch=4"}, {"train.micro_batch", "micro_batch 4", "global_batch 8"}},
-      {{"train.device=cuda"}, {"train.device", "cuda backend not built yet"}},
-      {{"train.device=gpu"}, {"train.device", "cpu or auto", "'gpu'"}},
+      {{"train.device=gpu"}, {"train.device", "auto, cpu or cuda", "'gpu'"}},
+      {{"train.devices=-1"}, {"train.devices", "at least 0"}},
       {{"train.threads=-1"}, {"train.threads", "at least 0"}},
       {{"data.eval_every=-1"}, {"data.eval_every", "at least 0"}},
       {{"data.eval_batches=0"}, {"data.eval_batches", "at least 1"}},
@@ -426,7 +432,7 @@ TEST(ConfigYaml, ListsEveryKeyWithItsDoc) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 43);
+  EXPECT_EQ(keys, 46);
   EXPECT_NE(yaml.find("rank: 128"), std::string::npos);
   EXPECT_NE(yaml.find("# adapter rank r; 0: no adapters"), std::string::npos);
 }
@@ -510,20 +516,35 @@ TEST(ShippedConfigs, PaperSizesMatchTheReloraPaper) {
 namespace relora {
 namespace {
 
-TEST(ConfigTimeLimit, ParsesDurationsAndRejectsOthers) {
-  EXPECT_EQ(parse_time_limit("", "x"), 0);
-  EXPECT_EQ(parse_time_limit("3h50m", "x"), 3 * 3600 + 50 * 60);
-  EXPECT_EQ(parse_time_limit("90m", "x"), 5400);
-  EXPECT_EQ(parse_time_limit("45s", "x"), 45);
-  EXPECT_EQ(parse_time_limit("2h30m10s", "x"), 9010);
+TEST(ConfigDuration, ParsesDurationsAndRejectsOthers) {
+  EXPECT_EQ(parse_duration("", "x", "train.time_limit"), 0);
+  EXPECT_EQ(parse_duration("3h50m", "x", "train.time_limit"), 3 * 3600 + 50 * 60);
+  EXPECT_EQ(parse_duration("90m", "x", "train.time_limit"), 5400);
+  EXPECT_EQ(parse_duration("45s", "x", "train.time_limit"), 45);
+  EXPECT_EQ(parse_duration("2h30m10s", "x", "train.time_limit"), 9010);
   for (const char* bad : {"3", "h", "3x", "10m5h", "5m5m", "-3h", "1h 2m"}) {
     try {
-      parse_time_limit(bad, "run.yaml");
+      parse_duration(bad, "run.yaml", "train.comm_timeout");
       ADD_FAILURE() << bad << " accepted";
     } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find("run.yaml: train.time_limit"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("run.yaml: train.comm_timeout"), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(ConfigBool, ReadsTrueFalseOnlyAndWritesThemBack) {
+  EXPECT_TRUE(config_from_overrides({"train.recompute=true"}).train.recompute);
+  EXPECT_FALSE(config_from_overrides({"train.recompute=false"}).train.recompute);
+  try {
+    config_from_overrides({"train.recompute=yes"});
+    ADD_FAILURE() << "yes accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.recompute: expected true or false, got 'yes'"),
+              std::string::npos)
+        << e.what();
+  }
+  Config cfg = config_from_overrides({"train.recompute=true"});
+  EXPECT_NE(config_to_yaml(cfg).find("recompute: true"), std::string::npos);
 }
 
 }  // namespace

@@ -383,7 +383,7 @@ void check_attention(Ops& ops, int B, int T, int H, int D, int64_t checked) {
   const size_t n = static_cast<size_t>(B) * T * H * D;
   const Floats q = random_floats(n, 40), k = random_floats(n, 41), v = random_floats(n, 42);
   Floats out(n), att(static_cast<size_t>(B) * H * T * T, -1.0f);
-  ops.attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), B, T, H, D);
+  ops.attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), nullptr, B, T, H, D);
   Doubles want_att;
   const Doubles qd = to_doubles(q), kd = to_doubles(k), vd = to_doubles(v);
   expect_close(out, ref_attention(qd, kd, vd, B, T, H, D, &want_att), kForwardTol, "attention out");
@@ -394,7 +394,7 @@ void check_attention(Ops& ops, int B, int T, int H, int D, int64_t checked) {
         ASSERT_EQ(att[(static_cast<int64_t>(bh) * T + t) * T + j], 0.0f) << "above the diagonal";
 
   const Floats R = random_floats(n, 43);
-  Floats dq(n), dk(n), dv(n), scratch(ops.attention_scratch_floats(T));
+  Floats dq(n), dk(n), dv(n), scratch(ops.attention_scratch_floats(T, H));
   ops.attention_backward(dq.data(), dk.data(), dv.data(), R.data(), att.data(), q.data(), k.data(),
                          v.data(), scratch.data(), B, T, H, D);
   const Indices sampled = sample_indices(static_cast<int64_t>(n), checked);
@@ -423,7 +423,7 @@ TEST_F(CpuOpsTest, AttentionIsCausal) {
   const size_t n = static_cast<size_t>(B) * T * C;
   const Floats q = random_floats(n, 50), k = random_floats(n, 51), v = random_floats(n, 52);
   Floats out(n), att(static_cast<size_t>(B) * H * T * T);
-  ops->attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), B, T, H, D);
+  ops->attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), nullptr, B, T, H, D);
   // change the last position's keys and values in every sequence and head
   Floats k2 = k, v2 = v;
   for (int b = 0; b < B; ++b)
@@ -432,7 +432,7 @@ TEST_F(CpuOpsTest, AttentionIsCausal) {
       v2[(b * T + T - 1) * C + c] -= 2.0f;
     }
   Floats out2(n);
-  ops->attention_forward(out2.data(), att.data(), q.data(), k2.data(), v2.data(), B, T, H, D);
+  ops->attention_forward(out2.data(), att.data(), q.data(), k2.data(), v2.data(), nullptr, B, T, H, D);
   for (int b = 0; b < B; ++b) {
     for (int t = 0; t < T - 1; ++t)
       for (int c = 0; c < C; ++c)

@@ -226,7 +226,7 @@ TEST(Reference, MatchesPyTorchThroughAReloraTimeline) {
     check.scalar(stage + "/loss", loss);
     const Fixture::Array& ref = fx.array(stage + "/logits");
     Tensor logits = Tensor::zeros(ref.shape);
-    std::copy(model.logits(), model.logits() + logits.numel(), logits.data());
+    std::copy(model.logits().data(), model.logits().data() + logits.numel(), logits.data());
     check.tensor(stage + "/logits", logits);
   };
   // One update as the trainer does it: gradients of the mean loss, global norm, clipping,
@@ -235,7 +235,7 @@ TEST(Reference, MatchesPyTorchThroughAReloraTimeline) {
     const std::vector<Param*> trainable = model.trainable();
     for (Param* p : trainable) p->grad.fill(0.0f);
     const double loss = model.forward(inputs, targets, B, true, 1.0f / N) / N;
-    model.backward(inputs, B);
+    model.backward(B);
     check.scalar(stage + "/loss", loss);
     const std::string grads = stage + "/grad/";
     if (fx.count_with_prefix(grads) > 0) {

@@ -1,6 +1,9 @@
 // The op set the model needs, forward and backward. One interface, one implementation per
-// device (cpu/ now; cuda/ later). Pointers are raw, row-major, contiguous unless a leading
-// dimension says otherwise; shapes are in the comments: N = rows (B*T), C = channels,
+// device (cpu/ and cuda/). Pointers are raw, row-major, contiguous unless a leading
+// dimension says otherwise, and point into the backend's memory (device()): host memory for
+// the CPU backend, device memory for CUDA, token ids included. Calls are queued in order on
+// one stream; results that come back as numbers (cross_entropy, sum_squares) wait for it,
+// and synchronize() waits for everything queued. Shapes are in the comments: N = rows (B*T), C = channels,
 // V = vocabulary, F = MLP width, H = heads, D = head size (C = H*D), T = sequence length.
 // Conventions: a "forward" writes its outputs (=). A "backward" writes input gradients (=)
 // and ACCUMULATES parameter gradients (+=), so gradient accumulation over micro-batches
@@ -8,6 +11,9 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
+
+#include "core/tensor.h"
 
 namespace relora {
 
@@ -15,11 +21,26 @@ class Ops {
  public:
   virtual ~Ops() = default;
 
+  // Where this backend's pointers live, and its name for logs ("cpu", "cuda:0 (NVIDIA H200)").
+  virtual Device device() const = 0;
+  virtual std::string device_name() const = 0;
+  // Waits until every queued call has finished (host timing, host reads).
+  virtual void synchronize() = 0;
+  // FLOP/s the backend's matrix products reach on a large square product in the precision
+  // training uses (CPU: fp32 sgemm 2048^3; CUDA: bf16 8192^3 with fp32 accumulation): the
+  // denominator of MFU. Allocates and frees its own operands; takes about a second.
+  virtual double measure_peak_flops() = 0;
+
   // ---- matrix products -------------------------------------------------------------
   // C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C, row-major, op(X) = X or X^T.
-  // lda/ldb/ldc are the row strides of A, B, C as stored.
+  // lda/ldb/ldc are the row strides of A, B, C as stored. fp32 operands and result; the
+  // products may run in the backend's training precision (CUDA: bf16 inputs, fp32 accumulation).
   virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                     int lda, const float* B, int ldb, float beta, float* C, int ldc) = 0;
+  // The same product in full fp32 (no reduced-precision inputs): ReLoRA merges.
+  virtual void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                          const float* A, int lda, const float* B, int ldb, float beta, float* C,
+                          int ldc) = 0;
 
   // ---- embedding -------------------------------------------------------------------
   // out(N,C) = table(V,C)[tokens(N)]
@@ -28,6 +49,12 @@ class Ops {
   // d_table(V,C)[tokens[n]] += d_out(N,C)[n]   (repeated tokens add up)
   virtual void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
                                   int N, int C) = 0;
+  // The embedding adapter's columns: cols(N,r)[n, j] = a(r,V)[j, tokens[n]]
+  virtual void gather_columns(float* cols, const float* a, const int32_t* tokens, int N, int r,
+                              int V) = 0;
+  // d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]   (repeated tokens add up)
+  virtual void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N,
+                                   int r, int V) = 0;
 
   // ---- RMSNorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps) -------------------
   // x(N,C), w(C) -> out(N,C), rstd(N) (saved for backward)
@@ -48,17 +75,21 @@ class Ops {
                              int D) = 0;
 
   // ---- causal self-attention ---------------------------------------------------------
-  // q,k,v(B,T,H,D) (rows of H*D) -> out(B,T,H,D) = softmax(q k^T / sqrt(D), causal) v;
-  // att(B,H,T,T) keeps the probabilities for backward (entries above the diagonal are 0).
-  virtual void attention_forward(float* out, float* att, const float* q, const float* k,
-                                 const float* v, int B, int T, int H, int D) = 0;
-  // dq, dk, dv(B,T,H,D) written. scratch: at least attention_scratch_floats(T) floats.
+  // q,k,v(B,T,H,D) (rows of H*D) -> out(B,T,H,D) = softmax(q k^T / sqrt(D), causal) v.
+  // saved: attention_saved_floats(B,T,H) floats that backward needs besides q, k, v (CPU:
+  // the probabilities (B,H,T,T); CUDA: the row log-sum-exps (B,H,T), probabilities are
+  // recomputed). scratch: attention_scratch_floats(T,H) floats, free again after the call.
+  virtual void attention_forward(float* out, float* saved, const float* q, const float* k,
+                                 const float* v, float* scratch, int B, int T, int H,
+                                 int D) = 0;
+  // dq, dk, dv(B,T,H,D) written from d_out and forward's saved state.
   virtual void attention_backward(float* dq, float* dk, float* dv, const float* d_out,
-                                  const float* att, const float* q, const float* k,
+                                  const float* saved, const float* q, const float* k,
                                   const float* v, float* scratch, int B, int T, int H,
                                   int D) = 0;
-  // Floats of scratch attention_backward needs (per call, whatever B and H are).
-  virtual int64_t attention_scratch_floats(int T) const = 0;
+  virtual int64_t attention_saved_floats(int B, int T, int H) const = 0;
+  // Scratch either attention call needs, whatever B is.
+  virtual int64_t attention_scratch_floats(int T, int H) const = 0;
 
   // ---- SwiGLU: out = silu(g) * u, silu(z) = z / (1 + exp(-z)) ------------------------
   // g,u(n) -> out(n)

@@ -181,7 +181,11 @@ void read_tensors(const std::string& path, Llama& model, AdamW& optimizer) {
                where << " is in phase " << phase << ": put the model in that phase before loading");
   const std::vector<TensorSlot> slots = tensor_slots(model, optimizer);
   check_tensor_layout(file.get(), slots, where);
-  for (const TensorSlot& slot : slots) h5::read_tensor(file.get(), slot.path, slot.target->data(), where);
+  for (const TensorSlot& slot : slots) {
+    Tensor host = slot.target->on_host() ? *slot.target : Tensor::zeros(slot.target->shape());
+    h5::read_tensor(file.get(), slot.path, host.data(), where);
+    if (!slot.target->on_host()) slot.target->copy_from_host(host.data());
+  }
   for (Param* p : model.trainable()) {
     const std::string group_path = checkpoint_detail::optimizer_path(p->name);
     h5::Id group(H5_CHECK_READ(where, H5Gopen2(file.get(), group_path.c_str(), H5P_DEFAULT)), H5Gclose);

@@ -89,7 +89,7 @@ void write_tensors(hid_t file, const Llama& model, const AdamW& optimizer, float
   h5::TensorWriter writer;
   const h5::Id weights = create_group(file, kWeightsGroup, gcpl);
   for (const Param* p : model.params()) {
-    if (p->role != Role::adapter) writer.write(weights.get(), p->name, p->value.shape(), p->value.data());
+    if (p->role != Role::adapter) writer.write(weights.get(), p->name, p->value.shape(), p->value.to_host().data());
   }
 
   if (model.relora_phase()) {
@@ -101,8 +101,8 @@ void write_tensors(hid_t file, const Llama& model, const AdamW& optimizer, float
       RELORA_CHECK(b != nullptr, "adapter " << a->name << " has no B");
       const h5::Id group = create_group(lora.get(), module, gcpl);
       h5::write_attribute(group.get(), "scale", scale);
-      writer.write(group.get(), "A", a->value.shape(), a->value.data());
-      writer.write(group.get(), "B", b->value.shape(), b->value.data());
+      writer.write(group.get(), "A", a->value.shape(), a->value.to_host().data());
+      writer.write(group.get(), "B", b->value.shape(), b->value.to_host().data());
     }
   }
 
@@ -119,8 +119,8 @@ void write_tensors(hid_t file, const Llama& model, const AdamW& optimizer, float
     RELORA_CHECK(state.exp_avg.shape() == p->value.shape(), "optimizer state of " << p->name);
     const h5::Id group = open_or_create_groups(states.get(), p->name, gcpl);
     h5::write_attribute(group.get(), "step", state.step);
-    writer.write(group.get(), "exp_avg", state.exp_avg.shape(), state.exp_avg.data());
-    writer.write(group.get(), "exp_avg_sq", state.exp_avg_sq.shape(), state.exp_avg_sq.data());
+    writer.write(group.get(), "exp_avg", state.exp_avg.shape(), state.exp_avg.to_host().data());
+    writer.write(group.get(), "exp_avg_sq", state.exp_avg_sq.shape(), state.exp_avg_sq.to_host().data());
   }
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "backend/select.h"
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "core/errors.h"
@@ -214,7 +215,7 @@ int cmd_eval(Communicator& comm, const Args& a) {
       cfg = load_required_config(a);
     }
     configure_threads(cfg.train.threads);
-    ops = make_cpu_ops();
+    ops = make_backend(cfg.train.device, cfg.train.devices, comm.local_rank()).ops;
     data = std::make_unique<Loader>(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false);
     model = std::make_unique<Llama>(cfg.model, cfg.relora, *ops, cfg.train.micro_batch);
     model->init_weights(cfg.train.seed);

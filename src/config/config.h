@@ -52,7 +52,10 @@ struct TrainConfig {
   int global_batch = 64;  // sequences per optimizer update
   int micro_batch = 8;    // sequences per forward/backward
   uint64_t seed = 1234;
-  std::string device = "cpu";  // cpu | auto (= cpu until the CUDA backend is built)
+  std::string device = "auto";  // auto (cuda when usable, else cpu) | cpu | cuda
+  int devices = 0;               // GPUs per node used; rank binds to local_rank % devices; 0: all
+  bool recompute = false;        // recompute block activations in backward
+  std::string comm_timeout = "10m";  // NCCL: a collective waiting longer ends the job
   int threads = 0;             // 0: every core in this process's affinity mask
   float bucket_mb = 25.0f;     // gradient all-reduce bucket size (MB)
   std::string time_limit;      // "3h50m", "90m", "45s"; empty: none
@@ -109,9 +112,9 @@ void validate_config(const Config& cfg, const std::string& where);
 // The full resolved config as YAML (every key, in table order), loadable by load_config.
 std::string config_to_yaml(const Config& cfg);
 
-// train.time_limit in seconds: "3h50m", "90m", "45s", "2h30m10s", "" -> 0 (no limit).
-// Throws InputError naming `where` for anything else.
-int64_t parse_time_limit(const std::string& text, const std::string& where);
+// A duration key (train.time_limit, train.comm_timeout) in seconds: "3h50m", "90m", "45s",
+// "2h30m10s", "" -> 0. Throws InputError naming `where` and `key` for anything else.
+int64_t parse_duration(const std::string& text, const std::string& where, const std::string& key);
 
 // Aligned lines "  section.key  default  doc" for --help, one per key in table order.
 std::string config_keys_help();

@@ -42,6 +42,15 @@ std::errc parse_number(const std::string& text, T& out) {
   return end == last ? std::errc() : std::errc::invalid_argument;
 }
 
+// true or false only (not YAML 1.1's yes/no/on/off: one spelling, no surprises).
+void read_value(bool& out, const YAML::Node& node, const std::string& context) {
+  if (node.IsScalar() && (node.Scalar() == "true" || node.Scalar() == "false")) {
+    out = node.Scalar() == "true";
+    return;
+  }
+  type_error(context, "true or false", node);
+}
+
 void read_value(int& out, const YAML::Node& node, const std::string& context) {
   long long value = 0;
   if (!node.IsScalar()) type_error(context, "an integer", node);
@@ -134,6 +143,7 @@ std::string string_yaml(const std::string& text) {
   return out + "\"";
 }
 
+std::string to_yaml(bool value) { return value ? "true" : "false"; }
 std::string to_yaml(int value) { return std::to_string(value); }
 std::string to_yaml(uint64_t value) { return std::to_string(value); }
 std::string to_yaml(float value) { return float_text(value); }

@@ -12,8 +12,9 @@
 namespace relora::config_detail {
 
 // A key's field inside a Config, typed: one alternative per kind of value a key can hold.
-using FieldRef = std::variant<int*, uint64_t*, float*, std::string*, std::vector<std::string>*>;
-using ConstFieldRef = std::variant<const int*, const uint64_t*, const float*, const std::string*,
+using FieldRef =
+    std::variant<bool*, int*, uint64_t*, float*, std::string*, std::vector<std::string>*>;
+using ConstFieldRef = std::variant<const bool*, const int*, const uint64_t*, const float*, const std::string*,
                                    const std::vector<std::string>*>;
 
 struct ConfigKey {

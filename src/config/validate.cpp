@@ -199,12 +199,10 @@ void check_train(const Checker& check, const TrainConfig& train) {
                    (lower_multiple > 0 ? std::to_string(lower_multiple) + " or " : "") +
                    std::to_string(upper_multiple));
   }
-  if (train.device == "cuda") {
-    check.fail("train.device", "cuda backend not built yet; use cpu (or auto)");
+  if (train.device != "cpu" && train.device != "auto" && train.device != "cuda") {
+    check.fail("train.device", "must be auto, cpu or cuda, got '" + train.device + "'");
   }
-  if (train.device != "cpu" && train.device != "auto") {
-    check.fail("train.device", "must be cpu or auto, got '" + train.device + "'");
-  }
+  check.at_least("train.devices", train.devices, 0);
   check.at_least("train.threads", train.threads, 0);
   if (!(train.bucket_mb > 0.0f && train.bucket_mb <= 4096.0f)) {
     check.fail("train.bucket_mb", "must be in (0, 4096], got " + float_text(train.bucket_mb));
@@ -232,10 +230,13 @@ void validate_config(const Config& cfg, const std::string& where) {
   if (cfg.checkpoint.read != "shared" && cfg.checkpoint.read != "broadcast") {
     check.fail("checkpoint.read", "must be shared or broadcast, got '" + cfg.checkpoint.read + "'");
   }
-  parse_time_limit(cfg.train.time_limit, where);
+  parse_duration(cfg.train.time_limit, where, "train.time_limit");
+  if (parse_duration(cfg.train.comm_timeout, where, "train.comm_timeout") <= 0)
+    RELORA_INPUT_ERROR(where << ": train.comm_timeout: must be a positive duration like 10m, got '"
+                             << cfg.train.comm_timeout << "'");
 }
 
-int64_t parse_time_limit(const std::string& text, const std::string& where) {
+int64_t parse_duration(const std::string& text, const std::string& where, const std::string& key) {
   // A sequence of <number><unit>, units h, m, s, each at most once and in that order.
   int64_t total = 0;
   size_t pos = 0;
@@ -246,7 +247,7 @@ int64_t parse_time_limit(const std::string& text, const std::string& where) {
     while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
     const size_t unit = digits < text.size() ? units.find(text[digits], next_unit) : std::string::npos;
     if (digits == pos || digits - pos > 9 || unit == std::string::npos) {
-      RELORA_INPUT_ERROR(where << ": train.time_limit: expected a duration like 3h50m, 90m or 45s, got '"
+      RELORA_INPUT_ERROR(where << ": " << key << ": expected a duration like 3h50m, 90m or 45s, got '"
                                << text << "'");
     }
     const int64_t value = std::stoll(text.substr(pos, digits - pos));

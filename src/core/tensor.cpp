@@ -1,4 +1,4 @@
-// Tensor storage: aligned allocation, fill, clone.
+// Tensor storage: host (aligned) or device allocation, fill, copies.
 #include "core/tensor.h"
 
 #include <algorithm>
@@ -9,8 +9,23 @@
 #include "core/errors.h"
 
 namespace relora {
+namespace {
 
-Tensor Tensor::zeros(std::vector<int64_t> shape) {
+DeviceMemory* g_device_memory = nullptr;
+
+DeviceMemory& installed_device_memory() {
+  RELORA_CHECK(g_device_memory != nullptr, "device tensor without a CUDA backend");
+  return *g_device_memory;
+}
+
+}  // namespace
+
+const char* device_name(Device device) { return device == Device::cpu ? "cpu" : "cuda"; }
+
+void set_device_memory(DeviceMemory* memory) { g_device_memory = memory; }
+DeviceMemory* device_memory() { return g_device_memory; }
+
+Tensor Tensor::zeros(std::vector<int64_t> shape, Device device, DType dtype) {
   Tensor t;
   int64_t n = 1;
   for (int64_t d : shape) {
@@ -19,22 +34,82 @@ Tensor Tensor::zeros(std::vector<int64_t> shape) {
   }
   t.shape_ = std::move(shape);
   t.numel_ = n;
-  if (n > 0) {
-    size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, bytes);
-    RELORA_CHECK(p != nullptr, "out of memory allocating " << bytes << " bytes");
-    std::memset(p, 0, bytes);
-    t.data_ = std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+  t.dtype_ = dtype;
+  t.device_ = device;
+  if (n == 0) return t;
+  if (device == Device::cuda) {
+    DeviceMemory& memory = installed_device_memory();
+    void* p = memory.allocate(t.bytes());
+    t.data_ = std::shared_ptr<float>(static_cast<float*>(p), [&memory](float* q) { memory.release(q); });
+    return t;
   }
+  size_t bytes = (t.bytes() + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  RELORA_CHECK(p != nullptr, "out of memory allocating " << bytes << " bytes");
+  std::memset(p, 0, bytes);
+  t.data_ = std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
   return t;
 }
 
-void Tensor::fill(float value) { std::fill(data(), data() + numel_, value); }
+int32_t* Tensor::i32() {
+  RELORA_CHECK(dtype_ == DType::i32, "i32() of an f32 tensor " << shape_str());
+  return reinterpret_cast<int32_t*>(data_.get());
+}
+
+const int32_t* Tensor::i32() const {
+  RELORA_CHECK(dtype_ == DType::i32, "i32() of an f32 tensor " << shape_str());
+  return reinterpret_cast<const int32_t*>(data_.get());
+}
+
+void Tensor::fill(float value) {
+  RELORA_CHECK(dtype_ == DType::f32, "fill of an i32 tensor");
+  if (on_host()) {
+    std::fill(data(), data() + numel_, value);
+    return;
+  }
+  std::vector<float> host(static_cast<size_t>(numel_), value);
+  copy_from_host(host.data());
+}
+
+void Tensor::zero() {
+  if (numel_ == 0) return;
+  if (on_host())
+    std::memset(data(), 0, bytes());
+  else
+    installed_device_memory().zero(data(), bytes());
+}
 
 Tensor Tensor::clone() const {
-  Tensor t = zeros(shape_);
-  if (numel_ > 0) std::memcpy(t.data(), data(), bytes());
+  Tensor t = zeros(shape_, device_, dtype_);
+  if (numel_ == 0) return t;
+  if (on_host())
+    std::memcpy(t.data(), data(), bytes());
+  else
+    installed_device_memory().copy_on_device(t.data(), data(), bytes());
   return t;
+}
+
+Tensor Tensor::to_host() const {
+  if (on_host()) return *this;
+  Tensor t = zeros(shape_, Device::cpu, dtype_);
+  copy_to_host(t.data());
+  return t;
+}
+
+void Tensor::copy_from_host(const void* src) {
+  if (numel_ == 0) return;
+  if (on_host())
+    std::memcpy(data(), src, bytes());
+  else
+    installed_device_memory().copy_to_device(data(), src, bytes());
+}
+
+void Tensor::copy_to_host(void* dst) const {
+  if (numel_ == 0) return;
+  if (on_host())
+    std::memcpy(dst, data(), bytes());
+  else
+    installed_device_memory().copy_to_host(dst, data(), bytes());
 }
 
 Tensor Tensor::view(int64_t offset, std::vector<int64_t> shape) const {
@@ -45,6 +120,8 @@ Tensor Tensor::view(int64_t offset, std::vector<int64_t> shape) const {
                                                               << ") outside " << numel_ << " elements");
   t.shape_ = std::move(shape);
   t.numel_ = n;
+  t.dtype_ = dtype_;
+  t.device_ = device_;
   t.data_ = std::shared_ptr<float>(data_, data_.get() + offset);
   return t;
 }

@@ -1,7 +1,10 @@
-// Tensor: a shape and an owned, 64-byte aligned, contiguous row-major buffer.
-// The dtype/device fields say where the data lives; this build's storage is CPU f32
-// (the CUDA backend adds device storage behind the same class).
+// Tensor: a shape and an owned, contiguous row-major buffer of f32 (or i32: token ids), in
+// host memory (64-byte aligned) or in device memory. Device memory comes from the
+// DeviceMemory the CUDA backend installs at start-up, so core needs no CUDA headers. Host
+// code reads or writes a device tensor only through copy_to_host/copy_from_host (or
+// to_host()): at start-up, checkpoints and restarts, never inside a training step.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -9,27 +12,59 @@
 
 namespace relora {
 
-enum class DType { f32, bf16 };
+enum class DType { f32, i32 };
 enum class Device { cpu, cuda };
+
+const char* device_name(Device device);
+
+// Allocation and copies for Device::cuda. Copies and zeroing are ordered with the backend's
+// compute stream; a copy to or from host memory returns when the host buffer may be used.
+class DeviceMemory {
+ public:
+  virtual ~DeviceMemory() = default;
+  virtual void* allocate(size_t bytes) = 0;  // zero-filled; throws InternalError when full
+  virtual void release(void* p) = 0;
+  virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void zero(void* p, size_t bytes) = 0;
+  // Bytes currently allocated through this object.
+  virtual int64_t bytes_in_use() const = 0;
+};
+// Installs (or with nullptr removes) the device memory; Tensor::zeros(.., Device::cuda)
+// needs one installed.
+void set_device_memory(DeviceMemory* memory);
+DeviceMemory* device_memory();
 
 class Tensor {
  public:
   Tensor() = default;
-  // A zero-filled f32 CPU tensor of the given shape.
-  static Tensor zeros(std::vector<int64_t> shape);
+  // A zero-filled tensor of the given shape, f32 on the CPU unless told otherwise.
+  static Tensor zeros(std::vector<int64_t> shape, Device device = Device::cpu,
+                      DType dtype = DType::f32);
 
   float* data() { return data_.get(); }
   const float* data() const { return data_.get(); }
+  // The buffer as token ids (dtype i32 only).
+  int32_t* i32();
+  const int32_t* i32() const;
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_.at(i); }
   int64_t numel() const { return numel_; }
-  size_t bytes() const { return static_cast<size_t>(numel_) * sizeof(float); }
+  size_t bytes() const { return static_cast<size_t>(numel_) * 4; }  // f32 and i32: 4 bytes
   bool empty() const { return numel_ == 0; }
-  DType dtype() const { return DType::f32; }
-  Device device() const { return Device::cpu; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  bool on_host() const { return device_ == Device::cpu; }
   void fill(float value);
-  // Deep copy (the storage is shared by plain copies of a Tensor).
+  void zero();
+  // Deep copy on the same device (the storage is shared by plain copies of a Tensor).
   Tensor clone() const;
+  // A host tensor with the same contents: this one itself when it is on the host, else a copy.
+  Tensor to_host() const;
+  // Whole-buffer copies between this tensor and bytes() of host memory.
+  void copy_from_host(const void* src);
+  void copy_to_host(void* dst) const;
   // A tensor of `shape` over this one's storage from element `offset` on (shares and keeps
   // the storage alive): how gradients live inside flat communication buckets.
   Tensor view(int64_t offset, std::vector<int64_t> shape) const;
@@ -39,6 +74,8 @@ class Tensor {
  private:
   std::vector<int64_t> shape_;
   int64_t numel_ = 0;
+  DType dtype_ = DType::f32;
+  Device device_ = Device::cpu;
   std::shared_ptr<float> data_;
 };
 

@@ -6,6 +6,8 @@
 #include <memory>
 #include <string>
 
+#include "core/tensor.h"
+
 namespace relora {
 
 enum class ReduceOp { sum, avg, min, max };
@@ -47,5 +49,7 @@ std::unique_ptr<Communicator> make_communicator();
 
 // Broadcasts a string from root (length, then bytes).
 void broadcast_string(Communicator& comm, std::string& text, int root);
+// Broadcasts a tensor's contents from root (through host memory for a device tensor).
+void broadcast_tensor(Communicator& comm, Tensor& tensor, int root);
 
 }  // namespace relora

@@ -2,7 +2,6 @@
 #include "dist/grad_sync.h"
 
 #include <chrono>
-#include <cstring>
 
 #include "core/errors.h"
 
@@ -33,7 +32,7 @@ void GradSync::rebuild(const std::vector<Param*>& params) {
     int64_t floats = 0;
     for (Param* p : group) floats += p->value.numel();
     Bucket b;
-    b.buffer = Tensor::zeros({floats});
+    b.buffer = Tensor::zeros({floats}, group.front()->value.device());
     b.tensors = static_cast<int>(group.size());
     int64_t offset = 0;
     for (Param* p : group) {
@@ -47,7 +46,7 @@ void GradSync::rebuild(const std::vector<Param*>& params) {
 
 void GradSync::zero() {
   for (Bucket& b : buckets_) {
-    std::memset(b.buffer.data(), 0, b.buffer.bytes());
+    b.buffer.zero();
     b.ready = 0;
     b.started = false;
   }

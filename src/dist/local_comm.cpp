@@ -44,4 +44,11 @@ void broadcast_string(Communicator& comm, std::string& text, int root) {
   if (size > 0) comm.broadcast(text.data(), static_cast<int64_t>(size), root);
 }
 
+void broadcast_tensor(Communicator& comm, Tensor& tensor, int root) {
+  if (comm.world_size() <= 1) return;
+  Tensor host = tensor.to_host();
+  comm.broadcast(host.data(), static_cast<int64_t>(host.bytes()), root);
+  if (!tensor.on_host()) tensor.copy_from_host(host.data());
+}
+
 }  // namespace relora

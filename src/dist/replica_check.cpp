@@ -52,7 +52,10 @@ void check_same_text(Communicator& comm, const std::string& text, const std::str
 void check_same_weights(Communicator& comm, const std::vector<Param*>& params, const std::string& when) {
   if (comm.world_size() <= 1) return;
   std::vector<uint64_t> hashes;
-  for (const Param* p : params) hashes.push_back(content_hash(p->value.data(), p->value.bytes()));
+  for (const Param* p : params) {
+    const Tensor host = p->value.to_host();
+    hashes.push_back(content_hash(host.data(), host.bytes()));
+  }
   const int64_t i = first_disagreement(comm, hashes);
   if (i >= 0)
     throw InternalError("ranks disagree " + when + ": tensor '" + params[i]->name +

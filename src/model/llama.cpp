@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "core/errors.h"
 #include "core/rng.h"
@@ -19,12 +21,13 @@ struct Llama::Block {
   Param* norm1 = nullptr;  // input_layernorm (C)
   Param* norm2 = nullptr;  // post_attention_layernorm (C)
   std::unique_ptr<LoraLinear> q, k, v, o, gate, up, down;
-  // saved for backward, N = max_batch * T rows
+  // saved for backward, N = max_batch * T rows. With recompute, only x is the block's own:
+  // the others share one set of buffers with every block and are recomputed in backward.
   Tensor x;           // (N,C) block input
   Tensor rstd1;       // (N)
   Tensor n1;          // (N,C) rmsnorm1(x)
   Tensor q_act, k_act, v_act;  // (N,C) q, k after RoPE; v
-  Tensor att;         // (B,H,T,T) attention probabilities
+  Tensor att;         // attention_saved_floats(B,T,H): what attention backward needs
   Tensor y;           // (N,C) attention output (input of o_proj)
   Tensor h;           // (N,C) x + o_proj(y)
   Tensor rstd2;       // (N)
@@ -87,12 +90,26 @@ int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relo
   return L * per_layer + head + embedding;
 }
 
-Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch)
-    : cfg_(model), relora_(relora), ops_(ops), max_batch_(max_batch) {
+Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch,
+             bool recompute)
+    : cfg_(model), relora_(relora), ops_(ops), max_batch_(max_batch), recompute_(recompute) {
   const int64_t V = cfg_.vocab_size, C = cfg_.hidden_size, F = cfg_.intermediate_size,
                 T = cfg_.seq_len, H = cfg_.num_heads, B = max_batch, N = B * T;
   RELORA_CHECK(C % H == 0 && (C / H) % 2 == 0, "hidden " << C << " heads " << H);
   const int rows = static_cast<int>(N);
+  const Device dev = ops_.device();
+  // A block's saved activations other than its input x: its own, or with recompute one set
+  // shared by all blocks (a Tensor copy shares the storage).
+  Block shared;
+  auto allocate_saved = [&](Block& blk) {
+    for (Tensor* t : {&blk.n1, &blk.q_act, &blk.k_act, &blk.v_act, &blk.y, &blk.h, &blk.n2})
+      *t = Tensor::zeros({N, C}, dev);
+    for (Tensor* t : {&blk.g, &blk.u, &blk.act}) *t = Tensor::zeros({N, F}, dev);
+    blk.rstd1 = Tensor::zeros({N}, dev);
+    blk.rstd2 = Tensor::zeros({N}, dev);
+    blk.att = Tensor::zeros({ops_.attention_saved_floats(max_batch, cfg_.seq_len, cfg_.num_heads)}, dev);
+  };
+  if (recompute_) allocate_saved(shared);
 
   embed_ = add_param("model.embed_tokens.weight", {V, C}, false);
   embedding_ = std::make_unique<LoraEmbedding>(embed_, rows);
@@ -112,13 +129,15 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
     blk->down = linear(pre + "mlp.down_proj", C, F);
     blk->norm1 = add_param(pre + "input_layernorm.weight", {C}, true);
     blk->norm2 = add_param(pre + "post_attention_layernorm.weight", {C}, true);
-    for (Tensor* t : {&blk->x, &blk->n1, &blk->q_act, &blk->k_act, &blk->v_act, &blk->y, &blk->h,
-                      &blk->n2})
-      *t = Tensor::zeros({N, C});
-    for (Tensor* t : {&blk->g, &blk->u, &blk->act}) *t = Tensor::zeros({N, F});
-    blk->rstd1 = Tensor::zeros({N});
-    blk->rstd2 = Tensor::zeros({N});
-    blk->att = Tensor::zeros({B, H, T, T});
+    blk->x = Tensor::zeros({N, C}, dev);
+    if (recompute_) {
+      Block& b = *blk;
+      b.rstd1 = shared.rstd1, b.n1 = shared.n1, b.q_act = shared.q_act, b.k_act = shared.k_act;
+      b.v_act = shared.v_act, b.att = shared.att, b.y = shared.y, b.h = shared.h;
+      b.rstd2 = shared.rstd2, b.n2 = shared.n2, b.g = shared.g, b.u = shared.u, b.act = shared.act;
+    } else {
+      allocate_saved(*blk);
+    }
     blocks_.push_back(std::move(blk));
   }
   final_norm_ = add_param("model.norm.weight", {C}, true);
@@ -127,18 +146,22 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   for (auto& p : storage_) p->set_role(Role::full);
   rebuild_param_list();
 
-  rope_cos_ = Tensor::zeros({T, C / H / 2});
-  rope_sin_ = Tensor::zeros({T, C / H / 2});
-  rope_tables(rope_cos_.data(), rope_sin_.data(), static_cast<int>(T), static_cast<int>(C / H),
-              cfg_.rope_theta);
-  final_rstd_ = Tensor::zeros({N});
-  final_norm_out_ = Tensor::zeros({N, C});
-  residual_out_ = Tensor::zeros({N, C});
-  logits_ = Tensor::zeros({N, V});
-  losses_ = Tensor::zeros({N});
-  for (Tensor* t : {&d_res_, &d_tmp_, &d_q_, &d_k_, &d_v_, &d_attn_}) *t = Tensor::zeros({N, C});
-  for (Tensor* t : {&d_g_, &d_u_, &d_act_}) *t = Tensor::zeros({N, F});
-  att_scratch_ = Tensor::zeros({ops_.attention_scratch_floats(static_cast<int>(T))});
+  std::vector<float> cos(static_cast<size_t>(T * (C / H / 2))), sin(cos.size());
+  rope_tables(cos.data(), sin.data(), static_cast<int>(T), static_cast<int>(C / H), cfg_.rope_theta);
+  rope_cos_ = Tensor::zeros({T, C / H / 2}, dev);
+  rope_sin_ = Tensor::zeros({T, C / H / 2}, dev);
+  rope_cos_.copy_from_host(cos.data());
+  rope_sin_.copy_from_host(sin.data());
+  inputs_ = Tensor::zeros({N}, dev, DType::i32);
+  targets_ = Tensor::zeros({N}, dev, DType::i32);
+  final_rstd_ = Tensor::zeros({N}, dev);
+  final_norm_out_ = Tensor::zeros({N, C}, dev);
+  residual_out_ = Tensor::zeros({N, C}, dev);
+  logits_ = Tensor::zeros({N, V}, dev);
+  losses_ = Tensor::zeros({N}, dev);
+  for (Tensor* t : {&d_res_, &d_tmp_, &d_q_, &d_k_, &d_v_, &d_attn_}) *t = Tensor::zeros({N, C}, dev);
+  for (Tensor* t : {&d_g_, &d_u_, &d_act_}) *t = Tensor::zeros({N, F}, dev);
+  att_scratch_ = Tensor::zeros({ops_.attention_scratch_floats(static_cast<int>(T), static_cast<int>(H))}, dev);
 }
 
 Llama::~Llama() = default;
@@ -146,7 +169,7 @@ Llama::~Llama() = default;
 Param* Llama::add_param(const std::string& name, std::vector<int64_t> shape, bool is_norm) {
   auto p = std::make_unique<Param>();
   p->name = name;
-  p->value = Tensor::zeros(std::move(shape));
+  p->value = Tensor::zeros(std::move(shape), ops_.device());
   p->is_norm = is_norm;
   storage_.push_back(std::move(p));
   return storage_.back().get();
@@ -204,13 +227,16 @@ int64_t Llama::num_parameters() const {
 }
 
 void Llama::init_weights(uint64_t seed) {
+  std::vector<float> host;  // drawn on the host: the same numbers on every backend
   for (Param* p : params_) {
     if (p->role == Role::adapter) continue;
     if (p->is_norm) {
       p->value.fill(1.0f);
     } else {
-      fill_normal(p->value.data(), p->value.numel(), 0.0f, cfg_.init_std,
+      host.resize(static_cast<size_t>(p->value.numel()));
+      fill_normal(host.data(), p->value.numel(), 0.0f, cfg_.init_std,
                   RngKey{seed, RngPurpose::init, tensor_id(p->name), 0});
+      p->value.copy_from_host(host.data());
     }
   }
 }
@@ -257,7 +283,7 @@ void Llama::enter_relora_phase(const AdapterInit& init) {
     embed_->set_role(Role::frozen);
     lm_head_w_->set_role(Role::frozen);
   }  // "full": both keep training full-rank
-  lora_scratch_ = Tensor::zeros({static_cast<int64_t>(max_batch_) * cfg_.seq_len, r});
+  lora_scratch_ = Tensor::zeros({static_cast<int64_t>(max_batch_) * cfg_.seq_len, r}, ops_.device());
   relora_phase_ = true;
   rebuild_param_list();
 }
@@ -278,43 +304,49 @@ void Llama::merge_and_reinit(const AdapterInit& init) {
   }
 }
 
+void Llama::block_forward(Block& b, int B, float* out) {
+  const int T = cfg_.seq_len, C = cfg_.hidden_size, H = cfg_.num_heads, D = C / H, N = B * T;
+  const int64_t NC = static_cast<int64_t>(N) * C, NF = static_cast<int64_t>(N) * cfg_.intermediate_size;
+  ops_.rmsnorm_forward(b.n1.data(), b.rstd1.data(), b.x.data(), b.norm1->value.data(), N, C,
+                       cfg_.rms_norm_eps);
+  b.q->forward(ops_, b.n1.data(), b.q_act.data(), N);
+  b.k->forward(ops_, b.n1.data(), b.k_act.data(), N);
+  b.v->forward(ops_, b.n1.data(), b.v_act.data(), N);
+  ops_.rope_forward(b.q_act.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);
+  ops_.rope_forward(b.k_act.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);
+  ops_.attention_forward(b.y.data(), b.att.data(), b.q_act.data(), b.k_act.data(), b.v_act.data(),
+                         att_scratch_.data(), B, T, H, D);
+  b.o->forward(ops_, b.y.data(), b.h.data(), N);
+  ops_.axpy(b.h.data(), b.x.data(), NC, 1.0f);
+  ops_.rmsnorm_forward(b.n2.data(), b.rstd2.data(), b.h.data(), b.norm2->value.data(), N, C,
+                       cfg_.rms_norm_eps);
+  b.gate->forward(ops_, b.n2.data(), b.g.data(), N);
+  b.up->forward(ops_, b.n2.data(), b.u.data(), N);
+  ops_.swiglu_forward(b.act.data(), b.g.data(), b.u.data(), NF);
+  if (out == nullptr) return;  // recomputing for backward: the block's output is not needed
+  b.down->forward(ops_, b.act.data(), out, N);
+  ops_.axpy(out, b.h.data(), NC, 1.0f);
+}
+
 double Llama::forward(const int32_t* inputs, const int32_t* targets, int B, bool for_backward,
                       float d_loss_scale) {
   RELORA_CHECK(B >= 1 && B <= max_batch_, "batch " << B << " outside [1, " << max_batch_ << "]");
-  const int T = cfg_.seq_len, C = cfg_.hidden_size, H = cfg_.num_heads, D = C / H, N = B * T;
-  const int V = cfg_.vocab_size;
-  const int64_t NC = static_cast<int64_t>(N) * C, NF = static_cast<int64_t>(N) * cfg_.intermediate_size;
-  embedding_->forward(ops_, inputs, blocks_.empty() ? residual_out_.data() : blocks_[0]->x.data(), N);
+  const int T = cfg_.seq_len, C = cfg_.hidden_size, N = B * T, V = cfg_.vocab_size;
+  inputs_.view(0, {N}).copy_from_host(inputs);
+  targets_.view(0, {N}).copy_from_host(targets);
+  embedding_->forward(ops_, inputs_.i32(), blocks_.empty() ? residual_out_.data() : blocks_[0]->x.data(), N);
   for (size_t l = 0; l < blocks_.size(); ++l) {
-    Block& b = *blocks_[l];
     float* out = (l + 1 < blocks_.size()) ? blocks_[l + 1]->x.data() : residual_out_.data();
-    ops_.rmsnorm_forward(b.n1.data(), b.rstd1.data(), b.x.data(), b.norm1->value.data(), N, C,
-                         cfg_.rms_norm_eps);
-    b.q->forward(ops_, b.n1.data(), b.q_act.data(), N);
-    b.k->forward(ops_, b.n1.data(), b.k_act.data(), N);
-    b.v->forward(ops_, b.n1.data(), b.v_act.data(), N);
-    ops_.rope_forward(b.q_act.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);
-    ops_.rope_forward(b.k_act.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);
-    ops_.attention_forward(b.y.data(), b.att.data(), b.q_act.data(), b.k_act.data(),
-                           b.v_act.data(), B, T, H, D);
-    b.o->forward(ops_, b.y.data(), b.h.data(), N);
-    ops_.axpy(b.h.data(), b.x.data(), NC, 1.0f);
-    ops_.rmsnorm_forward(b.n2.data(), b.rstd2.data(), b.h.data(), b.norm2->value.data(), N, C,
-                         cfg_.rms_norm_eps);
-    b.gate->forward(ops_, b.n2.data(), b.g.data(), N);
-    b.up->forward(ops_, b.n2.data(), b.u.data(), N);
-    ops_.swiglu_forward(b.act.data(), b.g.data(), b.u.data(), NF);
-    b.down->forward(ops_, b.act.data(), out, N);
-    ops_.axpy(out, b.h.data(), NC, 1.0f);
+    block_forward(*blocks_[l], B, out);
   }
   ops_.rmsnorm_forward(final_norm_out_.data(), final_rstd_.data(), residual_out_.data(),
                        final_norm_->value.data(), N, C, cfg_.rms_norm_eps);
   lm_head_->forward(ops_, final_norm_out_.data(), logits_.data(), N);
   return ops_.cross_entropy(for_backward ? logits_.data() : nullptr, losses_.data(),
-                            logits_.data(), targets, N, V, d_loss_scale);
+                            logits_.data(), targets_.i32(), N, V, d_loss_scale);
 }
 
-void Llama::backward(const int32_t* inputs, int B, const GradReadyFn& on_ready) {
+void Llama::backward(int B, const GradReadyFn& on_ready) {
   auto ready = [&](std::initializer_list<Param*> ps) {
     if (!on_ready) return;
     for (Param* p : ps)
@@ -324,8 +356,8 @@ void Llama::backward(const int32_t* inputs, int B, const GradReadyFn& on_ready) 
   const int T = cfg_.seq_len, C = cfg_.hidden_size, H = cfg_.num_heads, D = C / H, N = B * T;
   const int64_t NC = static_cast<int64_t>(N) * C, NF = static_cast<int64_t>(N) * cfg_.intermediate_size;
   float* scratch = lora_scratch_.data();
-  if (att_scratch_.numel() < ops_.attention_scratch_floats(T))  // the thread count grew
-    att_scratch_ = Tensor::zeros({ops_.attention_scratch_floats(T)});
+  if (att_scratch_.numel() < ops_.attention_scratch_floats(T, H))  // the thread count grew
+    att_scratch_ = Tensor::zeros({ops_.attention_scratch_floats(T, H)}, ops_.device());
   auto grad_of = [](Param* p) { return p->trainable() ? p->grad.data() : nullptr; };
   // logits(N,V) -> d final_norm_out (d_tmp_) -> d residual stream (d_res_)
   lm_head_->backward(ops_, final_norm_out_.data(), logits_.data(), d_tmp_.data(), false, scratch, N);
@@ -336,6 +368,7 @@ void Llama::backward(const int32_t* inputs, int B, const GradReadyFn& on_ready) 
   float* d_norm = d_q_.data();  // reused once d_q_ is free: d of a norm's output
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& b = *blocks_[l];
+    if (recompute_) block_forward(b, B, nullptr);
     // MLP: out = h + down(silu(g) * u)
     b.down->backward(ops_, b.act.data(), d_res_.data(), d_act_.data(), false, scratch, N);
     ops_.swiglu_backward(d_g_.data(), d_u_.data(), d_act_.data(), b.g.data(), b.u.data(), NF);
@@ -360,7 +393,7 @@ void Llama::backward(const int32_t* inputs, int B, const GradReadyFn& on_ready) 
     for (LoraLinear* lin : b.linears()) ready_linear(lin);
     ready({b.norm1, b.norm2});
   }
-  embedding_->backward(ops_, inputs, d_res_.data(), scratch, N);
+  embedding_->backward(ops_, inputs_.i32(), d_res_.data(), scratch, N);
   ready({embed_, embedding_->lora_a(), embedding_->lora_b()});
 }
 

@@ -45,7 +45,10 @@ int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relo
 
 class Llama {
  public:
-  Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch);
+  // Parameters and activations live in ops' memory. recompute: keep only each block's input
+  // and recompute the rest of its activations in backward (one shared set of buffers).
+  Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch,
+        bool recompute = false);
   ~Llama();
   Llama(const Llama&) = delete;
   Llama& operator=(const Llama&) = delete;
@@ -69,29 +72,35 @@ class Llama {
   // Adapters of the current phase (empty in the full-rank phase), in parameter order.
   std::vector<Param*> adapter_params() const;
 
-  // inputs, targets(B,T) -> sum of the B*T token losses. With for_backward, the logits
-  // buffer is replaced by d_loss/d_logits scaled by d_loss_scale, ready for backward().
+  // inputs, targets(B,T) in host memory -> sum of the B*T token losses. With for_backward,
+  // the logits buffer is replaced by d_loss/d_logits scaled by d_loss_scale, ready for
+  // backward().
   double forward(const int32_t* inputs, const int32_t* targets, int B, bool for_backward,
                  float d_loss_scale);
   // Adds this micro-batch's gradients into every trainable tensor's grad (needs the
-  // preceding forward(..., for_backward = true) with the same inputs and B). on_ready, if
-  // given, hears of each tensor as its gradient completes: head, final norm, blocks from
-  // last to first, embedding.
-  void backward(const int32_t* inputs, int B, const GradReadyFn& on_ready = nullptr);
+  // preceding forward(..., for_backward = true) with the same B). on_ready, if given, hears
+  // of each tensor as its gradient completes: head, final norm, blocks from last to first,
+  // embedding.
+  void backward(int B, const GradReadyFn& on_ready = nullptr);
 
   const ModelConfig& config() const { return cfg_; }
-  // logits(B*T, V) of the last forward(..., for_backward = false).
-  const float* logits() const { return logits_.data(); }
+  // logits(B*T, V) of the last forward(..., for_backward = false), in ops' memory.
+  const Tensor& logits() const { return logits_; }
+  bool recompute() const { return recompute_; }
 
  private:
   struct Block;
   Param* add_param(const std::string& name, std::vector<int64_t> shape, bool is_norm);
+  // One block from its input b.x: every saved activation, and with out the block's output
+  // (N,C); without (recomputation in backward) it stops before the down projection.
+  void block_forward(Block& b, int B, float* out);
   void rebuild_param_list();
 
   ModelConfig cfg_;
   ReloraConfig relora_;
   Ops& ops_;
   int max_batch_;
+  bool recompute_;
   bool relora_phase_ = false;
 
   std::vector<std::unique_ptr<Param>> storage_;
@@ -105,6 +114,7 @@ class Llama {
 
   // activations shared by all blocks
   Tensor rope_cos_, rope_sin_;  // (T, D/2)
+  Tensor inputs_, targets_;     // (N) i32: the micro-batch's tokens in ops' memory
   Tensor final_rstd_;           // (N)
   Tensor final_norm_out_;       // (N,C)
   Tensor logits_;               // (N,V); d_logits after forward(for_backward)

@@ -2,6 +2,7 @@
 #include "model/lora_linear.h"
 
 #include <cmath>
+#include <vector>
 
 #include "core/errors.h"
 #include "core/rng.h"
@@ -11,6 +12,19 @@ namespace {
 
 RngKey adapter_key(const AdapterInit& init, const std::string& name) {
   return RngKey{init.seed, RngPurpose::adapter, tensor_id(name), static_cast<uint64_t>(init.step)};
+}
+
+// Draws on the host (the same numbers on every backend), then copies to the tensor's memory.
+void draw_uniform(Param* p, float low, float high, const AdapterInit& init) {
+  std::vector<float> host(static_cast<size_t>(p->value.numel()));
+  fill_uniform(host.data(), p->value.numel(), low, high, adapter_key(init, p->name));
+  p->value.copy_from_host(host.data());
+}
+
+void draw_normal(Param* p, float mean, float std, const AdapterInit& init) {
+  std::vector<float> host(static_cast<size_t>(p->value.numel()));
+  fill_normal(host.data(), p->value.numel(), mean, std, adapter_key(init, p->name));
+  p->value.copy_from_host(host.data());
 }
 
 }  // namespace
@@ -33,18 +47,19 @@ void LoraLinear::attach(Param* a, Param* b, float scale) {
   b_ = b;
   scale_ = scale;
   rank_ = static_cast<int>(a->value.dim(0));
-  if (xa_.numel() != static_cast<int64_t>(max_rows_) * rank_) xa_ = Tensor::zeros({max_rows_, rank_});
+  if (xa_.numel() != static_cast<int64_t>(max_rows_) * rank_)
+    xa_ = Tensor::zeros({max_rows_, rank_}, weight_->value.device());
 }
 
 void LoraLinear::init_adapters(const AdapterInit& init) {
-  float bound = 1.0f / std::sqrt(static_cast<float>(in_));
-  fill_uniform(a_->value.data(), a_->value.numel(), -bound, bound, adapter_key(init, a_->name));
-  b_->value.fill(0.0f);
+  const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
+  draw_uniform(a_, -bound, bound, init);
+  b_->value.zero();
 }
 
 void LoraLinear::merge(Ops& ops) {
-  // W(out,in) += s B(out,r) A(r,in)
-  ops.gemm(false, false, out_, in_, rank_, scale_, b_->value.data(), rank_, a_->value.data(), in_,
+  // W(out,in) += s B(out,r) A(r,in), in full fp32
+  ops.gemm_exact(false, false, out_, in_, rank_, scale_, b_->value.data(), rank_, a_->value.data(), in_,
            1.0f, weight_->value.data(), in_);
 }
 
@@ -94,17 +109,17 @@ void LoraEmbedding::attach(Param* a, Param* b, float scale) {
   scale_ = scale;
   rank_ = static_cast<int>(a->value.dim(0));
   if (a_cols_.numel() != static_cast<int64_t>(max_rows_) * rank_)
-    a_cols_ = Tensor::zeros({max_rows_, rank_});
+    a_cols_ = Tensor::zeros({max_rows_, rank_}, table_->value.device());
 }
 
 void LoraEmbedding::init_adapters(const AdapterInit& init) {
-  a_->value.fill(0.0f);
-  fill_normal(b_->value.data(), b_->value.numel(), 0.0f, 1.0f, adapter_key(init, b_->name));
+  a_->value.zero();
+  draw_normal(b_, 0.0f, 1.0f, init);
 }
 
 void LoraEmbedding::merge(Ops& ops) {
-  // E(V,C) += s A^T(V,r) B^T(r,C)
-  ops.gemm(true, true, vocab_, channels_, rank_, scale_, a_->value.data(), vocab_,
+  // E(V,C) += s A^T(V,r) B^T(r,C), in full fp32
+  ops.gemm_exact(true, true, vocab_, channels_, rank_, scale_, a_->value.data(), vocab_,
            b_->value.data(), rank_, 1.0f, table_->value.data(), channels_);
 }
 
@@ -113,13 +128,8 @@ void LoraEmbedding::forward(Ops& ops, const int32_t* tokens, float* out, int N) 
   ops.embedding_forward(out, tokens, table_->value.data(), N, channels_);
   if (!a_) return;
   // a_cols(N,r)[n, j] = A[j, tokens[n]];  out += s a_cols B^T
-  const float* a = a_->value.data();
-  float* cols = a_cols_.data();
-  const int r = rank_, V = vocab_;
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; ++n)
-    for (int j = 0; j < r; ++j) cols[static_cast<int64_t>(n) * r + j] = a[static_cast<int64_t>(j) * V + tokens[n]];
-  ops.gemm(false, true, N, channels_, rank_, scale_, cols, rank_, b_->value.data(), rank_, 1.0f, out,
+  ops.gather_columns(a_cols_.data(), a_->value.data(), tokens, N, rank_, vocab_);
+  ops.gemm(false, true, N, channels_, rank_, scale_, a_cols_.data(), rank_, b_->value.data(), rank_, 1.0f, out,
            channels_);
 }
 
@@ -133,11 +143,7 @@ void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const float* d_out
   float* d_cols = scratch;
   ops.gemm(false, false, N, rank_, channels_, scale_, d_out, channels_, b_->value.data(), rank_,
            0.0f, d_cols, rank_);
-  float* da = a_->grad.data();
-  const int r = rank_, V = vocab_;
-#pragma omp parallel for schedule(static)
-  for (int j = 0; j < r; ++j)  // each thread owns whole rows of dA: no races
-    for (int n = 0; n < N; ++n) da[static_cast<int64_t>(j) * V + tokens[n]] += d_cols[static_cast<int64_t>(n) * r + j];
+  ops.scatter_add_columns(a_->grad.data(), d_cols, tokens, N, rank_, vocab_);
 }
 
 }  // namespace relora

@@ -17,7 +17,7 @@ void Param::set_role(Role r) {
   if (r == Role::frozen) {
     grad = Tensor();
   } else if (grad.numel() != value.numel()) {
-    grad = Tensor::zeros(value.shape());
+    grad = Tensor::zeros(value.shape(), value.device());
   }
 }
 

@@ -30,8 +30,8 @@ void AdamW::retain_only(const std::vector<Param*>& params) {
 AdamState& AdamW::state_for(const Param& p) {
   AdamState& s = states_[p.name];
   if (s.exp_avg.numel() != p.value.numel()) {
-    s.exp_avg = Tensor::zeros(p.value.shape());
-    s.exp_avg_sq = Tensor::zeros(p.value.shape());
+    s.exp_avg = Tensor::zeros(p.value.shape(), p.value.device());
+    s.exp_avg_sq = Tensor::zeros(p.value.shape(), p.value.device());
     s.step = 0;
   }
   return s;
@@ -61,13 +61,16 @@ void prune_moments(AdamState& state, float fraction) {
   const double exact_fraction = std::round(static_cast<double>(fraction) * 1e6) / 1e6;
   const int64_t k = static_cast<int64_t>(std::floor(exact_fraction * n + 1e-9));
   if (k <= 0) return;
-  float* m = state.exp_avg.data();
-  float* v = state.exp_avg_sq.data();
   if (k >= n) {
-    state.exp_avg.fill(0.0f);
-    state.exp_avg_sq.fill(0.0f);
+    state.exp_avg.zero();
+    state.exp_avg_sq.zero();
     return;
   }
+  // On the host, also for device moments: a restart happens once per thousands of steps and
+  // the moments are adapter-sized, so the copies cost little next to a step.
+  Tensor m_host = state.exp_avg.to_host(), v_host = state.exp_avg_sq.to_host();
+  float* m = m_host.data();
+  float* v = v_host.data();
   // Keep the n - k largest |m|: threshold = the k-th smallest magnitude; ties at the
   // threshold are resolved in index order so exactly k elements are zeroed.
   std::vector<float> mag(n);
@@ -84,6 +87,10 @@ void prune_moments(AdamState& state, float fraction) {
       m[i] = 0.0f;
       v[i] = 0.0f;
     }
+  }
+  if (!state.exp_avg.on_host()) {
+    state.exp_avg.copy_from_host(m);
+    state.exp_avg_sq.copy_from_host(v);
   }
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "backend/ops.h"
+#include "backend/select.h"
 #include "core/errors.h"
 #include "core/rng.h"
 #include "model/llama.h"
@@ -25,43 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// "cpu (AMD EPYC)": the first model name in /proc/cpuinfo, or just "cpu". Quotes,
-// backslashes and control characters are dropped, so the name can go into JSON as it is.
-std::string cpu_device_name() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) != 0) continue;
-    const size_t colon = line.find(':');
-    if (colon == std::string::npos) break;
-    std::string name;
-    for (char c : line.substr(colon + 1))
-      if (static_cast<unsigned char>(c) >= 0x20 && c != '"' && c != '\\') name += c;
-    const size_t start = name.find_first_not_of(' ');
-    return start == std::string::npos ? "cpu" : "cpu (" + name.substr(start) + ")";
-  }
-  return "cpu";
-}
-
-// GFLOP/s of a 2048^3 sgemm through ops.gemm on this process's threads: one untimed call,
-// then the best of three.
-double peak_sgemm_gflops(Ops& ops) {
-  constexpr int kSize = 2048;
-  const int64_t elements = static_cast<int64_t>(kSize) * kSize;
-  Tensor a = Tensor::zeros({elements}), b = Tensor::zeros({elements}), c = Tensor::zeros({elements});
-  fill_uniform(a.data(), elements, -1.0f, 1.0f, RngKey{1, RngPurpose::test, tensor_id("bench.a"), 0});
-  fill_uniform(b.data(), elements, -1.0f, 1.0f, RngKey{1, RngPurpose::test, tensor_id("bench.b"), 0});
-  double best_s = 0.0;
-  for (int trial = 0; trial < 4; ++trial) {
-    const auto t = Clock::now();
-    ops.gemm(false, false, kSize, kSize, kSize, 1.0f, a.data(), kSize, b.data(), kSize, 0.0f,
-             c.data(), kSize);
-    const double s = seconds_since(t);
-    if (trial > 0 && (best_s == 0.0 || s < best_s)) best_s = s;
-  }
-  return 2.0 * kSize * kSize * kSize / best_s / 1e9;
 }
 
 int64_t peak_rss_bytes() {
@@ -88,13 +52,14 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   BenchResult r;
   r.threads = configure_threads(cfg.train.threads);
   r.world_size = world;
-  r.device = cpu_device_name();
+
   r.phase = options.relora_phase ? "relora" : "full";
   r.tokens_per_step = static_cast<int64_t>(world) * micro * T;
   r.model_flops_per_token = model_flops_per_token(cfg.model, cfg.relora, options.relora_phase);
 
-  std::unique_ptr<Ops> ops = make_cpu_ops();
-  Llama model(cfg.model, cfg.relora, *ops, micro);
+  std::unique_ptr<Ops> ops = make_backend(cfg.train.device, cfg.train.devices, comm.local_rank()).ops;
+  r.device = ops->device_name();
+  Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);
   if (options.relora_phase) start_adapters(model, optimizer, cfg.train.seed, 0);
@@ -134,14 +99,16 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
     stages[3] += t.comm_ms;
   }
   double wall_s = seconds_since(start);
-  const int64_t rss = peak_rss_bytes();  // before the sgemm's buffers
+  // Memory: the host's peak RSS, or on a GPU the device memory the run holds (allocated
+  // once before the first step; nothing is freed inside steps). Before the probe's buffers.
+  const int64_t rss = ops->device() == Device::cuda ? device_memory()->bytes_in_use() : peak_rss_bytes();
 
   comm.all_reduce(stages, 4, ReduceOp::avg);
   comm.all_reduce(&wall_s, 1, ReduceOp::max);
   double largest_rss = static_cast<double>(rss);
   comm.all_reduce(&largest_rss, 1, ReduceOp::max);
   comm.barrier();
-  double peak = peak_sgemm_gflops(*ops);  // all ranks at once: together they share the machine
+  double peak = ops->measure_peak_flops() / 1e9;  // all ranks at once: together they share the machine
   comm.all_reduce(&peak, 1, ReduceOp::sum);
 
   r.step_ms = 1e3 * wall_s / options.steps;

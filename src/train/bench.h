@@ -25,12 +25,12 @@ struct BenchResult {
   double forward_ms = 0.0, backward_ms = 0.0, optimizer_ms = 0.0, comm_ms = 0.0;  // mean over ranks
   int64_t model_flops_per_token = 0;  // model_flops_per_token() for the phase
   double achieved_gflops = 0.0;       // model_flops_per_token * tokens_per_s / 1e9
-  double peak_gflops = 0.0;           // 2048^3 sgemm, best of 3, summed over ranks
+  double peak_gflops = 0.0;           // Ops::measure_peak_flops, summed over ranks
   double mfu = 0.0;                   // achieved / peak
   int threads = 0;                    // per rank
   int world_size = 0;
   std::string device;                 // "cpu (<model name>)"
-  int64_t peak_mem_bytes = 0;         // getrusage max RSS after the steps, largest rank
+  int64_t peak_mem_bytes = 0;         // max RSS (CPU) or device memory held (CUDA), largest rank
 };
 
 // Throws InputError when the config cannot be benchmarked as asked (a ReLoRA phase with

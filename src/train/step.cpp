@@ -46,7 +46,8 @@ double TrainStep::accumulate(const MicroBatchSource& source) {
     times_.forward_ms += ms_since(t);
     t = Clock::now();
     const bool last = m + 1 == accumulation_;
-    model_.backward(inputs_.data(), micro_batch_, last ? on_ready : GradReadyFn());
+    model_.backward(micro_batch_, last ? on_ready : GradReadyFn());
+    ops_.synchronize();  // a device backend queues work: time it to its end
     times_.backward_ms += ms_since(t);
   }
   const auto t = Clock::now();
@@ -61,6 +62,7 @@ double TrainStep::apply(float lr, float max_norm) {
   const double grad_norm = global_grad_norm(ops_, trainable_);
   clip_gradients(ops_, trainable_, grad_norm, max_norm);
   optimizer_.step(trainable_, lr);
+  ops_.synchronize();
   times_.optimizer_ms = ms_since(t);
   return grad_norm;
 }

@@ -17,6 +17,7 @@
 #include <iterator>
 #include <string>
 
+#include "backend/select.h"
 #include "checkpoint/checkpoint.h"
 #include "core/errors.h"
 #include "dist/collective.h"
@@ -148,14 +149,16 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
     RELORA_INPUT_ERROR(cfg_.source << ": data.train is empty: set it to a glob of token shards, "
                                       "e.g. --set data.train='data/tiny/train_*.bin'");
   threads_ = configure_threads(cfg_.train.threads);
-  ops_ = make_cpu_ops();
+  Backend backend = make_backend(cfg_.train.device, cfg_.train.devices, comm_.local_rank());
+  ops_ = std::move(backend.ops);
+  backend_reason_ = backend.reason;
   train_data_ = std::make_unique<Loader>(cfg_.data.train, cfg_.model.vocab_size, cfg_.model.seq_len,
                                          cfg_.train.seed, true);
   if (!cfg_.data.val.empty())
     val_data_ = std::make_unique<Loader>(cfg_.data.val, cfg_.model.vocab_size, cfg_.model.seq_len,
                                          cfg_.train.seed, false);
   if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
-  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro);
+  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
   step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *ops_, comm_, cfg_.train.bucket_mb, micro,
@@ -241,11 +244,11 @@ void Trainer::broadcast_state() {
   broadcast_string(comm_, resumed_from_, 0);
   if (position[3] && !model_->relora_phase()) start_adapters(*model_, *optimizer_, cfg_.train.seed, start_step_);
   for (Param* p : model_->params()) {
-    comm_.broadcast(p->value.data(), static_cast<int64_t>(p->value.bytes()), 0);
+    broadcast_tensor(comm_, p->value, 0);
     if (!p->trainable()) continue;
     AdamState& st = optimizer_->state_for(*p);
-    comm_.broadcast(st.exp_avg.data(), static_cast<int64_t>(st.exp_avg.bytes()), 0);
-    comm_.broadcast(st.exp_avg_sq.data(), static_cast<int64_t>(st.exp_avg_sq.bytes()), 0);
+    broadcast_tensor(comm_, st.exp_avg, 0);
+    broadcast_tensor(comm_, st.exp_avg_sq, 0);
     comm_.broadcast(&st.step, sizeof(st.step), 0);
   }
 }
@@ -336,6 +339,9 @@ TrainSummary Trainer::run() {
                 cfg_.train.steps, cfg_.train.global_batch, cfg_.model.seq_len, cfg_.train.micro_batch,
                 accumulation_);
   say(line);
+  std::snprintf(line, sizeof(line), "relora: backend %s (%s)", ops_->device_name().c_str(),
+                backend_reason_.c_str());
+  say(line);
 
   TrainSummary summary;
   summary.first_step = start_step_ + 1;
@@ -349,7 +355,7 @@ TrainSummary Trainer::run() {
   step_->rebuild();
 
   StopSignals stop_signals;
-  const int64_t time_limit_s = parse_time_limit(cfg_.train.time_limit, "train.time_limit");
+  const int64_t time_limit_s = parse_duration(cfg_.train.time_limit, "config", "train.time_limit");
   const int64_t tokens_per_update = static_cast<int64_t>(cfg_.train.global_batch) * cfg_.model.seq_len;
   const auto run_start = Clock::now();
   auto interval_start = run_start, last_save = run_start;

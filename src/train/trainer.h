@@ -63,6 +63,7 @@ class Trainer {
   int threads_;
   int accumulation_;  // micro-batches per rank per update
   std::unique_ptr<Ops> ops_;
+  std::string backend_reason_;  // which backend and why, for the start-up line
   std::unique_ptr<Loader> train_data_, val_data_;
   std::unique_ptr<Llama> model_;
   std::unique_ptr<AdamW> optimizer_;

@@ -1,0 +1,20 @@
+// The CUDA backend's entry points, callable from plain C++ (this header includes no CUDA
+// headers, so the rest of the code base compiles the same with and without CUDA).
+#pragma once
+#include <memory>
+#include <string>
+
+#include "backend/ops.h"
+
+namespace relora::cuda {
+
+// Number of CUDA devices this process can use; 0 when there is none or no working driver,
+// with *why set to the CUDA error ("cudaGetDeviceCount: no CUDA-capable device is detected").
+int device_count(std::string* why);
+
+// Binds this process to device `index` (cudaSetDevice), creates the compute stream and the
+// cuBLAS/cuBLASLt handles, and installs the DeviceMemory that Tensor uses for Device::cuda.
+// One per process. Throws InputError with the CUDA error when the device is not usable.
+std::unique_ptr<Ops> make_cuda_ops(int index);
+
+}  // namespace relora::cuda

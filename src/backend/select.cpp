@@ -1,0 +1,52 @@
+// Backend selection: train.device and the CUDA devices this process can see.
+#include "backend/select.h"
+
+#include "core/errors.h"
+#ifdef RELORA_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace relora {
+
+bool cuda_backend_built() {
+#ifdef RELORA_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+Backend make_backend(const std::string& device, int devices, int local_rank) {
+  Backend backend;
+  if (device == "cpu") {
+    backend.ops = make_cpu_ops();
+    backend.reason = "train.device: cpu";
+    return backend;
+  }
+  std::string why = "this build has no CUDA backend (configure on a machine with nvcc, RELORA_CUDA=AUTO or ON)";
+  int visible = 0;
+#ifdef RELORA_HAVE_CUDA
+  visible = cuda::device_count(&why);
+#endif
+  if (visible == 0) {
+    if (device == "cuda")
+      RELORA_INPUT_ERROR("train.device: cuda, but no CUDA device is usable: " << why
+                         << "; use train.device=cpu (or auto)");
+    backend.ops = make_cpu_ops();
+    backend.reason = "train.device: auto, no usable CUDA device (" + why + ")";
+    return backend;
+  }
+  if (devices > visible)
+    RELORA_INPUT_ERROR("train.devices: " << devices << " GPUs per node asked for, but this process sees "
+                       << visible << "; set train.devices to at most " << visible << " (or 0: all)");
+  const int per_node = devices > 0 ? devices : visible;
+  const int index = local_rank % per_node;
+#ifdef RELORA_HAVE_CUDA
+  backend.ops = cuda::make_cuda_ops(index);
+#endif
+  backend.reason = "train.device: " + device + ", local rank " + std::to_string(local_rank) +
+                   " -> GPU " + std::to_string(index) + " of " + std::to_string(per_node);
+  return backend;
+}
+
+}  // namespace relora
