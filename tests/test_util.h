@@ -11,6 +11,8 @@
 
 #include "config/config.h"
 #include "core/errors.h"
+#include "core/rng.h"
+#include "train/step.h"
 
 namespace relora::testing {
 
@@ -38,6 +40,29 @@ inline ModelConfig small_test_model() {
   m.intermediate_size = 12;
   m.seq_len = 5;
   return m;
+}
+
+// small_test_model with adapters (rank 3) whose restarts prune half the moments.
+inline Config small_training_config() {
+  Config cfg;
+  cfg.model = small_test_model();
+  cfg.relora.rank = 3;
+  cfg.relora.alpha = 6.0f;
+  cfg.relora.optimizer_prune = 0.5f;
+  return cfg;
+}
+
+// Uniform random tokens for micro-batch m (of micro sequences) of update *step: a new
+// batch for every update, the same on every backend.
+inline MicroBatchSource random_micro_batches(const ModelConfig& model, int micro, const int64_t* step) {
+  return [&model, micro, step](int m, int32_t* inputs, int32_t* targets) {
+    const int n = micro * model.seq_len;
+    for (int i = 0; i < n; ++i) {
+      const uint64_t at = static_cast<uint64_t>((*step * 16 + m) * n + i);
+      inputs[i] = static_cast<int32_t>(uniform_at({5, RngPurpose::test, 1, 0}, at) * model.vocab_size);
+      targets[i] = static_cast<int32_t>(uniform_at({5, RngPurpose::test, 2, 0}, at) * model.vocab_size);
+    }
+  };
 }
 
 // The message of the InputError that `f` throws ("" and a test failure if it throws none).

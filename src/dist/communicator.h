@@ -1,6 +1,7 @@
 // Communicator: what ranks say to each other. LocalComm is world size 1 (no MPI needed);
-// MpiComm runs over MPI_COMM_WORLD on host memory (the NCCL communicator for device memory
-// comes with the CUDA backend). Nothing above src/dist/ knows which one it has.
+// MpiComm runs over MPI_COMM_WORLD on host memory; NcclComm (CUDA builds) all-reduces
+// gradients in device memory and hands host collectives to the MPI one. Nothing above
+// src/dist/ knows which one it has.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -46,6 +47,15 @@ std::unique_ptr<Communicator> make_mpi_comm();
 bool launched_by_mpi();
 // MpiComm when launched_by_mpi(), else LocalComm.
 std::unique_ptr<Communicator> make_communicator();
+
+// The communicator for gradient buckets in `device` memory: NCCL (make_nccl_comm) for a CUDA
+// backend at world size > 1, else nullptr, meaning `host` itself does it. timeout_s: how long
+// a GPU collective may wait before the job ends (train.comm_timeout).
+std::unique_ptr<Communicator> make_gradient_communicator(Communicator& host, Device device,
+                                                         int64_t timeout_s);
+// NCCL over the ranks of `host`, which broadcasts the unique id and keeps carrying every
+// host-memory collective. CUDA builds only.
+std::unique_ptr<Communicator> make_nccl_comm(Communicator& host, int64_t timeout_s);
 
 // Broadcasts a string from root (length, then bytes).
 void broadcast_string(Communicator& comm, std::string& text, int root);

@@ -63,7 +63,10 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);
   if (options.relora_phase) start_adapters(model, optimizer, cfg.train.seed, 0);
-  TrainStep step(model, optimizer, *ops, comm, cfg.train.bucket_mb, micro, 1, r.tokens_per_step);
+  std::unique_ptr<Communicator> grad_comm = make_gradient_communicator(
+      comm, ops->device(), parse_duration(cfg.train.comm_timeout, cfg.source, "train.comm_timeout"));
+  TrainStep step(model, optimizer, *ops, grad_comm ? *grad_comm : comm, cfg.train.bucket_mb, micro, 1,
+                 r.tokens_per_step);
   step.rebuild();
 
   // Step s, rank k: micro windows of T+1 uniform tokens; inputs are a window's first T,

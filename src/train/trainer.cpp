@@ -19,6 +19,7 @@
 
 #include "backend/select.h"
 #include "checkpoint/checkpoint.h"
+#include "model/memory_budget.h"
 #include "core/errors.h"
 #include "dist/collective.h"
 #include "dist/replica_check.h"
@@ -161,8 +162,6 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
-  step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *ops_, comm_, cfg_.train.bucket_mb, micro,
-                                      accumulation_, static_cast<int64_t>(global) * cfg_.model.seq_len);
 }
 
 Trainer::~Trainer() = default;
@@ -317,6 +316,12 @@ Event Trainer::after_update(int64_t update) {
 }
 
 TrainSummary Trainer::run() {
+  // Collective from here on: the gradient communicator (NCCL on GPUs) connects the ranks.
+  grad_comm_ = make_gradient_communicator(comm_, ops_->device(),
+                                          parse_duration(cfg_.train.comm_timeout, "config", "train.comm_timeout"));
+  step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *ops_, grad_comm_ ? *grad_comm_ : comm_,
+                                      cfg_.train.bucket_mb, cfg_.train.micro_batch, accumulation_,
+                                      static_cast<int64_t>(cfg_.train.global_batch) * cfg_.model.seq_len);
   const bool lead = comm_.rank() == 0;
   const std::string dir = cfg_.checkpoint.dir;
   std::unique_ptr<MetricsLog> metrics;
@@ -342,6 +347,14 @@ TrainSummary Trainer::run() {
   std::snprintf(line, sizeof(line), "relora: backend %s (%s)", ops_->device_name().c_str(),
                 backend_reason_.c_str());
   say(line);
+  for (bool relora_phase : {false, true}) {
+    if (relora_phase && cfg_.relora.rank == 0) continue;
+    const MemoryBudget budget = memory_budget(cfg_.model, cfg_.relora, *ops_, cfg_.train.micro_batch,
+                                              cfg_.train.recompute, relora_phase);
+    std::snprintf(line, sizeof(line), "relora: memory per rank, %s phase: %s",
+                  relora_phase ? "ReLoRA" : "full-rank", describe(budget).c_str());
+    say(line);
+  }
 
   TrainSummary summary;
   summary.first_step = start_step_ + 1;

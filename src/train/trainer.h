@@ -67,6 +67,7 @@ class Trainer {
   std::unique_ptr<Loader> train_data_, val_data_;
   std::unique_ptr<Llama> model_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<Communicator> grad_comm_;  // NCCL for GPU gradients, or none: comm_
   std::unique_ptr<TrainStep> step_;
   Schedule schedule_;
   int64_t restarts_ = 0;

@@ -1,0 +1,151 @@
+// Causal self-attention from cuBLAS strided-batched products and two row kernels.
+//
+// Layout: q, k, v, out (B,T,H,D) with rows of C = H*D floats. For batch index b and head h,
+// Q_h = the (T,D) row-major matrix starting at q + b*T*C + h*D with row stride C; the next
+// head starts D floats later. So one strided-batched product per b covers the H heads:
+// lda = C, stride between batch entries = D. The (T,T) matrices of all heads live in
+// scratch as S(H,T,T) (row stride T, head stride T*T); backward's dP(H,T,T) follows S.
+//
+// Forward, per b (scale = 1/sqrt(D)):
+//   S_h = scale * Q_h K_h^T                          (M=T, N=T, K=D; B operand transposed)
+//   P_h = causal softmax of S_h's rows, in place;    lse[b,h,t] = max + log(sum exp(s - max))
+//   out_h = P_h V_h                                  (M=T, N=D, K=T)
+// Backward, per b, recomputing the probabilities from the saved lse:
+//   S_h = scale * Q_h K_h^T;   P_h = exp(S_h - lse) for j <= t, 0 above the diagonal
+//   dV_h = P_h^T dO_h                                (M=T, N=D, K=T; A operand transposed)
+//   dP_h = dO_h V_h^T                                (M=T, N=T, K=D; B operand transposed)
+//   dS_h = P_h .* (dP_h - rowsum(P_h .* dP_h)), in place over dP
+//   dQ_h = scale * dS_h K_h                          (M=T, N=D, K=T)
+//   dK_h = scale * dS_h^T Q_h                        (M=T, N=D, K=T; A operand transposed)
+// Products run as bf16 x bf16 -> fp32 (CUBLAS_COMPUTE_32F_FAST_16BF), softmax in fp32. The
+// full (T,T) products are computed (the upper triangle is wasted work, masked by the kernels).
+#include <cmath>
+
+#include "backend/cuda/check.h"
+#include "backend/cuda/kernels.h"
+#include "backend/cuda/reduce.cuh"
+
+namespace relora::cuda {
+namespace {
+
+constexpr int kSoftmaxThreads = 256;
+
+// S(rows, T), row = h*T + t: the causal softmax of s[0..t] in place (0 for j > t) and
+// lse[row] = max + log(sum_j<=t exp(s_j - max)). The reductions' reads finish before the
+// second block_reduce returns; the final loop reads and writes each element in one thread.
+__global__ void causal_softmax_kernel(float* S, float* lse, int T) {
+  const int64_t row = blockIdx.x;
+  const int t = static_cast<int>(row % T);
+  float* s = S + row * T;
+  float max_score = -INFINITY;
+  for (int j = threadIdx.x; j <= t; j += blockDim.x) max_score = fmaxf(max_score, s[j]);
+  max_score = block_reduce(max_score, MaxOp{}, -INFINITY);
+  float sum = 0.0f;
+  for (int j = threadIdx.x; j <= t; j += blockDim.x) sum += expf(s[j] - max_score);
+  sum = block_reduce(sum, SumOp{}, 0.0f);
+  const float inv_sum = 1.0f / sum;
+  for (int j = threadIdx.x; j < T; j += blockDim.x) {
+    s[j] = j <= t ? expf(s[j] - max_score) * inv_sum : 0.0f;
+  }
+  if (threadIdx.x == 0) lse[row] = max_score + logf(sum);
+}
+
+// S(rows, T) scores -> probabilities exp(s - lse[row]) for j <= t = row % T, 0 for j > t.
+__global__ void recompute_probabilities_kernel(float* S, const float* lse, int64_t rows, int T) {
+  const int64_t total = rows * T;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / T;
+    const int j = static_cast<int>(i % T);
+    const int t = static_cast<int>(row % T);
+    S[i] = j <= t ? expf(S[i] - lse[row]) : 0.0f;
+  }
+}
+
+// dP(rows, T) -> dS in place: ds_j = p_j (dp_j - sum_{i<=t} p_i dp_i) for j <= t, 0 above.
+__global__ void softmax_backward_kernel(float* dP, const float* P, int T) {
+  const int64_t row = blockIdx.x;
+  const int t = static_cast<int>(row % T);
+  float* dp = dP + row * T;
+  const float* p = P + row * T;
+  float dot = 0.0f;
+  for (int j = threadIdx.x; j <= t; j += blockDim.x) dot += p[j] * dp[j];
+  dot = block_reduce(dot, SumOp{}, 0.0f);
+  for (int j = threadIdx.x; j < T; j += blockDim.x) dp[j] = j <= t ? p[j] * (dp[j] - dot) : 0.0f;
+}
+
+// Per-head products for batch index b: Out_h = op(X_h) op(Y_h) over the H heads, where
+// X/Y are either (T,T) scratch matrices (ld T, head stride T*T) or (T,D) head slices of a
+// (B,T,H,D) tensor (ld C, head stride D).
+struct HeadMatrix {
+  const float* p;
+  int ld;
+  int64_t stride;
+};
+
+void per_head_gemm(cublasHandle_t handle, bool trans_a, bool trans_b, int M, int N, int K,
+                   float alpha, HeadMatrix A, HeadMatrix B, float* out, int ldc,
+                   int64_t stride_c, int H) {
+  gemm_rowmajor(handle, GemmPrecision::bf16, trans_a, trans_b, M, N, K, alpha, A.p, A.ld,
+                A.stride, B.p, B.ld, B.stride, 0.0f, out, ldc, stride_c, H);
+}
+
+}  // namespace
+
+void attention_forward(cublasHandle_t handle, cudaStream_t stream, float* out, float* lse,
+                       const float* q, const float* k, const float* v, float* scratch, int B,
+                       int T, int H, int D) {
+  const int C = H * D;
+  const int64_t TT = static_cast<int64_t>(T) * T;
+  const float scale = 1.0f / sqrtf(static_cast<float>(D));
+  float* S = scratch;  // (H,T,T)
+  for (int b = 0; b < B; ++b) {
+    const int64_t offset = static_cast<int64_t>(b) * T * C;  // (b, t=0, h=0, d=0)
+    const HeadMatrix Q{q + offset, C, D}, K{k + offset, C, D}, V{v + offset, C, D};
+    // S_h(T,T) = scale * Q_h(T,D) K_h(T,D)^T
+    per_head_gemm(handle, false, true, T, T, D, scale, Q, K, S, T, TT, H);
+    // P_h = softmax rows of S_h; lse(b, h, t)
+    causal_softmax_kernel<<<H * T, kSoftmaxThreads, 0, stream>>>(
+        S, lse + static_cast<int64_t>(b) * H * T, T);
+    CUDA_CHECK_LAUNCH();
+    // out_h(T,D) = P_h(T,T) V_h(T,D)
+    per_head_gemm(handle, false, false, T, D, T, 1.0f, HeadMatrix{S, T, TT}, V, out + offset, C,
+                  D, H);
+  }
+}
+
+void attention_backward(cublasHandle_t handle, cudaStream_t stream, float* dq, float* dk,
+                        float* dv, const float* d_out, const float* lse, const float* q,
+                        const float* k, const float* v, float* scratch, int B, int T, int H,
+                        int D) {
+  const int C = H * D;
+  const int64_t TT = static_cast<int64_t>(T) * T;
+  const float scale = 1.0f / sqrtf(static_cast<float>(D));
+  float* S = scratch;            // (H,T,T): scores, then probabilities P
+  float* dP = scratch + H * TT;  // (H,T,T): dP, then dS
+  for (int b = 0; b < B; ++b) {
+    const int64_t offset = static_cast<int64_t>(b) * T * C;
+    const HeadMatrix Q{q + offset, C, D}, K{k + offset, C, D}, V{v + offset, C, D};
+    const HeadMatrix dO{d_out + offset, C, D};
+    const HeadMatrix P{S, T, TT}, dS{dP, T, TT};
+    // S_h = scale * Q_h K_h^T, then P_h = exp(S_h - lse) (causal)
+    per_head_gemm(handle, false, true, T, T, D, scale, Q, K, S, T, TT, H);
+    const int64_t rows = static_cast<int64_t>(H) * T;
+    recompute_probabilities_kernel<<<grid_stride_blocks(rows * T), kElementwiseThreads, 0,
+                                     stream>>>(S, lse + static_cast<int64_t>(b) * H * T, rows, T);
+    CUDA_CHECK_LAUNCH();
+    // dV_h(T,D) = P_h(T,T)^T dO_h(T,D)
+    per_head_gemm(handle, true, false, T, D, T, 1.0f, P, dO, dv + offset, C, D, H);
+    // dP_h(T,T) = dO_h(T,D) V_h(T,D)^T
+    per_head_gemm(handle, false, true, T, T, D, 1.0f, dO, V, dP, T, TT, H);
+    // dS_h = P_h .* (dP_h - rowsum(P_h .* dP_h)), in place
+    softmax_backward_kernel<<<H * T, kSoftmaxThreads, 0, stream>>>(dP, S, T);
+    CUDA_CHECK_LAUNCH();
+    // dQ_h(T,D) = scale * dS_h(T,T) K_h(T,D)
+    per_head_gemm(handle, false, false, T, D, T, scale, dS, K, dq + offset, C, D, H);
+    // dK_h(T,D) = scale * dS_h(T,T)^T Q_h(T,D)
+    per_head_gemm(handle, true, false, T, D, T, scale, dS, Q, dk + offset, C, D, H);
+  }
+}
+
+}  // namespace relora::cuda

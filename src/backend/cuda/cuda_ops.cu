@@ -1,0 +1,389 @@
+// CudaOps: the Ops interface (backend/ops.h) on one CUDA device, fp32 storage everywhere.
+// This file holds the process's CUDA context (device, compute stream, cuBLAS handle,
+// reduction scratch), argument checks, the entry points of cuda_backend.h and the peak-FLOP
+// probe; the kernels live in kernels_*.cu, attention.cu and gemm.cu.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/check.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels.h"
+#include "backend/cuda/stream.h"
+
+namespace relora::cuda {
+namespace {
+
+// Everything one process needs on its device. Created once by make_cuda_ops and never
+// destroyed: tensors (and their DeviceMemory, which synchronises this stream) may outlive
+// every CudaOps.
+struct Context {
+  int device = -1;
+  std::string name;  // "cuda:0 (NVIDIA H200)"
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  // kSumSquaresBlocks partial sums, then the result (sum_squares)
+  double* reduce_scratch = nullptr;
+};
+
+std::atomic<Context*> g_context{nullptr};
+std::mutex g_context_mutex;  // make_cuda_ops
+
+// Device set-up failures: the device is not usable, an InputError naming the device.
+void setup_check(cudaError_t err, const char* call, int index) {
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    RELORA_INPUT_ERROR("CUDA device " << index << " is not usable: " << call << ": "
+                                      << cudaGetErrorString(err));
+  }
+}
+void setup_check(cublasStatus_t status, const char* call, int index) {
+  if (status != CUBLAS_STATUS_SUCCESS) {
+    RELORA_INPUT_ERROR("CUDA device " << index << " is not usable: " << call << ": "
+                                      << cublasGetStatusString(status));
+  }
+}
+
+// A device allocation freed on scope exit (after the stream's work), errors ignored there.
+class ScopedDeviceBuffer {
+ public:
+  ScopedDeviceBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    CUDA_CHECK(cudaMalloc(&p_, bytes));
+  }
+  ~ScopedDeviceBuffer() {
+    cudaStreamSynchronize(stream_);
+    cudaFree(p_);
+  }
+  ScopedDeviceBuffer(const ScopedDeviceBuffer&) = delete;
+  ScopedDeviceBuffer& operator=(const ScopedDeviceBuffer&) = delete;
+  void* get() const { return p_; }
+
+ private:
+  void* p_ = nullptr;
+  cudaStream_t stream_;
+};
+
+class ScopedEvent {
+ public:
+  ScopedEvent() { CUDA_CHECK(cudaEventCreate(&event_)); }
+  ~ScopedEvent() { cudaEventDestroy(event_); }
+  ScopedEvent(const ScopedEvent&) = delete;
+  ScopedEvent& operator=(const ScopedEvent&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+class CudaOps final : public Ops {
+ public:
+  explicit CudaOps(Context* context) : ctx_(context) {}
+
+  Device device() const override { return Device::cuda; }
+  std::string device_name() const override { return ctx_->name; }
+
+  void synchronize() override {
+    bind();
+    CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+  }
+
+  // bf16 x bf16 -> bf16 with fp32 accumulation, 8192^3: one warm-up, then the best of 3.
+  double measure_peak_flops() override {
+    bind();
+    constexpr int n = 8192;
+    constexpr int64_t elements = static_cast<int64_t>(n) * n;
+    const size_t bytes = static_cast<size_t>(elements) * 2;  // bf16
+    ScopedDeviceBuffer a(bytes, ctx_->stream), b(bytes, ctx_->stream), c(bytes, ctx_->stream);
+    launch_fill_bf16(ctx_->stream, a.get(), elements);
+    launch_fill_bf16(ctx_->stream, b.get(), elements);
+    const float alpha = 1.0f, beta = 0.0f;
+    auto product = [&] {
+      CUBLAS_CHECK(cublasGemmEx(ctx_->cublas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a.get(),
+                                CUDA_R_16BF, n, b.get(), CUDA_R_16BF, n, &beta, c.get(),
+                                CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    };
+    product();  // warm-up (kernel selection, clocks)
+    ScopedEvent start, stop;
+    float best_ms = std::numeric_limits<float>::infinity();
+    for (int i = 0; i < 3; ++i) {
+      CUDA_CHECK(cudaEventRecord(start.get(), ctx_->stream));
+      product();
+      CUDA_CHECK(cudaEventRecord(stop.get(), ctx_->stream));
+      CUDA_CHECK(cudaEventSynchronize(stop.get()));
+      float ms = 0.0f;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+      best_ms = std::min(best_ms, ms);
+    }
+    RELORA_CHECK(best_ms > 0.0f && std::isfinite(best_ms), "peak probe timing " << best_ms << " ms");
+    return 2.0 * n * static_cast<double>(n) * n / (static_cast<double>(best_ms) * 1e-3);
+  }
+
+  // ---- matrix products ---------------------------------------------------------------------
+  void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+            const float* B, int ldb, float beta, float* C, int ldc) override {
+    product(GemmPrecision::bf16, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                  int lda, const float* B, int ldb, float beta, float* C, int ldc) override {
+    product(GemmPrecision::fp32, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  // ---- embedding -----------------------------------------------------------------------------
+  void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
+                         int C) override {
+    RELORA_CHECK(N >= 0 && C >= 0, "embedding N=" << N << " C=" << C);
+    bind();
+    launch_embedding_forward(ctx_->stream, out, tokens, table, N, C);
+  }
+
+  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens, int N,
+                          int C) override {
+    RELORA_CHECK(N >= 0 && C >= 0, "embedding N=" << N << " C=" << C);
+    bind();
+    launch_embedding_backward(ctx_->stream, d_table, d_out, tokens, N, C);
+  }
+
+  void gather_columns(float* cols, const float* a, const int32_t* tokens, int N, int r,
+                      int V) override {
+    RELORA_CHECK(N >= 0 && r >= 0 && V >= 0, "gather_columns N=" << N << " r=" << r << " V=" << V);
+    bind();
+    launch_gather_columns(ctx_->stream, cols, a, tokens, N, r, V);
+  }
+
+  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N, int r,
+                           int V) override {
+    RELORA_CHECK(N >= 0 && r >= 0 && V >= 0,
+                 "scatter_add_columns N=" << N << " r=" << r << " V=" << V);
+    bind();
+    launch_scatter_add_columns(ctx_->stream, d_a, d_cols, tokens, N, r, V);
+  }
+
+  // ---- RMSNorm -------------------------------------------------------------------------------
+  void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C,
+                       float eps) override {
+    RELORA_CHECK(N >= 0 && C > 0, "rmsnorm N=" << N << " C=" << C);
+    bind();
+    launch_rmsnorm_forward(ctx_->stream, out, rstd, x, w, N, C, eps);
+  }
+
+  void rmsnorm_backward(float* dx, float* dw, const float* d_out, const float* x, const float* w,
+                        const float* rstd, int N, int C) override {
+    RELORA_CHECK(N >= 0 && C > 0, "rmsnorm N=" << N << " C=" << C);
+    bind();
+    launch_rmsnorm_backward(ctx_->stream, dx, dw, d_out, x, w, rstd, N, C);
+  }
+
+  // ---- RoPE ----------------------------------------------------------------------------------
+  void rope_forward(float* x, const float* cos, const float* sin, int B, int T, int H,
+                    int D) override {
+    check_rope(B, T, H, D);
+    bind();
+    launch_rope(ctx_->stream, x, cos, sin, B, T, H, D, 1.0f);
+  }
+
+  void rope_backward(float* dx, const float* cos, const float* sin, int B, int T, int H,
+                     int D) override {
+    check_rope(B, T, H, D);
+    bind();
+    launch_rope(ctx_->stream, dx, cos, sin, B, T, H, D, -1.0f);
+  }
+
+  // ---- attention -----------------------------------------------------------------------------
+  void attention_forward(float* out, float* saved, const float* q, const float* k, const float* v,
+                         float* scratch, int B, int T, int H, int D) override {
+    check_attention(B, T, H, D);
+    bind();
+    cuda::attention_forward(ctx_->cublas, ctx_->stream, out, saved, q, k, v, scratch, B, T, H, D);
+  }
+
+  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* saved,
+                          const float* q, const float* k, const float* v, float* scratch, int B,
+                          int T, int H, int D) override {
+    check_attention(B, T, H, D);
+    bind();
+    cuda::attention_backward(ctx_->cublas, ctx_->stream, dq, dk, dv, d_out, saved, q, k, v,
+                             scratch, B, T, H, D);
+  }
+
+  // The row log-sum-exps lse(B,H,T).
+  int64_t attention_saved_floats(int B, int T, int H) const override {
+    return static_cast<int64_t>(B) * H * T;
+  }
+
+  // S(H,T,T) and dP(H,T,T).
+  int64_t attention_scratch_floats(int T, int H) const override {
+    return 2 * static_cast<int64_t>(H) * T * T;
+  }
+
+  // ---- SwiGLU --------------------------------------------------------------------------------
+  void swiglu_forward(float* out, const float* g, const float* u, int64_t n) override {
+    RELORA_CHECK(n >= 0, "swiglu n=" << n);
+    bind();
+    launch_swiglu_forward(ctx_->stream, out, g, u, n);
+  }
+
+  void swiglu_backward(float* dg, float* du, const float* d_out, const float* g, const float* u,
+                       int64_t n) override {
+    RELORA_CHECK(n >= 0, "swiglu n=" << n);
+    bind();
+    launch_swiglu_backward(ctx_->stream, dg, du, d_out, g, u, n);
+  }
+
+  // ---- cross-entropy -------------------------------------------------------------------------
+  // The per-row losses come back to the host and are summed in row order in double, as the
+  // CPU backend sums them (this waits for the stream).
+  double cross_entropy(float* d_logits, float* losses, const float* logits, const int32_t* targets,
+                       int N, int V, float d_loss_scale) override {
+    RELORA_CHECK(N >= 0 && V > 0, "cross_entropy N=" << N << " V=" << V);
+    if (N == 0) return 0.0;
+    bind();
+    launch_cross_entropy(ctx_->stream, d_logits, losses, logits, targets, N, V, d_loss_scale);
+    std::vector<float> host(static_cast<size_t>(N));
+    CUDA_CHECK(cudaMemcpyAsync(host.data(), losses, host.size() * sizeof(float),
+                               cudaMemcpyDeviceToHost, ctx_->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+    double total = 0.0;
+    for (int n = 0; n < N; ++n) total += host[n];
+    return total;
+  }
+
+  // ---- optimizer and reductions --------------------------------------------------------------
+  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
+             float beta2, float eps, float weight_decay, int64_t step) override {
+    RELORA_CHECK(step >= 1, "adamw step " << step << " (steps count from 1)");
+    RELORA_CHECK(n >= 0, "adamw n=" << n);
+    // the bias corrections exactly as the CPU backend computes them
+    const float m_correction = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), step));
+    const float v_correction = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), step));
+    bind();
+    launch_adamw(ctx_->stream, param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay,
+                 m_correction, v_correction);
+  }
+
+  // Two fixed-shape passes in double on the device, then 8 bytes to the host (waits).
+  double sum_squares(const float* x, int64_t n) override {
+    RELORA_CHECK(n >= 0, "sum_squares n=" << n);
+    bind();
+    double* partials = ctx_->reduce_scratch;
+    double* result = ctx_->reduce_scratch + kSumSquaresBlocks;
+    launch_sum_squares(ctx_->stream, result, partials, x, n);
+    double host = 0.0;
+    CUDA_CHECK(cudaMemcpyAsync(&host, result, sizeof(double), cudaMemcpyDeviceToHost,
+                               ctx_->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+    return host;
+  }
+
+  void scale(float* x, int64_t n, float s) override {
+    RELORA_CHECK(n >= 0, "scale n=" << n);
+    bind();
+    launch_scale(ctx_->stream, x, n, s);
+  }
+
+  void axpy(float* y, const float* x, int64_t n, float alpha) override {
+    RELORA_CHECK(n >= 0, "axpy n=" << n);
+    bind();
+    launch_axpy(ctx_->stream, y, x, n, alpha);
+  }
+
+ private:
+  // The calling thread's current device: ops may be called from any host thread.
+  void bind() const { CUDA_CHECK(cudaSetDevice(ctx_->device)); }
+
+  void product(GemmPrecision precision, bool trans_a, bool trans_b, int M, int N, int K,
+               float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
+               int ldc) {
+    RELORA_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm sizes M=" << M << " N=" << N << " K=" << K);
+    RELORA_CHECK(lda >= std::max(1, trans_a ? M : K) && ldb >= std::max(1, trans_b ? K : N) &&
+                     ldc >= std::max(1, N),
+                 "gemm strides lda=" << lda << " ldb=" << ldb << " ldc=" << ldc << " for M=" << M
+                                     << " N=" << N << " K=" << K);
+    if (M == 0 || N == 0) return;
+    bind();
+    if (K == 0) {  // an empty sum: C = beta C, done here rather than relying on cuBLAS
+      launch_scale_matrix(ctx_->stream, C, M, N, ldc, beta);
+      return;
+    }
+    gemm_rowmajor(ctx_->cublas, precision, trans_a, trans_b, M, N, K, alpha, A, lda, 0, B, ldb, 0,
+                  beta, C, ldc, 0, 1);
+  }
+
+  static void check_rope(int B, int T, int H, int D) {
+    RELORA_CHECK(
+        B > 0 && T > 0 && H > 0 && D > 0 && D % 2 == 0,
+        "rope shape B=" << B << " T=" << T << " H=" << H << " D=" << D << " (D must be even)");
+  }
+
+  static void check_attention(int B, int T, int H, int D) {
+    RELORA_CHECK(B > 0 && T > 0 && H > 0 && D > 0,
+                 "attention shape B=" << B << " T=" << T << " H=" << H << " D=" << D);
+  }
+
+  Context* const ctx_;
+};
+
+}  // namespace
+
+cudaStream_t compute_stream() {
+  const Context* context = g_context.load();
+  return context == nullptr ? nullptr : context->stream;
+}
+
+int device_count(std::string* why) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the error state
+    if (why != nullptr) *why = std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err);
+    return 0;
+  }
+  if (count == 0 && why != nullptr) *why = "cudaGetDeviceCount: no CUDA device";
+  return count;
+}
+
+std::unique_ptr<Ops> make_cuda_ops(int index) {
+  std::lock_guard<std::mutex> lock(g_context_mutex);
+  if (Context* existing = g_context.load()) {  // a later CudaOps shares the process's context
+    if (existing->device != index) {
+      RELORA_INPUT_ERROR("CUDA device " << index << " requested, but this process already uses "
+                                        << "device " << existing->device
+                                        << " (one device per process)");
+    }
+    setup_check(cudaSetDevice(index), "cudaSetDevice", index);
+    set_device_memory(process_device_memory(index));  // (again: someone may have removed it)
+    return std::make_unique<CudaOps>(existing);
+  }
+  std::string why;
+  const int count = device_count(&why);
+  if (count == 0) RELORA_INPUT_ERROR("CUDA device " << index << " requested, but " << why);
+  if (index < 0 || index >= count) {
+    RELORA_INPUT_ERROR("CUDA device " << index << " requested, but this process sees " << count
+                                      << " CUDA device(s) (indices 0.." << count - 1 << ")");
+  }
+  // Resources made before a failure below are not freed: the process reports the
+  // InputError and exits.
+  auto context = std::make_unique<Context>();
+  context->device = index;
+  setup_check(cudaSetDevice(index), "cudaSetDevice", index);
+  cudaDeviceProp prop{};
+  setup_check(cudaGetDeviceProperties(&prop, index), "cudaGetDeviceProperties", index);
+  context->name = "cuda:" + std::to_string(index) + " (" + prop.name + ")";
+  setup_check(cudaStreamCreateWithFlags(&context->stream, cudaStreamNonBlocking),
+              "cudaStreamCreateWithFlags", index);
+  setup_check(cublasCreate(&context->cublas), "cublasCreate", index);
+  setup_check(cublasSetStream(context->cublas, context->stream), "cublasSetStream", index);
+  setup_check(cudaMalloc(reinterpret_cast<void**>(&context->reduce_scratch),
+                         (kSumSquaresBlocks + 1) * sizeof(double)),
+              "cudaMalloc", index);
+  Context* installed = context.release();  // lives until the process ends
+  g_context.store(installed);
+  set_device_memory(process_device_memory(index));
+  return std::make_unique<CudaOps>(installed);
+}
+
+}  // namespace relora::cuda

@@ -1,0 +1,68 @@
+// Row-major matrix products on cuBLAS (column-major), single and strided-batched.
+//
+// The conversion: a row-major matrix X(r,c) with row stride ld occupies memory exactly like
+// the column-major matrix X^T(c,r) with leading dimension ld. So the row-major product
+//   C(M,N) = alpha op(A) op(B) + beta C
+// is, transposed, the column-major product
+//   C^T(N,M) = alpha op(B)^T op(A)^T + beta C^T,
+// which cuBLAS computes with its first operand from B's memory and its second from A's:
+//   - B not transposed: B(K,N) row-major is B^T(N,K) column-major, already op(B)^T -> CUBLAS_OP_N,
+//     leading dimension ldb >= N.
+//   - B transposed: B is stored (N,K) row-major = (K,N) column-major; op(B)^T = B_stored(N,K),
+//     the transpose of that column-major view -> CUBLAS_OP_T, ldb >= K.
+//   - likewise A: not transposed -> CUBLAS_OP_N (lda >= K), transposed -> CUBLAS_OP_T (lda >= M).
+//   - cuBLAS sizes: m = N, n = M, k = K; C^T(N,M) column-major has leading dimension ldc >= N.
+// fp32 storage everywhere; the compute type picks the multiplication precision:
+// CUBLAS_COMPUTE_32F_FAST_16BF (inputs rounded to bf16, tensor cores, fp32 accumulation) or
+// CUBLAS_COMPUTE_32F (full fp32).
+#include "backend/cuda/check.h"
+#include "backend/cuda/kernels.h"
+
+namespace relora::cuda {
+namespace {
+
+cublasComputeType_t compute_type(GemmPrecision precision) {
+  return precision == GemmPrecision::bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+}
+
+// C(M,N) with row stride ldc: one thread per element, grid-stride.
+__global__ void scale_matrix_kernel(float* C, int M, int N, int ldc, float beta) {
+  const int64_t total = static_cast<int64_t>(M) * N;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / N, col = i % N;
+    float* c = C + row * ldc + col;
+    *c = beta == 0.0f ? 0.0f : beta * *c;  // beta == 0: C's old contents are not read (BLAS)
+  }
+}
+
+}  // namespace
+
+void gemm_rowmajor(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b,
+                   int M, int N, int K, float alpha, const float* A, int lda, int64_t stride_a,
+                   const float* B, int ldb, int64_t stride_b, float beta, float* C, int ldc,
+                   int64_t stride_c, int batch) {
+  const cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;   // from B's memory
+  const cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // from A's memory
+  if (batch == 1) {
+    CUBLAS_CHECK(cublasGemmEx(handle, op_first, op_second, N, M, K, &alpha, B, CUDA_R_32F, ldb, A,
+                              CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, compute_type(precision),
+                              CUBLAS_GEMM_DEFAULT));
+  } else {
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        handle, op_first, op_second, N, M, K, &alpha, B, CUDA_R_32F, ldb,
+        static_cast<long long>(stride_b), A, CUDA_R_32F, lda, static_cast<long long>(stride_a),
+        &beta, C, CUDA_R_32F, ldc, static_cast<long long>(stride_c), batch,
+        compute_type(precision), CUBLAS_GEMM_DEFAULT));
+  }
+}
+
+void launch_scale_matrix(cudaStream_t stream, float* C, int M, int N, int ldc, float beta) {
+  const int64_t total = static_cast<int64_t>(M) * N;
+  if (total == 0) return;
+  scale_matrix_kernel<<<grid_stride_blocks(total), kElementwiseThreads, 0, stream>>>(C, M, N,
+                                                                                    ldc, beta);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace relora::cuda

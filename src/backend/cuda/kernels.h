@@ -1,0 +1,92 @@
+// The CUDA backend's internal interface between its .cu files: host-side launchers of the
+// kernels and products, and the process's DeviceMemory (the .cu files by topic define them). All pointers are device pointers, row-major fp32 unless said otherwise; every
+// launcher queues its work on `stream`, launches nothing for empty inputs and checks the
+// launch (InternalError on failure). CudaOps (cuda_ops.cu) validates shapes before calling.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace relora::cuda {
+
+// ---- memory.cu ----------------------------------------------------------------------------
+// The process's DeviceMemory for `device`, created on the first call and never destroyed
+// (tensors may be freed after every Ops object, even during exit). Its copies and zeroing
+// run on compute_stream().
+DeviceMemory* process_device_memory(int device);
+
+// Threads per block of the elementwise (grid-stride) kernels, and their grid: one thread per
+// element up to 65536 blocks, then each thread loops.
+constexpr int kElementwiseThreads = 256;
+inline unsigned grid_stride_blocks(int64_t n) {
+  const int64_t blocks = (n + kElementwiseThreads - 1) / kElementwiseThreads;
+  return static_cast<unsigned>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
+}
+
+// ---- gemm.cu: cuBLAS products, row-major ------------------------------------------------
+// Precision of a product's multiplications: bf16 inputs with fp32 accumulation (training),
+// or pure fp32 (ReLoRA merges).
+enum class GemmPrecision { bf16, fp32 };
+// For b in [0, batch): C_b(M,N) = alpha op(A_b) op(B_b) + beta C_b with X_b = X + b*stride_x,
+// lda/ldb/ldc the row strides as stored. Sizes must be validated by the caller; M, N, K > 0.
+void gemm_rowmajor(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b,
+                   int M, int N, int K, float alpha, const float* A, int lda, int64_t stride_a,
+                   const float* B, int ldb, int64_t stride_b, float beta, float* C, int ldc,
+                   int64_t stride_c, int batch);
+// C(M,N) with row stride ldc: C = beta * C (exact zeros when beta == 0): a product with K == 0.
+void launch_scale_matrix(cudaStream_t stream, float* C, int M, int N, int ldc, float beta);
+
+// ---- kernels_elementwise.cu ---------------------------------------------------------------
+void launch_embedding_forward(cudaStream_t stream, float* out, const int32_t* tokens,
+                              const float* table, int N, int C);
+void launch_embedding_backward(cudaStream_t stream, float* d_table, const float* d_out,
+                               const int32_t* tokens, int N, int C);
+void launch_gather_columns(cudaStream_t stream, float* cols, const float* a, const int32_t* tokens,
+                           int N, int r, int V);
+void launch_scatter_add_columns(cudaStream_t stream, float* d_a, const float* d_cols,
+                                const int32_t* tokens, int N, int r, int V);
+// direction +1: forward rotation, -1: inverse rotation
+void launch_rope(cudaStream_t stream, float* x, const float* cos, const float* sin, int B, int T,
+                 int H, int D, float direction);
+void launch_swiglu_forward(cudaStream_t stream, float* out, const float* g, const float* u,
+                           int64_t n);
+void launch_swiglu_backward(cudaStream_t stream, float* dg, float* du, const float* d_out,
+                            const float* g, const float* u, int64_t n);
+// m_correction = 1 - beta1^step, v_correction = 1 - beta2^step (computed on the host)
+void launch_adamw(cudaStream_t stream, float* param, const float* grad, float* m, float* v,
+                  int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                  float m_correction, float v_correction);
+void launch_scale(cudaStream_t stream, float* x, int64_t n, float s);
+void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float alpha);
+// *result = sum x[i]^2 in double; partials holds kSumSquaresBlocks doubles of scratch.
+constexpr int kSumSquaresBlocks = 256;
+void launch_sum_squares(cudaStream_t stream, double* result, double* partials, const float* x,
+                        int64_t n);
+// bf16 (as raw 16-bit words) x[i] = small deterministic values: operands of the peak probe.
+void launch_fill_bf16(cudaStream_t stream, void* x, int64_t n);
+
+// ---- kernels_norm.cu: row kernels ---------------------------------------------------------
+void launch_rmsnorm_forward(cudaStream_t stream, float* out, float* rstd, const float* x,
+                            const float* w, int N, int C, float eps);
+// dw (if not null) first, then dx, so dx may alias d_out.
+void launch_rmsnorm_backward(cudaStream_t stream, float* dx, float* dw, const float* d_out,
+                             const float* x, const float* w, const float* rstd, int N, int C);
+// losses(N) written, d_logits(N,V) too when not null (may alias logits).
+void launch_cross_entropy(cudaStream_t stream, float* d_logits, float* losses,
+                          const float* logits, const int32_t* targets, int N, int V,
+                          float d_loss_scale);
+
+// ---- attention.cu -------------------------------------------------------------------------
+// lse(B,H,T) saved; scratch holds 2*H*T*T floats.
+void attention_forward(cublasHandle_t handle, cudaStream_t stream, float* out, float* lse,
+                       const float* q, const float* k, const float* v, float* scratch, int B,
+                       int T, int H, int D);
+void attention_backward(cublasHandle_t handle, cudaStream_t stream, float* dq, float* dk,
+                        float* dv, const float* d_out, const float* lse, const float* q,
+                        const float* k, const float* v, float* scratch, int B, int T, int H,
+                        int D);
+
+}  // namespace relora::cuda

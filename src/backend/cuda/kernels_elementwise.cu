@@ -1,0 +1,247 @@
+// Elementwise and gather/scatter kernels: embedding, adapter columns, RoPE, SwiGLU, AdamW,
+// scale, axpy, sum of squares, and the bf16 fill of the peak-FLOP probe. One thread per
+// element in grid-stride loops (int64 indices), fp32 math as in the CPU backend. Token ids are
+// not range-checked here: the data loader validated them against the vocabulary.
+#include <cuda_bf16.h>
+
+#include "backend/cuda/check.h"
+#include "backend/cuda/kernels.h"
+#include "backend/cuda/reduce.cuh"
+
+namespace relora::cuda {
+namespace {
+
+// for (i over [0, n)) spread over the whole grid
+#define GRID_STRIDE_LOOP(i, n)                                                       \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// out(N,C)[n, c] = table(V,C)[tokens[n], c]
+__global__ void embedding_forward_kernel(float* out, const int32_t* tokens, const float* table,
+                                         int N, int C) {
+  GRID_STRIDE_LOOP(i, static_cast<int64_t>(N) * C) {
+    const int64_t n = i / C, c = i % C;
+    out[i] = table[static_cast<int64_t>(tokens[n]) * C + c];
+  }
+}
+
+// d_table(V,C)[tokens[n], c] += d_out(N,C)[n, c]; atomics add repeated tokens up.
+__global__ void embedding_backward_kernel(float* d_table, const float* d_out,
+                                          const int32_t* tokens, int N, int C) {
+  GRID_STRIDE_LOOP(i, static_cast<int64_t>(N) * C) {
+    const int64_t n = i / C, c = i % C;
+    atomicAdd(d_table + static_cast<int64_t>(tokens[n]) * C + c, d_out[i]);
+  }
+}
+
+// cols(N,r)[n, j] = a(r,V)[j, tokens[n]]
+__global__ void gather_columns_kernel(float* cols, const float* a, const int32_t* tokens, int N,
+                                      int r, int V) {
+  GRID_STRIDE_LOOP(i, static_cast<int64_t>(N) * r) {
+    const int64_t n = i / r, j = i % r;
+    cols[i] = a[j * V + tokens[n]];
+  }
+}
+
+// d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]
+__global__ void scatter_add_columns_kernel(float* d_a, const float* d_cols, const int32_t* tokens,
+                                           int N, int r, int V) {
+  GRID_STRIDE_LOOP(i, static_cast<int64_t>(N) * r) {
+    const int64_t n = i / r, j = i % r;
+    atomicAdd(d_a + j * V + tokens[n], d_cols[i]);
+  }
+}
+
+// x(B,T,H,D): one thread per pair (row, h, i), i < D/2, pairing dimension i with i + D/2;
+// position t = row % T. (a, b) -> (a cos - b s, b cos + a s), s = direction * sin.
+__global__ void rope_kernel(float* x, const float* cos, const float* sin, int B, int T, int H,
+                            int D, float direction) {
+  const int half = D / 2;
+  GRID_STRIDE_LOOP(idx, static_cast<int64_t>(B) * T * H * half) {
+    const int64_t i = idx % half;
+    const int64_t row_head = idx / half;  // row * H + h
+    const int64_t row = row_head / H;
+    const int64_t t = row % T;
+    float* first = x + row_head * D + i;  // dimension i
+    float* second = first + half;         // dimension i + D/2
+    const float a = *first, b = *second;
+    const float c = cos[t * half + i];
+    const float s = direction * sin[t * half + i];
+    *first = a * c - b * s;
+    *second = b * c + a * s;
+  }
+}
+
+// out = g sigmoid(g) u
+__global__ void swiglu_forward_kernel(float* out, const float* g, const float* u, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const float sig = 1.0f / (1.0f + expf(-g[i]));
+    out[i] = g[i] * sig * u[i];
+  }
+}
+
+// dg = d u sig (1 + g (1 - sig)), du = d g sig
+__global__ void swiglu_backward_kernel(float* dg, float* du, const float* d_out, const float* g,
+                                       const float* u, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const float gi = g[i], ui = u[i], d = d_out[i];
+    const float sig = 1.0f / (1.0f + expf(-gi));
+    dg[i] = d * ui * sig * (1.0f + gi * (1.0f - sig));
+    du[i] = d * gi * sig;
+  }
+}
+
+// The CPU backend's AdamW, term for term.
+__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n,
+                             float lr, float beta1, float beta2, float eps, float weight_decay,
+                             float m_correction, float v_correction) {
+  GRID_STRIDE_LOOP(i, n) {
+    const float g = grad[i];
+    const float m_new = beta1 * m[i] + (1.0f - beta1) * g;
+    const float v_new = beta2 * v[i] + (1.0f - beta2) * g * g;
+    m[i] = m_new;
+    v[i] = v_new;
+    const float m_hat = m_new / m_correction;
+    const float v_hat = v_new / v_correction;
+    const float p = param[i];
+    param[i] = p - lr * (m_hat / (sqrtf(v_hat) + eps) + weight_decay * p);
+  }
+}
+
+__global__ void scale_kernel(float* x, int64_t n, float s) {
+  GRID_STRIDE_LOOP(i, n) x[i] *= s;
+}
+
+__global__ void axpy_kernel(float* y, const float* x, int64_t n, float alpha) {
+  GRID_STRIDE_LOOP(i, n) y[i] += alpha * x[i];
+}
+
+// Pass 1: partials[block] = sum over the block's grid-stride share of x[i]^2, in double.
+// The grid is always kSumSquaresBlocks blocks, so the split (and the result) is fixed.
+__global__ void sum_squares_partial_kernel(double* partials, const float* x, int64_t n) {
+  double sum = 0.0;
+  GRID_STRIDE_LOOP(i, n) {
+    const double xi = x[i];
+    sum += xi * xi;
+  }
+  sum = block_reduce(sum, SumOp{}, 0.0);
+  if (threadIdx.x == 0) partials[blockIdx.x] = sum;
+}
+
+// Pass 2 (one block): *result = sum of the partials.
+__global__ void sum_squares_final_kernel(double* result, const double* partials) {
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < kSumSquaresBlocks; i += blockDim.x) sum += partials[i];
+  sum = block_reduce(sum, SumOp{}, 0.0);
+  if (threadIdx.x == 0) *result = sum;
+}
+
+// x[i] = ((i * 7) % 17 - 8) / 100 in bf16: values in [-0.08, 0.08], so 8192-term dot
+// products stay far inside bf16 range.
+__global__ void fill_bf16_kernel(__nv_bfloat16* x, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) x[i] = __float2bfloat16(static_cast<float>((i * 7) % 17 - 8) * 0.01f);
+}
+
+#undef GRID_STRIDE_LOOP
+
+}  // namespace
+
+void launch_embedding_forward(cudaStream_t stream, float* out, const int32_t* tokens,
+                              const float* table, int N, int C) {
+  const int64_t total = static_cast<int64_t>(N) * C;
+  if (total == 0) return;
+  embedding_forward_kernel<<<grid_stride_blocks(total), kElementwiseThreads, 0, stream>>>(
+      out, tokens, table, N, C);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_embedding_backward(cudaStream_t stream, float* d_table, const float* d_out,
+                               const int32_t* tokens, int N, int C) {
+  const int64_t total = static_cast<int64_t>(N) * C;
+  if (total == 0) return;
+  embedding_backward_kernel<<<grid_stride_blocks(total), kElementwiseThreads, 0, stream>>>(
+      d_table, d_out, tokens, N, C);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_gather_columns(cudaStream_t stream, float* cols, const float* a, const int32_t* tokens,
+                           int N, int r, int V) {
+  const int64_t total = static_cast<int64_t>(N) * r;
+  if (total == 0) return;
+  gather_columns_kernel<<<grid_stride_blocks(total), kElementwiseThreads, 0, stream>>>(
+      cols, a, tokens, N, r, V);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_scatter_add_columns(cudaStream_t stream, float* d_a, const float* d_cols,
+                                const int32_t* tokens, int N, int r, int V) {
+  const int64_t total = static_cast<int64_t>(N) * r;
+  if (total == 0) return;
+  scatter_add_columns_kernel<<<grid_stride_blocks(total), kElementwiseThreads, 0, stream>>>(
+      d_a, d_cols, tokens, N, r, V);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_rope(cudaStream_t stream, float* x, const float* cos, const float* sin, int B, int T,
+                 int H, int D, float direction) {
+  const int64_t pairs = static_cast<int64_t>(B) * T * H * (D / 2);
+  if (pairs == 0) return;
+  rope_kernel<<<grid_stride_blocks(pairs), kElementwiseThreads, 0, stream>>>(x, cos, sin, B, T, H,
+                                                                            D, direction);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_swiglu_forward(cudaStream_t stream, float* out, const float* g, const float* u,
+                           int64_t n) {
+  if (n == 0) return;
+  swiglu_forward_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(out, g, u, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_swiglu_backward(cudaStream_t stream, float* dg, float* du, const float* d_out,
+                            const float* g, const float* u, int64_t n) {
+  if (n == 0) return;
+  swiglu_backward_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(dg, du, d_out,
+                                                                                    g, u, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_adamw(cudaStream_t stream, float* param, const float* grad, float* m, float* v,
+                  int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                  float m_correction, float v_correction) {
+  if (n == 0) return;
+  adamw_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(
+      param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, m_correction, v_correction);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_scale(cudaStream_t stream, float* x, int64_t n, float s) {
+  if (n == 0) return;
+  scale_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(x, n, s);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float alpha) {
+  if (n == 0) return;
+  axpy_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(y, x, n, alpha);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_sum_squares(cudaStream_t stream, double* result, double* partials, const float* x,
+                        int64_t n) {
+  // Launched even for n == 0 (the partials are then 0), so *result is always written.
+  sum_squares_partial_kernel<<<kSumSquaresBlocks, kElementwiseThreads, 0, stream>>>(partials, x,
+                                                                                   n);
+  CUDA_CHECK_LAUNCH();
+  sum_squares_final_kernel<<<1, kElementwiseThreads, 0, stream>>>(result, partials);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_fill_bf16(cudaStream_t stream, void* x, int64_t n) {
+  if (n == 0) return;
+  fill_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(
+      static_cast<__nv_bfloat16*>(x), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace relora::cuda

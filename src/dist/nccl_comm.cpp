@@ -1,0 +1,182 @@
+// NcclComm: gradient all-reduce over NCCL on device memory, for CUDA runs with several
+// ranks. Rank 0 creates the NCCL unique id and the host communicator (MPI) broadcasts it;
+// host-memory collectives (losses, checksums, strings, checkpoint broadcasts) stay on the host
+// communicator. NCCL runs on its own stream: a bucket's all-reduce waits for an event
+// recorded on the compute stream at the moment backward marked it ready, and wait_all()
+// polls for completion, checking ncclCommGetAsyncError, so a dead peer or a broken network
+// ends the job with a message after train.comm_timeout instead of hanging it.
+// libnccl.so.2 is loaded with dlopen when the first NcclComm is made, so single-GPU and CPU
+// runs of a CUDA build need no NCCL installed.
+#include <dlfcn.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/cuda/check.h"
+#include "backend/cuda/stream.h"
+#include "core/errors.h"
+#include "dist/communicator.h"
+
+namespace relora {
+namespace {
+
+// The NCCL entry points this file uses, resolved from libnccl.so.2.
+struct NcclApi {
+  decltype(&ncclGetVersion) get_version;
+  decltype(&ncclGetUniqueId) get_unique_id;
+  decltype(&ncclCommInitRank) comm_init_rank;
+  decltype(&ncclAllReduce) all_reduce;
+  decltype(&ncclCommGetAsyncError) get_async_error;
+  decltype(&ncclCommAbort) comm_abort;
+  decltype(&ncclCommDestroy) comm_destroy;
+  decltype(&ncclGetErrorString) error_string;
+};
+
+const NcclApi& nccl_api() {
+  static const NcclApi api = [] {
+    void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr)
+      RELORA_INPUT_ERROR("train.device cuda with several ranks needs NCCL, but libnccl.so.2 could not be "
+                         "loaded ("
+                         << dlerror() << "); install NCCL or add its lib directory to LD_LIBRARY_PATH");
+    auto symbol = [&](const char* name) {
+      void* s = dlsym(lib, name);
+      if (s == nullptr) RELORA_INPUT_ERROR("libnccl.so.2 has no " << name << ": NCCL 2.10 or newer is needed");
+      return s;
+    };
+    NcclApi a;
+    a.get_version = reinterpret_cast<decltype(a.get_version)>(symbol("ncclGetVersion"));
+    a.get_unique_id = reinterpret_cast<decltype(a.get_unique_id)>(symbol("ncclGetUniqueId"));
+    a.comm_init_rank = reinterpret_cast<decltype(a.comm_init_rank)>(symbol("ncclCommInitRank"));
+    a.all_reduce = reinterpret_cast<decltype(a.all_reduce)>(symbol("ncclAllReduce"));
+    a.get_async_error = reinterpret_cast<decltype(a.get_async_error)>(symbol("ncclCommGetAsyncError"));
+    a.comm_abort = reinterpret_cast<decltype(a.comm_abort)>(symbol("ncclCommAbort"));
+    a.comm_destroy = reinterpret_cast<decltype(a.comm_destroy)>(symbol("ncclCommDestroy"));
+    a.error_string = reinterpret_cast<decltype(a.error_string)>(symbol("ncclGetErrorString"));
+    return a;
+  }();
+  return api;
+}
+
+#define NCCL_CHECK(call)                                                                      \
+  do {                                                                                        \
+    const ncclResult_t relora_nccl_rc_ = (call);                                              \
+    RELORA_CHECK(relora_nccl_rc_ == ncclSuccess, #call ": " << nccl_api().error_string(relora_nccl_rc_)); \
+  } while (0)
+
+bool is_device_pointer(const void* p) {
+  cudaPointerAttributes attributes;
+  CUDA_CHECK(cudaPointerGetAttributes(&attributes, p));
+  return attributes.type == cudaMemoryTypeDevice;
+}
+
+class NcclComm final : public Communicator {
+ public:
+  NcclComm(Communicator& host, int64_t timeout_s) : host_(host), timeout_s_(timeout_s) {
+    const NcclApi& nccl = nccl_api();
+    ncclUniqueId id;
+    std::memset(&id, 0, sizeof(id));
+    if (host_.rank() == 0) NCCL_CHECK(nccl.get_unique_id(&id));
+    host_.broadcast(&id, sizeof(id), 0);
+    NCCL_CHECK(nccl.comm_init_rank(&comm_, host_.world_size(), id, host_.rank()));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+  }
+  ~NcclComm() override {
+    for (cudaEvent_t e : ready_events_) cudaEventDestroy(e);
+    cudaEventDestroy(done_);
+    cudaStreamDestroy(stream_);
+    nccl_api().comm_destroy(comm_);
+  }
+
+  int rank() const override { return host_.rank(); }
+  int world_size() const override { return host_.world_size(); }
+  int local_rank() const override { return host_.local_rank(); }
+  const char* name() const override { return "nccl"; }
+
+  // Device buffers (gradients) over NCCL; host values over the host communicator.
+  void all_reduce(float* data, int64_t n, ReduceOp op) override {
+    if (!is_device_pointer(data)) return host_.all_reduce(data, n, op);
+    RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "float all_reduce: sum or avg");
+    start(data, n, op == ReduceOp::avg ? ncclAvg : ncclSum);
+    wait_all();
+  }
+  void all_reduce(double* data, int64_t n, ReduceOp op) override { host_.all_reduce(data, n, op); }
+  void all_reduce(uint64_t* data, int64_t n, ReduceOp op) override { host_.all_reduce(data, n, op); }
+
+  void all_reduce_sum_start(float* data, int64_t n) override {
+    RELORA_CHECK(is_device_pointer(data), "NCCL all-reduce of a host buffer");
+    start(data, n, ncclSum);
+  }
+  void progress() override {}  // NCCL moves on by itself
+  // Waits for every started all-reduce, then orders the compute stream after them.
+  void wait_all() override {
+    if (started_ == 0) return;
+    CUDA_CHECK(cudaEventRecord(done_, stream_));
+    const auto begin = std::chrono::steady_clock::now();
+    for (;;) {
+      const cudaError_t state = cudaEventQuery(done_);
+      if (state == cudaSuccess) break;
+      if (state != cudaErrorNotReady) CUDA_CHECK(state);
+      ncclResult_t async_error = ncclSuccess;
+      NCCL_CHECK(nccl_api().get_async_error(comm_, &async_error));
+      if (async_error != ncclSuccess) {
+        nccl_api().comm_abort(comm_);
+        throw InternalError(std::string("NCCL all-reduce failed: ") + nccl_api().error_string(async_error) +
+                            " (a peer rank died or the network failed); ending the job");
+      }
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+      if (waited > static_cast<double>(timeout_s_)) {
+        nccl_api().comm_abort(comm_);
+        throw InternalError("NCCL all-reduce did not complete within train.comm_timeout (" +
+                            std::to_string(timeout_s_) + " s): a peer rank is stuck or gone; ending the job");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    CUDA_CHECK(cudaStreamWaitEvent(cuda::compute_stream(), done_, 0));
+    started_ = 0;
+  }
+
+  void broadcast(void* data, int64_t bytes, int root) override { host_.broadcast(data, bytes, root); }
+  void barrier() override { host_.barrier(); }
+  [[noreturn]] void abort(int exit_code) override {
+    nccl_api().comm_abort(comm_);
+    host_.abort(exit_code);
+    std::_Exit(exit_code);  // not reached: host_.abort ends the process
+  }
+
+ private:
+  // Queues an all-reduce of data(n) on the NCCL stream after the compute stream's work so far.
+  void start(float* data, int64_t n, ncclRedOp_t op) {
+    if (started_ == static_cast<int>(ready_events_.size())) {
+      ready_events_.emplace_back();
+      CUDA_CHECK(cudaEventCreateWithFlags(&ready_events_.back(), cudaEventDisableTiming));
+    }
+    cudaEvent_t ready = ready_events_[started_++];
+    CUDA_CHECK(cudaEventRecord(ready, cuda::compute_stream()));
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
+    NCCL_CHECK(nccl_api().all_reduce(data, data, static_cast<size_t>(n), ncclFloat, op, comm_, stream_));
+  }
+
+  Communicator& host_;
+  int64_t timeout_s_;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t done_ = nullptr;
+  std::vector<cudaEvent_t> ready_events_;  // one per bucket started this update, reused
+  int started_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_comm(Communicator& host, int64_t timeout_s) {
+  return std::make_unique<NcclComm>(host, timeout_s);
+}
+
+}  // namespace relora

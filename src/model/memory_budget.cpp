@@ -1,0 +1,61 @@
+// Memory per rank by category: parameter counts from the config, activation buffers as
+// Llama and LoraLinear allocate them.
+#include "model/memory_budget.h"
+
+#include <cstdio>
+
+#include "model/llama.h"
+
+namespace relora {
+
+MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                           int max_batch, bool recompute, bool relora_phase) {
+  constexpr int64_t kFloat = 4;
+  const int64_t V = model.vocab_size, C = model.hidden_size, F = model.intermediate_size,
+                L = model.num_layers, T = model.seq_len, H = model.num_heads, r = relora.rank;
+  const int64_t N = static_cast<int64_t>(max_batch) * T, D = C / H;
+  const bool adapters_on = relora_phase && r > 0;
+  const TrainableCounts counts = count_trainable(model, relora);
+  const int64_t norms = (2 * L + 1) * C;
+  const int64_t parameters = counts.full_phase;  // every base weight and norm
+  const int64_t trainable = adapters_on ? counts.relora_phase : counts.full_phase;
+  const int64_t adapter_elements =
+      adapters_on ? counts.relora_phase - norms - (relora.embeddings == "full" ? 2 * V * C : 0) : 0;
+
+  // A block's saved activations besides its input: rstd1, rstd2 (N); n1, q, k, v, y, h, n2
+  // (N,C); g, u, act (N,F); attention's saved state.
+  const int64_t saved = 2 * N + 7 * N * C + 3 * N * F +
+                        ops.attention_saved_floats(max_batch, static_cast<int>(T), static_cast<int>(H));
+  int64_t activations = L * N * C + (recompute ? (L > 0 ? saved : 0) : L * saved);
+  activations += 2 * T * (D / 2)           // RoPE tables
+                 + 2 * N                   // token ids (i32)
+                 + 2 * N + 2 * N * C       // final rstd, losses; final norm out, residual out
+                 + N * V                   // logits
+                 + 6 * N * C + 3 * N * F   // backward buffers
+                 + ops.attention_scratch_floats(static_cast<int>(T), static_cast<int>(H));
+  if (adapters_on) {
+    // x A^T of each adapted linear, the adapter scratch, the embedding's gathered columns
+    int64_t adapted = L * static_cast<int64_t>(relora.targets.size()) + 1;
+    if (relora.embeddings == "lora") adapted += 2;
+    activations += adapted * N * r;
+  }
+  MemoryBudget budget;
+  budget.weights = kFloat * parameters;
+  budget.adapters = kFloat * adapter_elements;
+  budget.gradients = kFloat * trainable;
+  budget.optimizer = 2 * kFloat * trainable;
+  budget.activations = kFloat * activations;
+  return budget;
+}
+
+std::string describe(const MemoryBudget& b) {
+  auto gb = [](int64_t bytes) { return static_cast<double>(bytes) / 1e9; };
+  char text[200];
+  std::snprintf(text, sizeof(text),
+                "%.2f GB (weights %.2f, adapters %.2f, gradients %.2f, optimizer %.2f, activations %.2f)",
+                gb(b.total()), gb(b.weights), gb(b.adapters), gb(b.gradients), gb(b.optimizer),
+                gb(b.activations));
+  return text;
+}
+
+}  // namespace relora

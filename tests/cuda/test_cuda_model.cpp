@@ -1,0 +1,155 @@
+// The whole model on CUDA against the CPU backend: loss and every gradient of one
+// micro-batch (bf16 products: 2e-2 of each tensor's largest gradient), 20 training updates
+// through the adapter start and a merge-and-restart (losses within 2e-2 relative), merges in
+// exact fp32, and the NCCL communicator at world size 1. Skipped without a usable GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/ops.h"
+#include "config/config.h"
+#include "core/rng.h"
+#include "dist/communicator.h"
+#include "model/llama.h"
+#include "optim/adamw.h"
+#include "relora/restart.h"
+#include "test_util.h"
+#include "train/step.h"
+
+namespace relora {
+namespace {
+
+constexpr int kMicro = 2;
+
+class CudaModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (cuda::device_count(&why) == 0) GTEST_SKIP() << "no usable CUDA device: " << why;
+    gpu_ = cuda::make_cuda_ops(0);
+    cpu_ = make_cpu_ops();
+  }
+  std::unique_ptr<Ops> gpu_, cpu_;
+};
+
+
+std::vector<float> host_copy(const Tensor& t) {
+  const Tensor h = t.to_host();
+  return std::vector<float>(h.data(), h.data() + h.numel());
+}
+
+TEST_F(CudaModel, LossAndGradientsMatchCpu) {
+  const Config cfg = testing::small_training_config();
+  for (bool relora_phase : {false, true}) {
+    SCOPED_TRACE(relora_phase ? "relora" : "full");
+    std::vector<std::vector<float>> grads[2];
+    double loss[2];
+    Ops* backends[2] = {cpu_.get(), gpu_.get()};
+    for (int b = 0; b < 2; ++b) {
+      Llama model(cfg.model, cfg.relora, *backends[b], kMicro);
+      model.init_weights(1);
+      if (relora_phase) model.enter_relora_phase({1, 0});
+      for (Param* p : model.adapter_params()) {  // B != 0, so every adapter path carries gradient
+        std::vector<float> v(static_cast<size_t>(p->value.numel()));
+        fill_normal(v.data(), p->value.numel(), 0.0f, 0.2f, {7, RngPurpose::test, tensor_id(p->name), 0});
+        p->value.copy_from_host(v.data());
+      }
+      int64_t step = 0;
+      std::vector<int32_t> inputs(kMicro * cfg.model.seq_len), targets(inputs.size());
+      testing::random_micro_batches(cfg.model, kMicro, &step)(0, inputs.data(), targets.data());
+      const int n = static_cast<int>(inputs.size());
+      loss[b] = model.forward(inputs.data(), targets.data(), kMicro, true, 1.0f / n) / n;
+      model.backward(kMicro);
+      for (Param* p : model.trainable()) grads[b].push_back(host_copy(p->grad));
+    }
+    EXPECT_NEAR(loss[1], loss[0], 2e-2 * std::fabs(loss[0]));
+    ASSERT_EQ(grads[0].size(), grads[1].size());
+    for (size_t t = 0; t < grads[0].size(); ++t) {
+      float scale = 0.0f;
+      for (float g : grads[0][t]) scale = std::max(scale, std::fabs(g));
+      for (size_t i = 0; i < grads[0][t].size(); ++i)
+        ASSERT_NEAR(grads[1][t][i], grads[0][t][i], 2e-2 * scale + 1e-7) << "tensor " << t << " [" << i << "]";
+    }
+  }
+}
+
+TEST_F(CudaModel, TwentyUpdatesThroughARestartMatchCpu) {
+  const Config cfg = testing::small_training_config();
+  std::vector<double> losses[2];
+  Ops* backends[2] = {cpu_.get(), gpu_.get()};
+  for (int b = 0; b < 2; ++b) {
+    auto comm = make_local_comm();
+    Llama model(cfg.model, cfg.relora, *backends[b], kMicro);
+    model.init_weights(1);
+    AdamW optimizer(cfg.optimizer, *backends[b]);
+    TrainStep step(model, optimizer, *backends[b], *comm, 1.0f, kMicro, 2, 2LL * kMicro * cfg.model.seq_len);
+    step.rebuild();
+    int64_t update = 0;
+    const MicroBatchSource source = testing::random_micro_batches(cfg.model, kMicro, &update);
+    for (update = 1; update <= 20; ++update) {
+      losses[b].push_back(step.accumulate(source));
+      step.apply(3e-3f, 1.0f);
+      if (update == 5) {
+        start_adapters(model, optimizer, 1, update);
+        step.rebuild();
+      }
+      if (update == 12) merge_and_restart(model, optimizer, cfg.relora, 1, update);
+    }
+  }
+  for (size_t i = 0; i < losses[0].size(); ++i)
+    EXPECT_NEAR(losses[1][i], losses[0][i], 2e-2 * std::fabs(losses[0][i])) << "update " << i + 1;
+}
+
+// W += s B A in fp32 on both backends: equal to fp32 rounding (1e-6 of the largest |W|).
+TEST_F(CudaModel, MergeIsExactFp32) {
+  const Config cfg = testing::small_training_config();
+  std::vector<std::vector<float>> merged[2];
+  Ops* backends[2] = {cpu_.get(), gpu_.get()};
+  for (int b = 0; b < 2; ++b) {
+    AdamW optimizer(cfg.optimizer, *backends[b]);
+    Llama model(cfg.model, cfg.relora, *backends[b], kMicro);
+    model.init_weights(1);
+    start_adapters(model, optimizer, 1, 0);
+    for (Param* p : model.adapter_params()) {
+      std::vector<float> v(static_cast<size_t>(p->value.numel()));
+      fill_normal(v.data(), p->value.numel(), 0.0f, 0.5f, {9, RngPurpose::test, tensor_id(p->name), 0});
+      p->value.copy_from_host(v.data());
+    }
+    merge_and_restart(model, optimizer, cfg.relora, 1, 1);
+    for (Param* p : model.params()) merged[b].push_back(host_copy(p->value));
+  }
+  for (size_t t = 0; t < merged[0].size(); ++t) {
+    float scale = 0.0f;
+    for (float w : merged[0][t]) scale = std::max(scale, std::fabs(w));
+    for (size_t i = 0; i < merged[0][t].size(); ++i)
+      ASSERT_NEAR(merged[1][t][i], merged[0][t][i], 1e-6f * scale) << "tensor " << t << " [" << i << "]";
+  }
+}
+
+// NCCL at world size 1: all-reduce leaves a device buffer as it is (sum and avg), the
+// overlapped start/wait path too, and host values pass through to the host communicator.
+TEST_F(CudaModel, NcclAllReduceWithOneRank) {
+  auto local = make_local_comm();
+  std::unique_ptr<Communicator> nccl = make_nccl_comm(*local, 60);
+  EXPECT_STREQ(nccl->name(), "nccl");
+  std::vector<float> values(1000);
+  fill_uniform(values.data(), 1000, -1.0f, 1.0f, {3, RngPurpose::test, 0, 0});
+  Tensor buffer = Tensor::zeros({1000}, Device::cuda);
+  buffer.copy_from_host(values.data());
+  nccl->all_reduce(buffer.data(), 1000, ReduceOp::sum);
+  nccl->all_reduce(buffer.data(), 1000, ReduceOp::avg);
+  nccl->all_reduce_sum_start(buffer.data(), 500);
+  nccl->all_reduce_sum_start(buffer.data() + 500, 500);
+  nccl->wait_all();
+  EXPECT_EQ(host_copy(buffer), values);
+  double host_value = 2.5;
+  nccl->all_reduce(&host_value, 1, ReduceOp::sum);
+  EXPECT_EQ(host_value, 2.5);
+}
+
+}  // namespace
+}  // namespace relora

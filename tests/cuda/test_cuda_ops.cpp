@@ -1,0 +1,440 @@
+// Tests of the CUDA op set against the CPU backend: every op runs on the same random inputs
+// on both, and the CUDA results (copied back) must match the CPU ones. Tolerances:
+// products in bf16 (gemm, attention): 2e-2 of the largest |reference| value; pure fp32
+// kernels: 1e-5 relative + 1e-6 absolute per element, or 1e-5 of the largest |reference|
+// where a result is a sum whose order differs between the backends (gemm_exact, RMSNorm
+// backward). Without a usable CUDA device every test is skipped.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/ops.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace relora {
+namespace {
+
+using Floats = std::vector<float>;
+using Tokens = std::vector<int32_t>;
+
+struct Tolerance {
+  double rel, abs;
+  bool of_max;  // rel is relative to max |want| (else to |want[i]|)
+};
+constexpr Tolerance kFp32{1e-5, 1e-6, false};     // elementwise fp32 kernels
+constexpr Tolerance kFp32Sum{1e-5, 1e-6, true};   // fp32 sums in another order
+constexpr Tolerance kBf16{2e-2, 0.0, true};        // bf16 x bf16 -> fp32 products
+
+Floats random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  Floats x(n);
+  fill_uniform(x.data(), static_cast<int64_t>(n), lo, hi, RngKey{seed, RngPurpose::test, 0, 0});
+  return x;
+}
+
+// A device copy of host floats / token ids, and the way back.
+Tensor upload(const Floats& x) {
+  Tensor t = Tensor::zeros({static_cast<int64_t>(x.size())}, Device::cuda);
+  t.copy_from_host(x.data());
+  return t;
+}
+Tensor upload(const Tokens& x) {
+  Tensor t = Tensor::zeros({static_cast<int64_t>(x.size())}, Device::cuda, DType::i32);
+  t.copy_from_host(x.data());
+  return t;
+}
+Floats download(const Tensor& t) {
+  Floats x(static_cast<size_t>(t.numel()));
+  t.copy_to_host(x.data());
+  return x;
+}
+
+// got (CUDA) against want (CPU), element by element; reports the first few misses.
+void expect_close(const Floats& got, const Floats& want, Tolerance tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double max_abs = 0.0;
+  for (float w : want) max_abs = std::max(max_abs, std::fabs(static_cast<double>(w)));
+  int misses = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double scale = tol.of_max ? max_abs : std::fabs(static_cast<double>(want[i]));
+    const double bound = tol.rel * scale + tol.abs;
+    const double diff = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (!(diff <= bound) && ++misses <= 5) {
+      ADD_FAILURE() << what << "[" << i << "]: cuda " << got[i] << ", cpu " << want[i]
+                    << " (bound " << bound << ")";
+    }
+  }
+  EXPECT_EQ(misses, 0) << what << ": " << misses << " of " << want.size() << " out of bounds";
+}
+void expect_close(const Tensor& got, const Floats& want, Tolerance tol, const std::string& what) {
+  expect_close(download(got), want, tol, what);
+}
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (cuda::device_count(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
+    gpu = cuda::make_cuda_ops(0);
+    cpu = make_cpu_ops();
+  }
+  std::unique_ptr<Ops> gpu, cpu;
+};
+
+TEST_F(CudaOps, DeviceAndMemory) {
+  EXPECT_EQ(gpu->device(), Device::cuda);
+  EXPECT_EQ(gpu->device_name().rfind("cuda:0 (", 0), 0u) << gpu->device_name();
+  DeviceMemory* memory = device_memory();
+  ASSERT_NE(memory, nullptr);
+  const int64_t before = memory->bytes_in_use();
+  {
+    Tensor t = Tensor::zeros({1000}, Device::cuda);
+    EXPECT_EQ(memory->bytes_in_use(), before + 4000);
+    EXPECT_EQ(download(t), Floats(1000, 0.0f));  // zero-filled
+    const Floats x = random_floats(1000, 1);
+    t.copy_from_host(x.data());
+    EXPECT_EQ(download(t.clone()), x);
+    t.zero();
+    EXPECT_EQ(download(t), Floats(1000, 0.0f));
+  }
+  EXPECT_EQ(memory->bytes_in_use(), before);
+  gpu->synchronize();
+}
+
+TEST_F(CudaOps, PeakFlops) {
+  const double flops = gpu->measure_peak_flops();
+  EXPECT_GT(flops, 1e12);
+  EXPECT_LT(flops, 1e17);
+}
+
+// Both precisions, all transposes, padded rows, beta != 0, on both backends.
+void check_gemm(Ops& gpu, Ops& cpu, bool exact) {
+  const float alpha = 0.75f, beta = 0.5f;
+  struct Size {
+    int M, N, K;
+  };
+  for (Size size : {Size{6, 5, 4}, Size{67, 45, 33}, Size{130, 70, 300}}) {
+    const int M = size.M, N = size.N, K = size.K;
+    for (bool trans_a : {false, true}) {
+      for (bool trans_b : {false, true}) {
+        const int a_rows = trans_a ? K : M, lda = (trans_a ? M : K) + 3;
+        const int b_rows = trans_b ? N : K, ldb = (trans_b ? K : N) + 2;
+        const int ldc = N + 5;
+        const Floats A = random_floats(static_cast<size_t>(a_rows) * lda, 1);
+        const Floats B = random_floats(static_cast<size_t>(b_rows) * ldb, 2);
+        const Floats C0 = random_floats(static_cast<size_t>(M) * ldc, 3);
+        Floats want = C0;
+        cpu.gemm(trans_a, trans_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(),
+                 ldc);
+        const Tensor dA = upload(A), dB = upload(B);
+        Tensor dC = upload(C0);
+        if (exact) {
+          gpu.gemm_exact(trans_a, trans_b, M, N, K, alpha, dA.data(), lda, dB.data(), ldb, beta,
+                         dC.data(), ldc);
+        } else {
+          gpu.gemm(trans_a, trans_b, M, N, K, alpha, dA.data(), lda, dB.data(), ldb, beta,
+                   dC.data(), ldc);
+        }
+        const Floats got = download(dC);
+        const std::string what = std::string(exact ? "gemm_exact " : "gemm ") +
+                                 std::to_string(M) + "x" + std::to_string(N) + "x" +
+                                 std::to_string(K) + (trans_a ? " A^T" : " A") +
+                                 (trans_b ? " B^T" : " B");
+        expect_close(got, want, exact ? kFp32Sum : kBf16, what);
+        for (int i = 0; i < M; ++i)  // the padding of C's rows stays untouched
+          for (int j = N; j < ldc; ++j)
+            ASSERT_EQ(got[i * ldc + j], C0[i * ldc + j]) << what << " padding";
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, Gemm) { check_gemm(*gpu, *cpu, false); }
+TEST_F(CudaOps, GemmExact) { check_gemm(*gpu, *cpu, true); }
+
+TEST_F(CudaOps, GemmEmptyKScalesAndBetaZeroIgnoresOldContents) {
+  const Tensor A = upload(Floats{1, 2, 3, 4}), B = upload(Floats{5, 6, 7, 8});  // (2,2) each
+  Tensor C = upload(Floats(4, NAN));
+  gpu->gemm(false, false, 2, 2, 2, 1.0f, A.data(), 2, B.data(), 2, 0.0f, C.data(), 2);
+  expect_close(C, Floats{19, 22, 43, 50}, kBf16, "beta 0");  // small integers: exact in bf16
+  gpu->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2);
+  EXPECT_EQ(download(C), (Floats{9.5f, 11, 21.5f, 25}));
+  gpu->gemm_exact(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.0f, C.data(), 2);
+  EXPECT_EQ(download(C), Floats(4, 0.0f));
+}
+
+TEST_F(CudaOps, Embedding) {
+  const int V = 11, C = 37;
+  Tokens tokens;
+  for (int n = 0; n < 29; ++n) tokens.push_back((n * 7) % 5 + (n % 3 == 0 ? 6 : 0));  // repeats
+  const int N = static_cast<int>(tokens.size());
+  const Floats table = random_floats(static_cast<size_t>(V) * C, 10);
+  const Tensor d_tokens = upload(tokens), d_table = upload(table);
+
+  Floats want_out(static_cast<size_t>(N) * C);
+  cpu->embedding_forward(want_out.data(), tokens.data(), table.data(), N, C);
+  Tensor out = Tensor::zeros({N, C}, Device::cuda);
+  gpu->embedding_forward(out.data(), d_tokens.i32(), d_table.data(), N, C);
+  expect_close(out, want_out, kFp32, "embedding out");
+
+  const Floats d_out = random_floats(static_cast<size_t>(N) * C, 11);
+  Floats want_grad = random_floats(static_cast<size_t>(V) * C, 12);  // accumulates onto this
+  Tensor grad = upload(want_grad);
+  cpu->embedding_backward(want_grad.data(), d_out.data(), tokens.data(), N, C);
+  gpu->embedding_backward(grad.data(), upload(d_out).data(), d_tokens.i32(), N, C);
+  expect_close(grad, want_grad, kFp32, "embedding d_table");
+}
+
+TEST_F(CudaOps, GatherScatterColumns) {
+  const int V = 23, r = 6;
+  Tokens tokens;
+  for (int n = 0; n < 31; ++n) tokens.push_back((n * 5) % 9 + (n % 4 == 0 ? 14 : 0));  // repeats
+  const int N = static_cast<int>(tokens.size());
+  const Floats a = random_floats(static_cast<size_t>(r) * V, 20);
+  const Tensor d_tokens = upload(tokens);
+
+  Floats want_cols(static_cast<size_t>(N) * r);
+  cpu->gather_columns(want_cols.data(), a.data(), tokens.data(), N, r, V);
+  Tensor cols = Tensor::zeros({N, r}, Device::cuda);
+  gpu->gather_columns(cols.data(), upload(a).data(), d_tokens.i32(), N, r, V);
+  expect_close(cols, want_cols, kFp32, "gather_columns");
+
+  const Floats d_cols = random_floats(static_cast<size_t>(N) * r, 21);
+  Floats want_da = random_floats(static_cast<size_t>(r) * V, 22);  // accumulates onto this
+  Tensor da = upload(want_da);
+  cpu->scatter_add_columns(want_da.data(), d_cols.data(), tokens.data(), N, r, V);
+  gpu->scatter_add_columns(da.data(), upload(d_cols).data(), d_tokens.i32(), N, r, V);
+  expect_close(da, want_da, kFp32, "scatter_add_columns");
+}
+
+TEST_F(CudaOps, Rmsnorm) {
+  const float eps = 1e-5f;
+  for (int C : {70, 1000}) {
+    const int N = 13;
+    const std::string tag = " C=" + std::to_string(C);
+    const Floats x = random_floats(static_cast<size_t>(N) * C, 30);
+    const Floats w = random_floats(C, 31, 0.5f, 1.5f);
+    Floats want_out(x.size()), want_rstd(N);
+    cpu->rmsnorm_forward(want_out.data(), want_rstd.data(), x.data(), w.data(), N, C, eps);
+    const Tensor dx_in = upload(x), dw_in = upload(w);
+    Tensor out = Tensor::zeros({N, C}, Device::cuda), rstd = Tensor::zeros({N}, Device::cuda);
+    gpu->rmsnorm_forward(out.data(), rstd.data(), dx_in.data(), dw_in.data(), N, C, eps);
+    expect_close(out, want_out, kFp32, "rmsnorm out" + tag);
+    expect_close(rstd, want_rstd, kFp32, "rmsnorm rstd" + tag);
+
+    // the CPU reference backward runs on the CPU's own rstd
+    const Floats d_out = random_floats(x.size(), 32);
+    const Floats dw_start = random_floats(C, 33);
+    Floats want_dx(x.size()), want_dw = dw_start;
+    cpu->rmsnorm_backward(want_dx.data(), want_dw.data(), d_out.data(), x.data(), w.data(),
+                          want_rstd.data(), N, C);
+    const Tensor cpu_rstd = upload(want_rstd);
+
+    // with dw (accumulated onto a non-zero start), dx separate
+    Tensor dx = Tensor::zeros({N, C}, Device::cuda), dw = upload(dw_start);
+    gpu->rmsnorm_backward(dx.data(), dw.data(), upload(d_out).data(), dx_in.data(), dw_in.data(),
+                          cpu_rstd.data(), N, C);
+    expect_close(dx, want_dx, kFp32Sum, "rmsnorm dx" + tag);
+    expect_close(dw, want_dw, kFp32Sum, "rmsnorm dw" + tag);
+
+    // with dw, dx aliasing d_out
+    Tensor in_place = upload(d_out), dw2 = upload(dw_start);
+    gpu->rmsnorm_backward(in_place.data(), dw2.data(), in_place.data(), dx_in.data(),
+                          dw_in.data(), cpu_rstd.data(), N, C);
+    expect_close(in_place, want_dx, kFp32Sum, "rmsnorm dx in place" + tag);
+    expect_close(dw2, want_dw, kFp32Sum, "rmsnorm dw (dx in place)" + tag);
+
+    // frozen weight (dw null), dx aliasing d_out
+    Tensor frozen = upload(d_out);
+    gpu->rmsnorm_backward(frozen.data(), nullptr, frozen.data(), dx_in.data(), dw_in.data(),
+                          cpu_rstd.data(), N, C);
+    expect_close(frozen, want_dx, kFp32Sum, "rmsnorm dx frozen" + tag);
+  }
+}
+
+TEST_F(CudaOps, Rope) {
+  const int B = 2, T = 5, H = 3, D = 8;
+  Floats cos(T * D / 2), sin(T * D / 2);
+  rope_tables(cos.data(), sin.data(), T, D, 100.0f);
+  const Tensor d_cos = upload(cos), d_sin = upload(sin);
+  const Floats x = random_floats(static_cast<size_t>(B) * T * H * D, 40);
+
+  Floats want = x;
+  cpu->rope_forward(want.data(), cos.data(), sin.data(), B, T, H, D);
+  Tensor got = upload(x);
+  gpu->rope_forward(got.data(), d_cos.data(), d_sin.data(), B, T, H, D);
+  expect_close(got, want, kFp32, "rope forward");
+
+  const Floats dx = random_floats(x.size(), 41);
+  Floats want_dx = dx;
+  cpu->rope_backward(want_dx.data(), cos.data(), sin.data(), B, T, H, D);
+  Tensor got_dx = upload(dx);
+  gpu->rope_backward(got_dx.data(), d_cos.data(), d_sin.data(), B, T, H, D);
+  expect_close(got_dx, want_dx, kFp32, "rope backward");
+}
+
+// Forward (out, and the saved lse against a double computation) and backward against the CPU.
+void check_attention(Ops& gpu, Ops& cpu, int B, int T, int H, int D) {
+  const std::string tag = " B=" + std::to_string(B) + " T=" + std::to_string(T) +
+                          " H=" + std::to_string(H) + " D=" + std::to_string(D);
+  const size_t n = static_cast<size_t>(B) * T * H * D;
+  const int C = H * D;
+  const Floats q = random_floats(n, 50, -2.0f, 2.0f), k = random_floats(n, 51, -2.0f, 2.0f);
+  const Floats v = random_floats(n, 52);
+  Floats want_out(n), cpu_saved(cpu.attention_saved_floats(B, T, H));
+  Floats cpu_scratch(cpu.attention_scratch_floats(T, H));
+  cpu.attention_forward(want_out.data(), cpu_saved.data(), q.data(), k.data(), v.data(),
+                        cpu_scratch.data(), B, T, H, D);
+
+  const Tensor dq_in = upload(q), dk_in = upload(k), dv_in = upload(v);
+  ASSERT_EQ(gpu.attention_saved_floats(B, T, H), static_cast<int64_t>(B) * H * T);
+  Tensor out = Tensor::zeros({static_cast<int64_t>(n)}, Device::cuda);
+  Tensor saved = Tensor::zeros({gpu.attention_saved_floats(B, T, H)}, Device::cuda);
+  Tensor scratch = Tensor::zeros({gpu.attention_scratch_floats(T, H)}, Device::cuda);
+  scratch.copy_from_host(Floats(scratch.numel(), NAN).data());  // scratch holds nothing useful
+  gpu.attention_forward(out.data(), saved.data(), dq_in.data(), dk_in.data(), dv_in.data(),
+                        scratch.data(), B, T, H, D);
+  expect_close(out, want_out, kBf16, "attention out" + tag);
+
+  Floats want_lse(static_cast<size_t>(B) * H * T);  // (B,H,T)
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h)
+      for (int t = 0; t < T; ++t) {
+        std::vector<double> s(t + 1);
+        for (int j = 0; j <= t; ++j) {
+          double dot = 0.0;
+          for (int d = 0; d < D; ++d) {
+            dot += static_cast<double>(q[(static_cast<size_t>(b) * T + t) * C + h * D + d]) *
+                   k[(static_cast<size_t>(b) * T + j) * C + h * D + d];
+          }
+          s[j] = dot / std::sqrt(static_cast<double>(D));
+        }
+        const double max_s = *std::max_element(s.begin(), s.end());
+        double sum = 0.0;
+        for (double sj : s) sum += std::exp(sj - max_s);
+        want_lse[(static_cast<size_t>(b) * H + h) * T + t] = static_cast<float>(max_s + std::log(sum));
+      }
+  expect_close(saved, want_lse, kBf16, "attention lse" + tag);
+
+  const Floats d_out = random_floats(n, 53);
+  Floats want_dq(n), want_dk(n), want_dv(n);
+  cpu.attention_backward(want_dq.data(), want_dk.data(), want_dv.data(), d_out.data(),
+                         cpu_saved.data(), q.data(), k.data(), v.data(), cpu_scratch.data(), B, T,
+                         H, D);
+  Tensor dq = Tensor::zeros({static_cast<int64_t>(n)}, Device::cuda);
+  Tensor dk = Tensor::zeros({static_cast<int64_t>(n)}, Device::cuda);
+  Tensor dv = Tensor::zeros({static_cast<int64_t>(n)}, Device::cuda);
+  scratch.copy_from_host(Floats(scratch.numel(), NAN).data());
+  gpu.attention_backward(dq.data(), dk.data(), dv.data(), upload(d_out).data(), saved.data(),
+                         dq_in.data(), dk_in.data(), dv_in.data(), scratch.data(), B, T, H, D);
+  expect_close(dq, want_dq, kBf16, "attention dq" + tag);
+  expect_close(dk, want_dk, kBf16, "attention dk" + tag);
+  expect_close(dv, want_dv, kBf16, "attention dv" + tag);
+}
+
+TEST_F(CudaOps, Attention) { check_attention(*gpu, *cpu, 2, 64, 4, 16); }
+TEST_F(CudaOps, AttentionSingleHeadOddSizes) { check_attention(*gpu, *cpu, 3, 37, 1, 8); }
+TEST_F(CudaOps, AttentionOnePosition) { check_attention(*gpu, *cpu, 2, 1, 4, 16); }
+
+TEST_F(CudaOps, Swiglu) {
+  const int64_t n = 1003;
+  const Floats g = random_floats(n, 60, -4.0f, 4.0f), u = random_floats(n, 61, -2.0f, 2.0f);
+  const Tensor d_g = upload(g), d_u = upload(u);
+  Floats want(n);
+  cpu->swiglu_forward(want.data(), g.data(), u.data(), n);
+  Tensor out = Tensor::zeros({n}, Device::cuda);
+  gpu->swiglu_forward(out.data(), d_g.data(), d_u.data(), n);
+  expect_close(out, want, kFp32, "swiglu out");
+
+  const Floats d_out = random_floats(n, 62);
+  Floats want_dg(n), want_du(n);
+  cpu->swiglu_backward(want_dg.data(), want_du.data(), d_out.data(), g.data(), u.data(), n);
+  Tensor dg = Tensor::zeros({n}, Device::cuda), du = Tensor::zeros({n}, Device::cuda);
+  gpu->swiglu_backward(dg.data(), du.data(), upload(d_out).data(), d_g.data(), d_u.data(), n);
+  expect_close(dg, want_dg, kFp32, "swiglu dg");
+  expect_close(du, want_du, kFp32, "swiglu du");
+}
+
+TEST_F(CudaOps, CrossEntropy) {
+  const int N = 7, V = 1000;
+  const float d_loss_scale = 0.25f;
+  const Floats logits = random_floats(static_cast<size_t>(N) * V, 70, -5.0f, 5.0f);
+  Tokens targets;
+  for (int n = 0; n < N; ++n) targets.push_back((n * 389 + 11) % V);
+  const Tensor d_targets = upload(targets);
+
+  // d_logits aliasing logits, on both backends
+  Floats want_grad = logits, want_losses(N);
+  const double want_sum = cpu->cross_entropy(want_grad.data(), want_losses.data(),
+                                             want_grad.data(), targets.data(), N, V, d_loss_scale);
+  Tensor grad = upload(logits), losses = Tensor::zeros({N}, Device::cuda);
+  const double got_sum = gpu->cross_entropy(grad.data(), losses.data(), grad.data(),
+                                            d_targets.i32(), N, V, d_loss_scale);
+  EXPECT_NEAR(got_sum, want_sum, 1e-5 * std::fabs(want_sum) + 1e-6) << "loss sum (in place)";
+  expect_close(losses, want_losses, kFp32, "losses (in place)");
+  expect_close(grad, want_grad, kFp32, "d_logits (in place)");
+
+  // no gradient: losses only, logits untouched
+  const Tensor d_logits_in = upload(logits);
+  Tensor losses2 = Tensor::zeros({N}, Device::cuda);
+  const double got_sum2 = gpu->cross_entropy(nullptr, losses2.data(), d_logits_in.data(),
+                                             d_targets.i32(), N, V, d_loss_scale);
+  EXPECT_NEAR(got_sum2, want_sum, 1e-5 * std::fabs(want_sum) + 1e-6) << "loss sum (no grad)";
+  expect_close(losses2, want_losses, kFp32, "losses (no grad)");
+  EXPECT_EQ(download(d_logits_in), logits);
+}
+
+TEST_F(CudaOps, Adamw) {
+  const int64_t n = 1001;
+  const float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
+  for (int64_t step : {1, 7}) {
+    const std::string tag = " step " + std::to_string(step);
+    const Floats grad = random_floats(n, 80);
+    Floats param = random_floats(n, 81), m = random_floats(n, 82, -0.1f, 0.1f);
+    Floats v = random_floats(n, 83, 0.0f, 0.01f);
+    if (step == 1) {  // the first step starts from zero moments
+      std::fill(m.begin(), m.end(), 0.0f);
+      std::fill(v.begin(), v.end(), 0.0f);
+    }
+    Tensor d_param = upload(param), d_m = upload(m), d_v = upload(v);
+    cpu->adamw(param.data(), grad.data(), m.data(), v.data(), n, lr, beta1, beta2, eps,
+               weight_decay, step);
+    gpu->adamw(d_param.data(), upload(grad).data(), d_m.data(), d_v.data(), n, lr, beta1, beta2,
+               eps, weight_decay, step);
+    expect_close(d_param, param, kFp32, "adamw param" + tag);
+    expect_close(d_m, m, kFp32, "adamw m" + tag);
+    expect_close(d_v, v, kFp32, "adamw v" + tag);
+  }
+}
+
+TEST_F(CudaOps, SumSquares) {
+  for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{300007}}) {
+    const Floats x = random_floats(n, 90, -3.0f, 3.0f);
+    const double want = cpu->sum_squares(x.data(), n);
+    EXPECT_NEAR(gpu->sum_squares(upload(x).data(), n), want, 1e-10 * want) << "n=" << n;
+  }
+  EXPECT_EQ(gpu->sum_squares(nullptr, 0), 0.0);
+}
+
+TEST_F(CudaOps, ScaleAndAxpy) {
+  const int64_t n = 1001;
+  const Floats x = random_floats(n, 100), y = random_floats(n, 101);
+  Floats want_scaled = x;
+  cpu->scale(want_scaled.data(), n, -0.37f);
+  Tensor scaled = upload(x);
+  gpu->scale(scaled.data(), n, -0.37f);
+  expect_close(scaled, want_scaled, kFp32, "scale");
+
+  Floats want_y = y;
+  cpu->axpy(want_y.data(), x.data(), n, 1.7f);
+  Tensor d_y = upload(y);
+  gpu->axpy(d_y.data(), upload(x).data(), n, 1.7f);
+  expect_close(d_y, want_y, kFp32, "axpy");
+}
+
+}  // namespace
+}  // namespace relora

@@ -1,0 +1,125 @@
+// Test doubles around the real CPU backend: ForwardingOps hands every call to it (and can
+// claim to be a device backend), HostDeviceMemory serves Device::cuda tensors from host
+// memory and counts the bytes, so the model's device code paths run and are measured on the CPU.
+#pragma once
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "backend/ops.h"
+#include "core/errors.h"
+#include "core/tensor.h"
+
+namespace relora::testing {
+
+// Every call forwarded to the CPU backend. device() says `device`: with Device::cuda the
+// model keeps its tensors in whatever DeviceMemory is installed (host memory in the tests),
+// so the code paths of a device backend run on the CPU.
+class ForwardingOps : public Ops {
+ public:
+  explicit ForwardingOps(Device device = Device::cpu) : device_(device) {}
+
+  Device device() const override { return device_; }
+  std::string device_name() const override { return "forwarding"; }
+  void synchronize() override {}
+  double measure_peak_flops() override { return cpu_->measure_peak_flops(); }
+  void gemm_exact(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
+                  const float* B, int ldb, float beta, float* C, int ldc) override {
+    cpu_->gemm_exact(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  void gather_columns(float* cols, const float* a, const int32_t* tokens, int N, int r, int V) override {
+    cpu_->gather_columns(cols, a, tokens, N, r, V);
+  }
+  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N, int r,
+                           int V) override {
+    cpu_->scatter_add_columns(d_a, d_cols, tokens, N, r, V);
+  }
+  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
+            const float* B, int ldb, float beta, float* C, int ldc) override {
+    cpu_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C) override {
+    cpu_->embedding_forward(out, tokens, table, N, C);
+  }
+  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens, int N, int C) override {
+    cpu_->embedding_backward(d_table, d_out, tokens, N, C);
+  }
+  void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) override {
+    cpu_->rmsnorm_forward(out, rstd, x, w, N, C, eps);
+  }
+  void rmsnorm_backward(float* dx, float* dw, const float* d_out, const float* x, const float* w,
+                        const float* rstd, int N, int C) override {
+    cpu_->rmsnorm_backward(dx, dw, d_out, x, w, rstd, N, C);
+  }
+  void rope_forward(float* x, const float* cos, const float* sin, int B, int T, int H, int D) override {
+    cpu_->rope_forward(x, cos, sin, B, T, H, D);
+  }
+  void rope_backward(float* dx, const float* cos, const float* sin, int B, int T, int H, int D) override {
+    cpu_->rope_backward(dx, cos, sin, B, T, H, D);
+  }
+  void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
+                         float* scratch, int B, int T, int H, int D) override {
+    cpu_->attention_forward(out, att, q, k, v, scratch, B, T, H, D);
+  }
+  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* att,
+                          const float* q, const float* k, const float* v, float* scratch, int B, int T,
+                          int H, int D) override {
+    cpu_->attention_backward(dq, dk, dv, d_out, att, q, k, v, scratch, B, T, H, D);
+  }
+  int64_t attention_saved_floats(int B, int T, int H) const override {
+    return cpu_->attention_saved_floats(B, T, H);
+  }
+  int64_t attention_scratch_floats(int T, int H) const override {
+    return cpu_->attention_scratch_floats(T, H);
+  }
+  void swiglu_forward(float* out, const float* g, const float* u, int64_t n) override {
+    cpu_->swiglu_forward(out, g, u, n);
+  }
+  void swiglu_backward(float* dg, float* du, const float* d_out, const float* g, const float* u,
+                       int64_t n) override {
+    cpu_->swiglu_backward(dg, du, d_out, g, u, n);
+  }
+  double cross_entropy(float* d_logits, float* losses, const float* logits, const int32_t* targets, int N,
+                       int V, float d_loss_scale) override {
+    return cpu_->cross_entropy(d_logits, losses, logits, targets, N, V, d_loss_scale);
+  }
+  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
+             float beta2, float eps, float weight_decay, int64_t step) override {
+    cpu_->adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+  }
+  double sum_squares(const float* x, int64_t n) override { return cpu_->sum_squares(x, n); }
+  void scale(float* x, int64_t n, float s) override { cpu_->scale(x, n, s); }
+  void axpy(float* y, const float* x, int64_t n, float alpha) override { cpu_->axpy(y, x, n, alpha); }
+
+ private:
+  Device device_;
+  std::unique_ptr<Ops> cpu_ = make_cpu_ops();
+};
+
+
+class HostDeviceMemory final : public DeviceMemory {
+ public:
+  void* allocate(size_t bytes) override {
+    void* p = std::calloc(1, bytes + sizeof(size_t));
+    RELORA_CHECK(p != nullptr, "out of memory");
+    *static_cast<size_t*>(p) = bytes;
+    in_use_ += static_cast<int64_t>(bytes);
+    return static_cast<char*>(p) + sizeof(size_t);
+  }
+  void release(void* p) override {
+    char* base = static_cast<char*>(p) - sizeof(size_t);
+    in_use_ -= static_cast<int64_t>(*reinterpret_cast<size_t*>(base));
+    std::free(base);
+  }
+  void copy_to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy_on_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
+  int64_t bytes_in_use() const override { return in_use_; }
+
+ private:
+  int64_t in_use_ = 0;
+};
+
+}  // namespace relora::testing
