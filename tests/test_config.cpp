@@ -1,6 +1,8 @@
 // Config: YAML loading, --set overrides, validation messages, the resolved-YAML round trip,
 // --help text, and the shipped configs/*.yaml.
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -462,7 +464,7 @@ TEST(ConfigHelp, DefaultsAndDocsAreAligned) {
 
 TEST(ShippedConfigs, AllLoadAndValidate) {
   std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(fs::path(RELORA_SOURCE_DIR) / "configs")) {
+  for (const auto& entry : fs::directory_iterator(fs::path(testing::source_dir()) / "configs")) {
     if (entry.path().extension() != ".yaml") continue;
     SCOPED_TRACE(entry.path().string());
     EXPECT_NO_THROW(load_config(entry.path().string()));
@@ -480,7 +482,7 @@ int64_t parameter_count(const ModelConfig& m) {
 }
 
 TEST(ShippedConfigs, TinyHasAboutFiveMillionParameters) {
-  const Config cfg = load_config(std::string(RELORA_SOURCE_DIR) + "/configs/tiny.yaml");
+  const Config cfg = load_config(testing::source_dir() + "/configs/tiny.yaml");
   const int64_t count = parameter_count(cfg.model);
   EXPECT_GE(count, 4'500'000);
   EXPECT_LE(count, 5'500'000);
@@ -498,7 +500,7 @@ TEST(ShippedConfigs, PaperSizesMatchTheReloraPaper) {
         Size{"llama_250m.yaml", 768, 24, 16, 2560}, Size{"llama_350m.yaml", 1024, 24, 16, 2736},
         Size{"llama_1b.yaml", 2048, 24, 32, 5461}}) {
     SCOPED_TRACE(s.file);
-    const Config cfg = load_config(std::string(RELORA_SOURCE_DIR) + "/configs/" + s.file);
+    const Config cfg = load_config(testing::source_dir() + "/configs/" + s.file);
     EXPECT_EQ(cfg.model.hidden_size, s.hidden);
     EXPECT_EQ(cfg.model.num_layers, s.layers);
     EXPECT_EQ(cfg.model.num_heads, s.heads);

@@ -110,7 +110,7 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
 // needs at most 60% of the full-rank phase's memory (CPU attention state, T x T per head,
 // is larger than the GPU's, so the GPU's ratio is lower still).
 TEST(MemoryBudget, ReloraPhaseOfTheBillionModelFitsInSixtyPercent) {
-  Config cfg = load_config(std::string(RELORA_SOURCE_DIR) + "/configs/llama_1b.yaml");
+  Config cfg = load_config(testing::source_dir() + "/configs/llama_1b.yaml");
   cfg.model.seq_len = 512;
   auto ops = make_cpu_ops();
   const MemoryBudget full = memory_budget(cfg.model, cfg.relora, *ops, 4, true, false);

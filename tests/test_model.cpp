@@ -260,7 +260,7 @@ namespace {
 // printed for the shipped sizes, asserted for tiny (embeddings: lora).
 TEST(Model, ReloraPhaseCommunicationShare) {
   for (const char* name : {"tiny", "llama_60m", "llama_350m", "llama_1b"}) {
-    const Config cfg = load_config(std::string(RELORA_SOURCE_DIR) + "/configs/" + name + ".yaml");
+    const Config cfg = load_config(testing::source_dir() + "/configs/" + name + ".yaml");
     const TrainableCounts counts = count_trainable(cfg.model, cfg.relora);
     const double ratio = static_cast<double>(counts.relora_phase) / counts.full_phase;
     std::printf("%-11s all-reduce per update: warm start %.1f MB, ReLoRA phase %.1f MB (%.1f%%)\n", name,

@@ -11,6 +11,8 @@
 // Each element must satisfy |cpp - ref| <= kRtol |ref| + kAtol max|ref over its array|.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -186,7 +188,7 @@ void load(Param& p, const Fixture::Array& source) {
 }
 
 TEST(Reference, MatchesPyTorchThroughAReloraTimeline) {
-  const Fixture fx(std::string(RELORA_SOURCE_DIR) + "/tests/reference/fixtures/llama_small");
+  const Fixture fx(testing::source_dir() + "/tests/reference/fixtures/llama_small");
   ModelConfig mc;
   mc.vocab_size = fx.integer("vocab_size");
   mc.hidden_size = fx.integer("hidden_size");

@@ -30,6 +30,13 @@ class TempDir {
   std::string path_;
 };
 
+// The source tree the tests read configs and fixtures from: $RELORA_SOURCE_DIR when set
+// (an unpacked bundle on another machine), else the tree this binary was built from.
+inline std::string source_dir() {
+  const char* dir = std::getenv("RELORA_SOURCE_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : RELORA_SOURCE_DIR;
+}
+
 // A model small enough for finite differences: V 13, C 8, 2 layers of 2 heads, F 12, T 5.
 inline ModelConfig small_test_model() {
   ModelConfig m;

@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# The GPU check, one command on a machine with an NVIDIA GPU (about 3-5 minutes on one
+# H100/H200, under 8): the CUDA tests, `relora bench` of each model in both phases, and the
+# memory check (llama_1b, recompute on: peak device memory of the ReLoRA phase over the full
+# one, target <= 0.60). Stops at the first failure; a summary table at the end.
+#   usage: launch/gpu_check.sh [--bundle FILE] [--models "tiny llama_350m"] [--out DIR]
+#     --bundle FILE  a tarball from launch/bundle.sh: unpacked into DIR/bundle and run with its
+#                    binaries and lib/ (no compiler needed). Without it: from a checkout, builds
+#                    build-gpu/ (Release, CUDA, the GPU's architecture) and runs that; from an
+#                    unpacked bundle (bin/relora next to launch/), runs the bundle's binaries.
+#     --models "M.." configs/M.yaml to bench (default "tiny llama_350m"); 20 steps for tiny
+#                    (its own seq_len), 10 at model.seq_len=512 for the others
+#     --out DIR      where gpu_check.log, bench.jsonl (and the unpacked bundle) go
+#                    (default: a new directory /tmp/relora-gpu-check.XXXXXX)
+# Finds libcublas.so.13 / libnccl.so.2 under /usr/local/cuda*, /usr/lib/x86_64-linux-gnu and
+# pip's nvidia/*/lib when the loader does not, and prepends them to LD_LIBRARY_PATH.
+# Exit status: 0 all passed; 1 a check failed or the memory target was missed; 2 bad
+# arguments or no usable NVIDIA GPU.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header
+die_usage() { echo "gpu_check.sh: $*" >&2; exit 2; }
+
+bundle=""
+models="tiny llama_350m"
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bundle|--models|--out)
+      [ $# -ge 2 ] && [ -n "$2" ] || die_usage "$1 needs a value (see --help)"
+      case "$1" in
+        --bundle) bundle="$2" ;;
+        --models) models="$2" ;;
+        --out) out="$2" ;;
+      esac
+      shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) die_usage "unknown argument '$1' (see --help)" ;;
+  esac
+done
+if [ -n "$bundle" ]; then
+  [ -f "$bundle" ] || die_usage "--bundle '$bundle': no such file"
+  case "$bundle" in
+    *.tar.xz|*.txz|*.tar.zst|*.tar.gz|*.tgz|*.tar) ;;
+    *) die_usage "--bundle '$bundle': expected a .tar.xz or .tar.zst from launch/bundle.sh" ;;
+  esac
+  bundle="$(cd "$(dirname "$bundle")" && pwd)/$(basename "$bundle")"
+fi
+[ -n "${models// /}" ] || die_usage "--models is empty"
+if [ -n "$out" ]; then
+  mkdir -p "$out" || die_usage "--out '$out': cannot create it"
+else
+  out="$(mktemp -d /tmp/relora-gpu-check.XXXXXX)"
+fi
+out="$(cd "$out" && pwd)"
+log="$out/gpu_check.log"
+jsonl="$out/bench.jsonl"
+: >"$log"
+: >"$jsonl"
+exec > >(tee -a "$log") 2>&1
+tee_pid=$!
+trap 'exec >&- 2>&-; wait "$tee_pid" 2>/dev/null || true' EXIT  # let tee finish the log
+started=$SECONDS
+step() { printf '\n== %s (%d s so far)\n' "$1" $((SECONDS - started)); }
+fail() { printf '\nFAILED: %s\n(log: %s)\n' "$*" "$log"; exit 1; }
+echo "relora gpu_check: $(date -u '+%Y-%m-%dT%H:%M:%SZ') on $(hostname); output in $out"
+
+gpu_present() {
+  command -v nvidia-smi >/dev/null || { echo "no NVIDIA GPU found (nvidia-smi is not on PATH)" >&2; return 1; }
+  local list
+  list="$(nvidia-smi -L 2>&1)" || { echo "no NVIDIA GPU found (nvidia-smi -L failed: $(head -1 <<<"$list"))" >&2; return 1; }
+  grep -q '^GPU ' <<<"$list" || { echo "no NVIDIA GPU found (nvidia-smi -L lists none: $(head -1 <<<"$list"))" >&2; return 1; }
+}
+gpu_arch() {  # compute capability of GPU 0 as 90, 80, 120...; 90 when unknown
+  local cap
+  cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')" || true
+  if [[ "$cap" =~ ^[0-9]+\.[0-9]+$ ]]; then echo "${cap/./}"; else echo 90; fi
+}
+
+# ---- the binaries: unpacked bundle, this bundle tree, or a build ---------------------------
+if [ -n "$bundle" ]; then
+  step "unpack $bundle"
+  rm -rf "$out/bundle"
+  mkdir -p "$out/bundle"
+  case "$bundle" in
+    *.zst) command -v zstd >/dev/null || fail "zstd is not on PATH to unpack $bundle: rebuild the bundle with --out NAME.tar.xz"
+           zstd -dc "$bundle" | tar -C "$out/bundle" -xf - ;;
+    *) tar -C "$out/bundle" -xf "$bundle" ;;
+  esac
+  tree="$(dirname "$(find "$out/bundle" -maxdepth 3 -path '*/bin/relora' -type f | head -1)")"
+  [ "$tree" != . ] || fail "$bundle holds no bin/relora"
+  tree="$(dirname "$tree")"
+  mode=bundle
+elif [ ! -f "$here/CMakeLists.txt" ] && [ -x "$here/bin/relora" ]; then
+  tree="$here"
+  mode=bundle
+else
+  tree="$here"
+  mode=build
+fi
+for m in $models; do
+  [[ "$m" =~ ^[A-Za-z0-9_.-]+$ ]] && [ -f "$tree/configs/$m.yaml" ] ||
+    die_usage "--models: no configs/$m.yaml in $tree (have: $(ls "$tree/configs" | sed 's/\.yaml$//' | tr '\n' ' '))"
+done
+[ -f "$tree/configs/llama_1b.yaml" ] || fail "no configs/llama_1b.yaml in $tree for the memory check"
+
+if [ "$mode" = build ]; then
+  gpu_present || exit 2
+  arch="$(gpu_arch)"
+  step "build: $here/build-gpu (Release, RELORA_CUDA=ON, RELORA_CUDA_ARCHS=$arch, $(nproc) jobs)"
+  if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
+  command -v nvcc >/dev/null || fail "nvcc not found (PATH, /usr/local/cuda/bin): install the CUDA toolkit, or use --bundle"
+  cmake -S "$here" -B "$here/build-gpu" -DCMAKE_BUILD_TYPE=Release -DRELORA_CUDA=ON \
+    -DRELORA_CUDA_ARCHS="$arch" >"$out/configure.log" 2>&1 ||
+    { tail -20 "$out/configure.log"; fail "cmake configure failed (log: $out/configure.log)"; }
+  cmake --build "$here/build-gpu" -j "$(nproc)" --target relora relora_tests >"$out/build.log" 2>&1 ||
+    { grep -m 20 -i 'error' "$out/build.log" || tail -20 "$out/build.log"; fail "build failed (log: $out/build.log)"; }
+  relora="$here/build-gpu/relora"
+  tests="$here/build-gpu/relora_tests"
+else
+  relora="$tree/bin/relora"
+  tests="$tree/bin/relora_tests"
+  export LD_LIBRARY_PATH="$tree/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "bundle: $tree"
+  if [ -f "$tree/MANIFEST.txt" ]; then sed -n '1,12p' "$tree/MANIFEST.txt" | sed 's/^/  /'; fi
+  need="$(sed -n 's/^needs glibc: *>= *\([0-9.]*\).*/\1/p' "$tree/MANIFEST.txt" 2>/dev/null || true)"
+  have="$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}' || true)"
+  if [ -n "$need" ] && [ -n "$have" ] && [ "$(printf '%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; then
+    fail "the bundle needs glibc >= $need, this machine has $have (the bundled lib/libstdc++.so.6 is what needs it: try removing it and lib/libgcc_s.so.1 to use the system's)"
+  fi
+fi
+[ -x "$relora" ] && [ -x "$tests" ] || fail "missing $relora or $tests"
+export RELORA_SOURCE_DIR="$tree"   # configs/ and tests/reference/fixtures/ for the tests
+cd "$tree"
+
+# ---- shared libraries ---------------------------------------------------------------------
+step "shared libraries"
+lib_dirs() {  # candidate directories for CUDA's libraries
+  local d
+  for d in ${CUDA_HOME:-} ${CUDA_PATH:-} /usr/local/cuda /usr/local/cuda-*; do
+    [ -d "$d" ] && printf '%s\n' "$d/lib64" "$d/lib" "$d/targets/x86_64-linux/lib"
+  done
+  echo /usr/lib/x86_64-linux-gnu
+  ldconfig -p 2>/dev/null | awk -F'=> ' '/libcublas\.so|libnccl\.so/ {print $2}' | xargs -r -n1 dirname
+  if command -v python3 >/dev/null; then  # pip wheels: site-packages/nvidia/<pkg>/lib
+    python3 - 2>/dev/null <<'PY' || true
+import os, site, sys
+roots = set()
+try:
+    import nvidia
+    roots.update(nvidia.__path__)  # a namespace package: no __file__
+except Exception:
+    pass
+for p in list(getattr(site, "getsitepackages", lambda: [])()) + [site.getusersitepackages()] + sys.path:
+    if p and os.path.isdir(os.path.join(p, "nvidia")):
+        roots.add(os.path.join(p, "nvidia"))
+for r in sorted(roots):
+    print(r)
+PY
+  fi
+}
+find_lib() {  # NAME: directory holding it, searched in lib_dirs (pip trees two levels deep)
+  local d hit
+  while read -r d; do
+    [ -d "$d" ] || continue
+    hit="$(find -L "$d" -maxdepth 3 -name "$1" \( -type f -o -type l \) 2>/dev/null | head -1)"
+    [ -n "$hit" ] && { dirname "$hit"; return 0; }
+  done < <(lib_dirs | awk '!seen[$0]++')
+  return 1
+}
+loader_finds() {  # NAME: does the dynamic loader find it (LD_LIBRARY_PATH or ld.so.cache)?
+  local d
+  for d in ${LD_LIBRARY_PATH//:/ }; do [ -e "$d/$1" ] && return 0; done
+  ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$1 "
+}
+for name in libcublas.so.13 libcublasLt.so.13 libnccl.so.2; do
+  if ! loader_finds "$name"; then
+    if dir="$(find_lib "$name")"; then
+      echo "$name: not on the loader path; found in $dir: prepended to LD_LIBRARY_PATH"
+      export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    elif [ "$name" = libnccl.so.2 ]; then
+      echo "$name: not found (only multi-GPU runs load it; the Nccl tests may skip and fail this check)"
+    fi
+  fi
+done
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+missing="$( { ldd "$relora"; ldd "$tests"; } | { grep 'not found' || true; } | awk '{print $1}' | sort -u | tr '\n' ' ')"
+if [ -n "$missing" ]; then
+  { ldd "$relora" | grep 'not found' || true; } | sed 's/^[[:space:]]*/  relora: /'
+  { ldd "$tests" | grep 'not found' || true; } | sed 's/^[[:space:]]*/  relora_tests: /'
+else
+  echo "ldd: every library of relora and relora_tests resolves"
+fi
+{ ldd "$relora" | grep -E 'libcublas|libstdc|libopenblas|libgomp' || true; } | sed 's/^[[:space:]]*/  /'
+
+# ---- the GPU ------------------------------------------------------------------------------
+step "GPU"
+gpu_present || exit 2
+nvidia-smi -L
+echo "driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)," \
+     "compute capability $(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1)," \
+     "memory $(nvidia-smi --query-gpu=memory.total --format=csv,noheader | head -1)"
+if [ -n "$missing" ]; then
+  case "$missing" in
+    *libcublas*) fail "libcublas.so.13 not found: add CUDA 13's lib directory to LD_LIBRARY_PATH (look with: ldconfig -p | grep cublas; find / -name 'libcublas.so.13*' 2>/dev/null; pip's nvidia-cublas puts it under site-packages/nvidia/*/lib). Missing: $missing" ;;
+    *libmpi*) fail "the binaries link MPI directly ($missing): this machine has none; they should reach MPI through the plugin librelora_mpi.so" ;;
+    *) fail "shared libraries not found: $missing (a bundle carries all but CUDA's and glibc's in lib/)" ;;
+  esac
+fi
+if [ "$mode" = bundle ] && [ -f "$tree/MANIFEST.txt" ]; then
+  built="$(sed -n 's/^arch: *//p' "$tree/MANIFEST.txt")"
+  have="$(gpu_arch)"
+  if [[ "$built" =~ ^[0-9]+ ]] && [ "${BASH_REMATCH[0]}" -gt "$have" ]; then
+    fail "the bundle is built for sm_$built, the GPU is sm_$have: rebuild with launch/bundle.sh --arch $have"
+  fi
+  [ "$built" = "$have" ] || echo "note: bundle built for sm_$built, GPU is sm_$have: kernels are JIT-compiled from PTX at start-up"
+fi
+
+# ---- (1) the CUDA tests -------------------------------------------------------------------
+step "(1) relora_tests --gtest_filter='CudaOps.*:Nccl*:CudaModel*'"
+set +e
+timeout -k 10 300 "$tests" --gtest_filter='CudaOps.*:Nccl*:CudaModel*' --gtest_color=no >"$out/tests.log" 2>&1
+rc=$?
+set -e
+cat "$out/tests.log"
+[ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "relora_tests timed out after 300 s"
+[ "$rc" = 0 ] || fail "relora_tests: CUDA tests failed (exit $rc), see above"
+ran="$(sed -n 's/^\[==========\] \([0-9]*\) tests\{0,1\} from .* ran\..*/\1/p' "$out/tests.log" | tail -1)"
+[ "${ran:-0}" -gt 0 ] || fail "relora_tests ran no CUDA test: was it built with RELORA_CUDA=ON?"
+skipped="$({ grep -E '^\[  SKIPPED \] [A-Za-z_0-9]+\.' "$out/tests.log" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
+[ -z "$skipped" ] || fail "CUDA tests were skipped on a GPU machine (the GPU, cuBLAS or NCCL was not usable; reasons above): $skipped"
+tests_summary="$ran CUDA tests passed, none skipped"
+echo "$tests_summary"
+
+# ---- (2, 3) relora bench ------------------------------------------------------------------
+bench() {  # LABEL TIMEOUT ARGS...: runs relora bench, appends its JSON line to bench.jsonl
+  local label="$1" limit="$2" line rc
+  shift 2
+  echo "\$ relora bench $*"
+  set +e
+  line="$(timeout -k 10 "$limit" "$relora" bench "$@" 2>"$out/bench.stderr")"
+  rc=$?
+  set -e
+  cat "$out/bench.stderr"
+  [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "relora bench $label timed out after $limit s"
+  [ "$rc" = 0 ] || fail "relora bench $label exited $rc"
+  line="$(grep '^{' <<<"$line" | tail -1)"
+  [ -n "$line" ] || fail "relora bench $label printed no JSON line"
+  echo "$line"
+  case "$line" in *'"device":"cpu'*) fail "relora bench $label ran on the CPU, not the GPU" ;; esac
+  echo "{\"label\":\"$label\",${line#\{}" >>"$jsonl"
+  last="$line"
+}
+field() { { grep -o "\"$2\":[^,}]*" <<<"$1" || true; } | head -1 | cut -d: -f2- | tr -d '"'; }
+
+step "(2) relora bench: ${models}"
+for m in $models; do
+  if [ "$m" = tiny ]; then args=(--steps 20); else args=(--set model.seq_len=512 --steps 10); fi
+  for phase in full relora; do
+    bench "$m/$phase" 180 --config "configs/$m.yaml" --set train.device=cuda "${args[@]}" \
+      --warmup 2 --phase "$phase"
+  done
+done
+
+step "(3) memory: llama_1b, micro_batch 4, seq_len 512, recompute on"
+declare -A mem=()
+for phase in full relora; do
+  bench "llama_1b-mem/$phase" 240 --config configs/llama_1b.yaml --set train.device=cuda \
+    --set train.micro_batch=4 --set model.seq_len=512 --set train.recompute=true \
+    --steps 2 --warmup 1 --phase "$phase"
+  mem[$phase]="$(field "$last" peak_mem_bytes)"
+done
+[[ "${mem[full]}" =~ ^[0-9]+$ && "${mem[relora]}" =~ ^[0-9]+$ && "${mem[full]}" -gt 0 ]] ||
+  fail "the memory check's bench lines lack peak_mem_bytes (full '${mem[full]}', relora '${mem[relora]}')"
+ratio="$(awk -v r="${mem[relora]}" -v f="${mem[full]}" 'BEGIN {printf("%.3f", r / f)}')"
+mem_ok="$(awk -v x="$ratio" 'BEGIN {print (x <= 0.60) ? "yes" : "no"}')"
+echo "peak_mem_bytes: full ${mem[full]}, relora ${mem[relora]}; relora/full = $ratio (target <= 0.60: $([ "$mem_ok" = yes ] && echo met || echo MISSED))"
+
+# (4) A training run needs token shards, made by `relora data prepare` from a text corpus
+# (the quickstart's fortunes package), which a GPU node without packages lacks: not run.
+step "(4) training smoke run: skipped (no corpus on this machine for relora data prepare; bench only)"
+
+# ---- summary ------------------------------------------------------------------------------
+step "summary"
+echo "tests: $tests_summary"
+printf '%-20s %-7s %12s %9s %9s %7s %10s\n' run phase tokens/s step_ms gflops mfu peak_GiB
+while read -r line; do
+  label="$(field "$line" label)"
+  awk -v r="${label%/*}" -v p="$(field "$line" phase)" -v t="$(field "$line" tokens_per_s)" \
+    -v s="$(field "$line" step_ms)" -v g="$(field "$line" achieved_gflops)" -v m="$(field "$line" mfu)" \
+    -v b="$(field "$line" peak_mem_bytes)" \
+    'BEGIN {printf "%-20s %-7s %12.0f %9.1f %9.0f %7.3f %10.2f\n", r, p, t, s, g, m, b / 1073741824}'
+done <"$jsonl"
+echo "memory: relora/full peak = $ratio (target <= 0.60)"
+echo "device: $(field "$last" device); $(nvidia-smi -L | head -1)"
+echo "JSON lines: $jsonl; log: $log; $((SECONDS - started)) s in all"
+[ "$mem_ok" = yes ] || fail "memory target missed: relora/full peak memory $ratio > 0.60"
+echo "gpu_check: all passed"
