@@ -303,6 +303,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<Communicator> comm;
   try {
     comm = make_communicator();
+  } catch (const InputError& e) {  // the MPI plugin cannot be loaded
+    std::fprintf(stderr, "relora: error: %s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "relora: internal error: cannot start the communicator: %s\n", e.what());
     return 1;

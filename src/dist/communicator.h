@@ -1,7 +1,7 @@
 // Communicator: what ranks say to each other. LocalComm is world size 1 (no MPI needed);
-// MpiComm runs over MPI_COMM_WORLD on host memory; NcclComm (CUDA builds) all-reduces
-// gradients in device memory and hands host collectives to the MPI one. Nothing above
-// src/dist/ knows which one it has.
+// MpiComm runs over MPI_COMM_WORLD on host memory through the MPI plugin librelora_mpi.so,
+// loaded at run time; NcclComm (CUDA builds) all-reduces gradients in device memory and
+// hands host collectives to the MPI one. Nothing above src/dist/ knows which one it has.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -41,7 +41,8 @@ class Communicator {
 
 // World size 1, no MPI.
 std::unique_ptr<Communicator> make_local_comm();
-// MPI_COMM_WORLD; initialises MPI (and finalises it when destroyed).
+// MPI_COMM_WORLD; loads the MPI plugin (next to the executable, or $RELORA_MPI_PLUGIN;
+// InputError if it cannot be loaded), initialises MPI (and finalises it when destroyed).
 std::unique_ptr<Communicator> make_mpi_comm();
 // True when an MPI launcher (mpirun/mpiexec, srun with PMI/PMIx) started this process.
 bool launched_by_mpi();

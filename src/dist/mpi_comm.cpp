@@ -1,63 +1,88 @@
-// MpiComm: the communicator over MPI_COMM_WORLD, host memory. The only file (with start-up)
-// that includes mpi.h. Every MPI call is checked; MPI's default error handler
-// (MPI_ERRORS_ARE_FATAL) already ends the job on a communication failure.
-#define OMPI_SKIP_MPICXX 1  // the C API only
-#define MPICH_SKIP_MPICXX 1
-#include <mpi.h>
+// MpiComm: the communicator over MPI_COMM_WORLD, host memory, through the MPI plugin
+// (librelora_mpi.so, the C interface of mpi_api.h). The plugin is loaded only here, when an
+// MPI launcher started the process, so relora itself links no MPI: a single-process run
+// needs no MPI runtime on the node. The plugin lies next to the relora executable, or where
+// RELORA_MPI_PLUGIN says; it stays loaded until the process exits.
+#include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
-#include <vector>
+#include <cstring>
+#include <string>
 
 #include "core/errors.h"
 #include "dist/communicator.h"
+#include "dist/mpi_api.h"
 
-#define MPI_CHECK(call)                                                      \
-  do {                                                                       \
-    int mpi_rc_ = (call);                                                    \
-    if (mpi_rc_ != MPI_SUCCESS) {                                            \
-      char mpi_msg_[MPI_MAX_ERROR_STRING];                                   \
-      int mpi_len_ = 0;                                                      \
-      MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                        \
-      RELORA_CHECK(false, #call " failed: " << std::string(mpi_msg_, mpi_len_)); \
-    }                                                                        \
+// A plugin call: its failure is an InternalError with the plugin's message.
+#define PLUGIN_CHECK(call)                             \
+  do {                                                 \
+    err_[0] = '\0';                                    \
+    const int plugin_rc_ = (call);                     \
+    RELORA_CHECK(plugin_rc_ == 0, #call ": " << err_); \
   } while (0)
 
 namespace relora {
 namespace {
 
-MPI_Op mpi_op(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum:
-    case ReduceOp::avg: return MPI_SUM;
-    case ReduceOp::min: return MPI_MIN;
-    case ReduceOp::max: return MPI_MAX;
-  }
-  return MPI_SUM;
+// MPI counts are int: reduce and broadcast in pieces of at most 1 Gi elements.
+constexpr int64_t kMaxCount = 1 << 30;
+
+// The directory of the running executable.
+std::string executable_dir() {
+  std::string path(4096, '\0');
+  const ssize_t n = readlink("/proc/self/exe", path.data(), path.size());
+  RELORA_CHECK(n > 0 && n < static_cast<ssize_t>(path.size()),
+               "readlink(/proc/self/exe): " << std::strerror(errno));
+  path.resize(static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
 }
 
-// MPI counts are int: reduce in pieces of at most 1 Gi elements.
-constexpr int64_t kMaxCount = 1 << 30;
+std::string plugin_path() {
+  const char* path = std::getenv("RELORA_MPI_PLUGIN");
+  return path && *path ? path : executable_dir() + "/librelora_mpi.so";
+}
+
+[[noreturn]] void plugin_error(const std::string& path, const std::string& what) {
+  RELORA_INPUT_ERROR("an MPI launcher started this process, but the MPI plugin "
+                     << path << " " << what
+                     << "; install the MPI runtime relora was built with (ldd on the plugin names it), "
+                        "keep librelora_mpi.so next to the relora executable (or set RELORA_MPI_PLUGIN), "
+                        "or run without mpirun for a single process");
+}
+
+// Loads the plugin. RTLD_GLOBAL: some MPI builds dlopen components of their own that look
+// up libmpi's symbols in the global scope (mpi4py loads MPI so too; the Debian 12 Open MPI
+// also works with RTLD_LOCAL); the plugin itself exports only its entry point.
+const RelMpiApi& load_plugin() {
+  const std::string path = plugin_path();
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL);
+  if (!handle) plugin_error(path, std::string("cannot be loaded: ") + dlerror());
+  void* entry = dlsym(handle, RELORA_MPI_API_SYMBOL);
+  if (!entry) plugin_error(path, std::string("is not relora's MPI plugin: ") + dlerror());
+  const RelMpiApi* api = reinterpret_cast<RelMpiApiEntry>(entry)(RELORA_MPI_API_VERSION);
+  if (!api) plugin_error(path, "is of another relora build (interface version differs)");
+  return *api;
+}
+
+RelMpiOp plugin_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum:
+    case ReduceOp::avg: return REL_MPI_SUM;
+    case ReduceOp::min: return REL_MPI_MIN;
+    case ReduceOp::max: return REL_MPI_MAX;
+  }
+  return REL_MPI_SUM;
+}
 
 class MpiComm final : public Communicator {
  public:
-  MpiComm() {
-    int initialised = 0;
-    MPI_CHECK(MPI_Initialized(&initialised));
-    if (!initialised) {
-      int provided = 0;
-      MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
-      owns_mpi_ = true;
-    }
-    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
-    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_));
-    MPI_Comm node;
-    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
-    MPI_CHECK(MPI_Comm_rank(node, &local_rank_));
-    MPI_CHECK(MPI_Comm_free(&node));
-  }
+  MpiComm() : api_(load_plugin()) { PLUGIN_CHECK(api_.init(&rank_, &world_, &local_rank_, err_)); }
   ~MpiComm() override {
-    if (owns_mpi_) MPI_Finalize();
+    if (api_.finalize(err_) != 0) std::fprintf(stderr, "relora: warning: %s\n", err_);
   }
 
   int rank() const override { return rank_; }
@@ -67,64 +92,52 @@ class MpiComm final : public Communicator {
 
   void all_reduce(float* data, int64_t n, ReduceOp op) override {
     RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "float all_reduce: sum or avg");
-    reduce(data, n, MPI_FLOAT, mpi_op(op));
+    reduce(data, n, REL_MPI_FLOAT, plugin_op(op));
     if (op == ReduceOp::avg) {
       const float inv = 1.0f / static_cast<float>(world_);
       for (int64_t i = 0; i < n; ++i) data[i] *= inv;
     }
   }
   void all_reduce(double* data, int64_t n, ReduceOp op) override {
-    reduce(data, n, MPI_DOUBLE, mpi_op(op));
+    reduce(data, n, REL_MPI_DOUBLE, plugin_op(op));
     if (op == ReduceOp::avg)
       for (int64_t i = 0; i < n; ++i) data[i] /= world_;
   }
   void all_reduce(uint64_t* data, int64_t n, ReduceOp op) override {
     RELORA_CHECK(op != ReduceOp::avg, "uint64 all_reduce: sum, min or max");
-    reduce(data, n, MPI_UINT64_T, mpi_op(op));
+    reduce(data, n, REL_MPI_UINT64, plugin_op(op));
   }
 
   void all_reduce_sum_start(float* data, int64_t n) override {
-    for (int64_t done = 0; done < n; done += kMaxCount) {
-      requests_.emplace_back();
-      MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data + done, static_cast<int>(std::min(kMaxCount, n - done)),
-                               MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &requests_.back()));
-    }
+    for (int64_t done = 0; done < n; done += kMaxCount)
+      PLUGIN_CHECK(api_.all_reduce_sum_start(data + done, piece(n - done), err_));
   }
-  void progress() override {
-    if (requests_.empty()) return;
-    int all_done = 0;
-    MPI_CHECK(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &all_done,
-                          MPI_STATUSES_IGNORE));
-  }
-  void wait_all() override {
-    if (requests_.empty()) return;
-    MPI_CHECK(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE));
-    requests_.clear();
-  }
+  void progress() override { PLUGIN_CHECK(api_.progress(err_)); }
+  void wait_all() override { PLUGIN_CHECK(api_.wait_all(err_)); }
 
   void broadcast(void* data, int64_t bytes, int root) override {
     char* p = static_cast<char*>(data);
     for (int64_t done = 0; done < bytes; done += kMaxCount)
-      MPI_CHECK(MPI_Bcast(p + done, static_cast<int>(std::min(kMaxCount, bytes - done)), MPI_BYTE, root,
-                          MPI_COMM_WORLD));
+      PLUGIN_CHECK(api_.broadcast(p + done, piece(bytes - done), root, err_));
   }
-  void barrier() override { MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+  void barrier() override { PLUGIN_CHECK(api_.barrier(err_)); }
   [[noreturn]] void abort(int exit_code) override {
-    MPI_Abort(MPI_COMM_WORLD, exit_code);
+    api_.abort(exit_code);
     std::_Exit(exit_code);
   }
 
  private:
+  static int piece(int64_t left) { return static_cast<int>(std::min(kMaxCount, left)); }
+
   template <typename T>
-  void reduce(T* data, int64_t n, MPI_Datatype type, MPI_Op op) {
+  void reduce(T* data, int64_t n, RelMpiType type, RelMpiOp op) {
     for (int64_t done = 0; done < n; done += kMaxCount)
-      MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + done, static_cast<int>(std::min(kMaxCount, n - done)),
-                              type, op, MPI_COMM_WORLD));
+      PLUGIN_CHECK(api_.all_reduce(data + done, piece(n - done), type, op, err_));
   }
 
+  const RelMpiApi& api_;
   int rank_ = 0, world_ = 1, local_rank_ = 0;
-  bool owns_mpi_ = false;
-  std::vector<MPI_Request> requests_;
+  char err_[RELORA_MPI_ERROR_LEN] = {};
 };
 
 }  // namespace
