@@ -4,7 +4,8 @@
 // communicator. NCCL runs on its own stream: a bucket's all-reduce waits for an event
 // recorded on the compute stream at the moment backward marked it ready, and wait_all()
 // polls for completion, checking ncclCommGetAsyncError, so a dead peer or a broken network
-// ends the job with a message after train.comm_timeout instead of hanging it.
+// ends the job with a message after train.comm_timeout instead of hanging it. Not covered by
+// the timeout: ncclCommInitRank at start-up (it blocks until every rank has joined).
 // libnccl.so.2 is loaded with dlopen when the first NcclComm is made, so single-GPU and CPU
 // runs of a CUDA build need no NCCL installed.
 #include <dlfcn.h>
@@ -84,15 +85,22 @@ class NcclComm final : public Communicator {
     std::memset(&id, 0, sizeof(id));
     if (host_.rank() == 0) NCCL_CHECK(nccl.get_unique_id(&id));
     host_.broadcast(&id, sizeof(id), 0);
+    int version = 0;
+    NCCL_CHECK(nccl.get_version(&version));
+    if (version < 21000)
+      RELORA_INPUT_ERROR("libnccl.so.2 is NCCL " << version << "; relora needs NCCL 2.10 or newer (ncclAvg)");
     NCCL_CHECK(nccl.comm_init_rank(&comm_, host_.world_size(), id, host_.rank()));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
+  // Unwinding with all-reduces still pending (an error mid-step) or after a failure: abort
+  // the communicator (ncclCommAbort frees it), never wait on it or destroy it twice.
   ~NcclComm() override {
+    if (started_ > 0) abort_comm();
     for (cudaEvent_t e : ready_events_) cudaEventDestroy(e);
     cudaEventDestroy(done_);
     cudaStreamDestroy(stream_);
-    nccl_api().comm_destroy(comm_);
+    if (comm_ != nullptr && !aborted_) nccl_api().comm_destroy(comm_);
   }
 
   int rank() const override { return host_.rank(); }
@@ -127,13 +135,13 @@ class NcclComm final : public Communicator {
       ncclResult_t async_error = ncclSuccess;
       NCCL_CHECK(nccl_api().get_async_error(comm_, &async_error));
       if (async_error != ncclSuccess) {
-        nccl_api().comm_abort(comm_);
+        abort_comm();
         throw InternalError(std::string("NCCL all-reduce failed: ") + nccl_api().error_string(async_error) +
                             " (a peer rank died or the network failed); ending the job");
       }
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
       if (waited > static_cast<double>(timeout_s_)) {
-        nccl_api().comm_abort(comm_);
+        abort_comm();
         throw InternalError("NCCL all-reduce did not complete within train.comm_timeout (" +
                             std::to_string(timeout_s_) + " s): a peer rank is stuck or gone; ending the job");
       }
@@ -146,12 +154,16 @@ class NcclComm final : public Communicator {
   void broadcast(void* data, int64_t bytes, int root) override { host_.broadcast(data, bytes, root); }
   void barrier() override { host_.barrier(); }
   [[noreturn]] void abort(int exit_code) override {
-    nccl_api().comm_abort(comm_);
+    abort_comm();
     host_.abort(exit_code);
     std::_Exit(exit_code);  // not reached: host_.abort ends the process
   }
 
  private:
+  void abort_comm() noexcept {
+    if (comm_ != nullptr && !aborted_) nccl_api().comm_abort(comm_);
+    aborted_ = true;
+  }
   // Queues an all-reduce of data(n) on the NCCL stream after the compute stream's work so far.
   void start(float* data, int64_t n, ncclRedOp_t op) {
     if (started_ == static_cast<int>(ready_events_.size())) {
@@ -171,6 +183,7 @@ class NcclComm final : public Communicator {
   cudaEvent_t done_ = nullptr;
   std::vector<cudaEvent_t> ready_events_;  // one per bucket started this update, reused
   int started_ = 0;
+  bool aborted_ = false;
 };
 
 }  // namespace

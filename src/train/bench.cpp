@@ -85,21 +85,29 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
       }
   };
   const float lr = cfg.optimizer.lr;
-  for (; step_index < options.warmup; ++step_index) {
-    step.accumulate(synthetic);
-    step.apply(lr, cfg.optimizer.grad_clip);
-  }
-  comm.barrier();
   double stages[4] = {0.0, 0.0, 0.0, 0.0};  // forward, backward, optimizer, comm
-  const auto start = Clock::now();
-  for (int s = 0; s < options.steps; ++s, ++step_index) {
-    step.accumulate(synthetic);
-    step.apply(lr, cfg.optimizer.grad_clip);
-    const StepTimes& t = step.times();
-    stages[0] += t.forward_ms;
-    stages[1] += t.backward_ms;
-    stages[2] += t.optimizer_ms;
-    stages[3] += t.comm_ms;
+  Clock::time_point start;
+  try {
+    for (; step_index < options.warmup; ++step_index) {
+      step.accumulate(synthetic);
+      step.apply(lr, cfg.optimizer.grad_clip);
+    }
+    comm.barrier();
+    start = Clock::now();
+    for (int s = 0; s < options.steps; ++s, ++step_index) {
+      step.accumulate(synthetic);
+      step.apply(lr, cfg.optimizer.grad_clip);
+      const StepTimes& t = step.times();
+      stages[0] += t.forward_ms;
+      stages[1] += t.backward_ms;
+      stages[2] += t.optimizer_ms;
+      stages[3] += t.comm_ms;
+    }
+  } catch (...) {
+    // An error mid-step: end NCCL's pending all-reduces before the buckets are freed (freeing
+    // waits for the device, which would wait for peers forever).
+    grad_comm.reset();
+    throw;
   }
   double wall_s = seconds_since(start);
   // Memory: the host's peak RSS, or on a GPU the device memory the run holds (allocated
