@@ -2,12 +2,14 @@
 // claim to be a device backend), HostDeviceMemory serves Device::cuda tensors from host
 // memory and counts the bytes, so the model's device code paths run and are measured on the CPU.
 #pragma once
-#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/ops.h"
+#include "core/arena.h"
 #include "core/errors.h"
 #include "core/tensor.h"
 
@@ -98,19 +100,29 @@ class ForwardingOps : public Ops {
 };
 
 
+// Device memory in host memory, from an Arena like the CUDA backend's, counting the bytes
+// requested.
 class HostDeviceMemory final : public DeviceMemory {
  public:
+  void reserve(int64_t bytes) override {
+    if (arena_ && arena_->capacity() >= bytes) return;
+    RELORA_CHECK(!arena_ || arena_->in_use() == 0, "growing an arena in use");
+    block_.assign(static_cast<size_t>(bytes), 0);
+    arena_ = std::make_unique<Arena>(bytes);
+  }
   void* allocate(size_t bytes) override {
-    void* p = std::calloc(1, bytes + sizeof(size_t));
-    RELORA_CHECK(p != nullptr, "out of memory");
-    *static_cast<size_t*>(p) = bytes;
+    RELORA_CHECK(arena_ != nullptr, "allocation before reserve");
+    char* p = block_.data() + arena_->allocate(static_cast<int64_t>(bytes));
+    std::memset(p, 0, bytes);
+    sizes_[p] = bytes;
     in_use_ += static_cast<int64_t>(bytes);
-    return static_cast<char*>(p) + sizeof(size_t);
+    return p;
   }
   void release(void* p) override {
-    char* base = static_cast<char*>(p) - sizeof(size_t);
-    in_use_ -= static_cast<int64_t>(*reinterpret_cast<size_t*>(base));
-    std::free(base);
+    const auto it = sizes_.find(p);
+    in_use_ -= static_cast<int64_t>(it->second);
+    sizes_.erase(it);
+    arena_->release(static_cast<char*>(p) - block_.data());
   }
   void copy_to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
@@ -119,6 +131,9 @@ class HostDeviceMemory final : public DeviceMemory {
   int64_t bytes_in_use() const override { return in_use_; }
 
  private:
+  std::vector<char> block_;
+  std::unique_ptr<Arena> arena_;
+  std::map<void*, size_t> sizes_;
   int64_t in_use_ = 0;
 };
 

@@ -20,6 +20,7 @@
 #include "dist/collective.h"
 #include "dist/communicator.h"
 #include "model/llama.h"
+#include "model/memory_budget.h"
 #include "optim/adamw.h"
 #include "train/bench.h"
 #include "train/evaluate.h"
@@ -217,6 +218,7 @@ int cmd_eval(Communicator& comm, const Args& a) {
     configure_threads(cfg.train.threads);
     ops = make_backend(cfg.train.device, cfg.train.devices, comm.local_rank()).ops;
     data = std::make_unique<Loader>(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false);
+    reserve_device_arena(cfg.model, cfg.relora, *ops, cfg.train.micro_batch, false);
     model = std::make_unique<Llama>(cfg.model, cfg.relora, *ops, cfg.train.micro_batch);
     model->init_weights(cfg.train.seed);
     if (!a.checkpoint.empty()) {

@@ -17,11 +17,17 @@ enum class Device { cpu, cuda };
 
 const char* device_name(Device device);
 
-// Allocation and copies for Device::cuda. Copies and zeroing are ordered with the backend's
-// compute stream; a copy to or from host memory returns when the host buffer may be used.
+// Allocation and copies for Device::cuda. Every allocation comes from one arena reserved
+// before the first one (reserve_device_arena in model/memory_budget.h sizes it from the
+// memory budget). Copies and zeroing are ordered with the backend's compute stream; a copy
+// to or from host memory returns when the host buffer may be used.
 class DeviceMemory {
  public:
   virtual ~DeviceMemory() = default;
+  // Makes the arena at least `bytes` large: a no-op when it already is, else (only while
+  // nothing is allocated from it) a new block. Throws InternalError when the device lacks
+  // the memory or allocations are live.
+  virtual void reserve(int64_t bytes) = 0;
   virtual void* allocate(size_t bytes) = 0;  // zero-filled; throws InternalError when full
   virtual void release(void* p) = 0;
   virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;

@@ -2,6 +2,7 @@
 // Llama and LoraLinear allocate them.
 #include "model/memory_budget.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "model/llama.h"
@@ -46,6 +47,14 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
   budget.optimizer = 2 * kFloat * trainable;
   budget.activations = kFloat * activations;
   return budget;
+}
+
+void reserve_device_arena(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                          int max_batch, bool recompute) {
+  if (ops.device() != Device::cuda) return;
+  const int64_t largest = std::max(memory_budget(model, relora, ops, max_batch, recompute, false).total(),
+                                   memory_budget(model, relora, ops, max_batch, recompute, true).total());
+  device_memory()->reserve(largest + largest / 20 + (64 << 20));
 }
 
 std::string describe(const MemoryBudget& b) {

@@ -14,6 +14,7 @@
 #include "core/errors.h"
 #include "core/rng.h"
 #include "model/llama.h"
+#include "model/memory_budget.h"
 #include "optim/adamw.h"
 #include "relora/restart.h"
 #include "train/step.h"
@@ -59,6 +60,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
 
   std::unique_ptr<Ops> ops = make_backend(cfg.train.device, cfg.train.devices, comm.local_rank()).ops;
   r.device = ops->device_name();
+  reserve_device_arena(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);

@@ -31,6 +31,7 @@ class CudaModel : public ::testing::Test {
     std::string why;
     if (cuda::device_count(&why) == 0) GTEST_SKIP() << "no usable CUDA device: " << why;
     gpu_ = cuda::make_cuda_ops(0);
+    device_memory()->reserve(int64_t{256} << 20);  // the small models fit many times over
     cpu_ = make_cpu_ops();
   }
   std::unique_ptr<Ops> gpu_, cpu_;

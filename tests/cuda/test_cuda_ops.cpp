@@ -80,6 +80,7 @@ class CudaOps : public ::testing::Test {
     std::string why;
     if (cuda::device_count(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
     gpu = cuda::make_cuda_ops(0);
+    device_memory()->reserve(int64_t{256} << 20);  // every test's tensors fit in 256 MiB
     cpu = make_cpu_ops();
   }
   std::unique_ptr<Ops> gpu, cpu;

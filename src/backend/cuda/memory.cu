@@ -1,11 +1,15 @@
-// DeviceMemory for Device::cuda tensors: cudaMalloc/cudaFree, copies and zeroing ordered on
-// the compute stream, and a count of the bytes allocated through it.
+// DeviceMemory for Device::cuda tensors: one cudaMalloc'd block reserved at start-up and
+// handed out by an Arena (no cudaMalloc/cudaFree while training, and a release needs no
+// synchronisation: every later use of the range is queued on the same compute stream),
+// copies and zeroing ordered on the compute stream, and a count of the bytes allocated.
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
 
 #include "backend/cuda/check.h"
+#include "core/arena.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/stream.h"
 
@@ -16,48 +20,60 @@ class CudaMemory final : public DeviceMemory {
  public:
   explicit CudaMemory(int device) : device_(device) {}
 
+  void reserve(int64_t bytes) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (arena_ && arena_->capacity() >= bytes) return;
+    RELORA_CHECK(!arena_ || arena_->in_use() == 0,
+                 "growing the device arena to " << bytes << " bytes while " << arena_->in_use()
+                                                << " are allocated from it");
+    CUDA_CHECK(cudaSetDevice(device_));
+    if (base_ != nullptr) CUDA_CHECK(cudaFree(base_));
+    base_ = nullptr;
+    arena_.reset();
+    const cudaError_t err = cudaMalloc(&base_, static_cast<size_t>(bytes));
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // clear the (non-sticky) allocation error
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      base_ = nullptr;
+      RELORA_INPUT_ERROR("device " << device_ << " cannot hold this run: " << bytes / 1e9
+                                   << " GB needed (the memory budget printed above), "
+                                   << free_bytes / 1e9 << " GB free of " << total_bytes / 1e9
+                                   << " (" << cudaGetErrorString(err)
+                                   << "); lower train.micro_batch or set train.recompute: true");
+    }
+    arena_ = std::make_unique<Arena>(bytes);
+  }
+
   // Zero-filled by a memset queued on the compute stream, so every later use on the stream
   // sees zeros.
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
-    CUDA_CHECK(cudaSetDevice(device_));
-    void* p = nullptr;
-    const cudaError_t err = cudaMalloc(&p, bytes);
-    if (err != cudaSuccess) {
-      cudaGetLastError();  // clear the (non-sticky) allocation error
-      std::ostringstream oss;
-      oss << "cudaMalloc of " << bytes << " bytes on device " << device_ << ": "
-          << cudaGetErrorString(err) << " (" << bytes_in_use() << " bytes in use by tensors)";
-      throw InternalError(oss.str());
-    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    RELORA_CHECK(arena_ != nullptr, "device allocation before the arena was reserved");
+    char* p = static_cast<char*>(base_) + arena_->allocate(static_cast<int64_t>(bytes));
     try {
+      CUDA_CHECK(cudaSetDevice(device_));
       CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, compute_stream()));
-      std::lock_guard<std::mutex> lock(mutex_);
-      sizes_[p] = bytes;
     } catch (...) {
-      cudaFree(p);
+      arena_->release(p - static_cast<char*>(base_));
       throw;
     }
+    sizes_[p] = bytes;
     bytes_in_use_ += static_cast<int64_t>(bytes);
     return p;
   }
 
-  // Never throws: it runs in shared_ptr deleters, possibly while the process exits and the
-  // CUDA runtime unloads (cudaErrorCudartUnloading). Waits for the compute stream first so no
-  // queued kernel still uses the memory; errors are ignored (and cleared).
+  // Never throws: it runs in shared_ptr deleters, possibly while the process exits.
   void release(void* p) noexcept override {
     if (p == nullptr) return;
-    cudaSetDevice(device_);
-    cudaStreamSynchronize(compute_stream());
-    cudaFree(p);
-    cudaGetLastError();
     try {
       std::lock_guard<std::mutex> lock(mutex_);
       const auto it = sizes_.find(p);
-      if (it != sizes_.end()) {
-        bytes_in_use_ -= static_cast<int64_t>(it->second);
-        sizes_.erase(it);
-      }
+      if (it == sizes_.end()) return;
+      bytes_in_use_ -= static_cast<int64_t>(it->second);
+      sizes_.erase(it);
+      arena_->release(static_cast<char*>(p) - static_cast<char*>(base_));
     } catch (...) {
     }
   }
@@ -94,6 +110,8 @@ class CudaMemory final : public DeviceMemory {
   const int device_;
   std::atomic<int64_t> bytes_in_use_{0};
   std::mutex mutex_;
+  void* base_ = nullptr;          // the arena's block (under mutex_)
+  std::unique_ptr<Arena> arena_;  // offsets into base_ (under mutex_)
   std::unordered_map<void*, size_t> sizes_;  // live allocations (under mutex_)
 };
 
