@@ -340,6 +340,12 @@ void check_attention(Ops& gpu, Ops& cpu, int B, int T, int H, int D) {
 TEST_F(CudaOps, Attention) { check_attention(*gpu, *cpu, 2, 64, 4, 16); }
 TEST_F(CudaOps, AttentionSingleHeadOddSizes) { check_attention(*gpu, *cpu, 3, 37, 1, 8); }
 TEST_F(CudaOps, AttentionOnePosition) { check_attention(*gpu, *cpu, 2, 1, 4, 16); }
+// T = 6144: one head's scores and their gradient take 302 MB, so a 1 GiB pass holds 3 of
+// the 4 heads: passes of 3 heads and 1 (the CPU reference keeps 604 MB of probabilities).
+TEST_F(CudaOps, AttentionLongSequenceInSeveralPasses) {
+  device_memory()->reserve(int64_t{3} << 30);
+  check_attention(*gpu, *cpu, 1, 6144, 4, 8);
+}
 
 TEST_F(CudaOps, Swiglu) {
   const int64_t n = 1003;

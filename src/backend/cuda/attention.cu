@@ -2,15 +2,17 @@
 //
 // Layout: q, k, v, out (B,T,H,D) with rows of C = H*D floats. For batch index b and head h,
 // Q_h = the (T,D) row-major matrix starting at q + b*T*C + h*D with row stride C; the next
-// head starts D floats later. So one strided-batched product per b covers the H heads:
-// lda = C, stride between batch entries = D. The (T,T) matrices of all heads live in
-// scratch as S(H,T,T) (row stride T, head stride T*T); backward's dP(H,T,T) follows S.
+// head starts D floats later. So one strided-batched product per (b, pass) covers the G
+// heads of a pass: lda = C, stride between batch entries = D. A pass takes as many heads as
+// keep its (T,T) matrices within kScratchBytes (all H for usual lengths; fewer for long
+// sequences, at least one), in scratch as S(G,T,T) (row stride T, head stride T*T);
+// backward's dP(G,T,T) follows S.
 //
-// Forward, per b (scale = 1/sqrt(D)):
+// Forward, per b and pass (scale = 1/sqrt(D)):
 //   S_h = scale * Q_h K_h^T                          (M=T, N=T, K=D; B operand transposed)
 //   P_h = causal softmax of S_h's rows, in place;    lse[b,h,t] = max + log(sum exp(s - max))
 //   out_h = P_h V_h                                  (M=T, N=D, K=T)
-// Backward, per b, recomputing the probabilities from the saved lse:
+// Backward, per b and pass, recomputing the probabilities from the saved lse:
 //   S_h = scale * Q_h K_h^T;   P_h = exp(S_h - lse) for j <= t, 0 above the diagonal
 //   dV_h = P_h^T dO_h                                (M=T, N=D, K=T; A operand transposed)
 //   dP_h = dO_h V_h^T                                (M=T, N=T, K=D; B operand transposed)
@@ -19,6 +21,7 @@
 //   dK_h = scale * dS_h^T Q_h                        (M=T, N=D, K=T; A operand transposed)
 // Products run as bf16 x bf16 -> fp32 (CUBLAS_COMPUTE_32F_FAST_16BF), softmax in fp32. The
 // full (T,T) products are computed (the upper triangle is wasted work, masked by the kernels).
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cuda/check.h"
@@ -29,6 +32,7 @@ namespace relora::cuda {
 namespace {
 
 constexpr int kSoftmaxThreads = 256;
+constexpr int64_t kScratchBytes = int64_t{1} << 30;  // S and dP of one pass together
 
 // S(rows, T), row = h*T + t: the causal softmax of s[0..t] in place (0 for j > t) and
 // lse[row] = max + log(sum_j<=t exp(s_j - max)). The reductions' reads finish before the
@@ -92,25 +96,34 @@ void per_head_gemm(cublasHandle_t handle, bool trans_a, bool trans_b, int M, int
 
 }  // namespace
 
+int attention_heads_per_pass(int T, int H) {
+  const int64_t per_head = 2 * static_cast<int64_t>(T) * T * static_cast<int64_t>(sizeof(float));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(H, kScratchBytes / per_head)));
+}
+
 void attention_forward(cublasHandle_t handle, cudaStream_t stream, float* out, float* lse,
                        const float* q, const float* k, const float* v, float* scratch, int B,
                        int T, int H, int D) {
   const int C = H * D;
   const int64_t TT = static_cast<int64_t>(T) * T;
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
-  float* S = scratch;  // (H,T,T)
+  const int G = attention_heads_per_pass(T, H);
+  float* S = scratch;  // (G,T,T)
   for (int b = 0; b < B; ++b) {
-    const int64_t offset = static_cast<int64_t>(b) * T * C;  // (b, t=0, h=0, d=0)
-    const HeadMatrix Q{q + offset, C, D}, K{k + offset, C, D}, V{v + offset, C, D};
-    // S_h(T,T) = scale * Q_h(T,D) K_h(T,D)^T
-    per_head_gemm(handle, false, true, T, T, D, scale, Q, K, S, T, TT, H);
-    // P_h = softmax rows of S_h; lse(b, h, t)
-    causal_softmax_kernel<<<H * T, kSoftmaxThreads, 0, stream>>>(
-        S, lse + static_cast<int64_t>(b) * H * T, T);
-    CUDA_CHECK_LAUNCH();
-    // out_h(T,D) = P_h(T,T) V_h(T,D)
-    per_head_gemm(handle, false, false, T, D, T, 1.0f, HeadMatrix{S, T, TT}, V, out + offset, C,
-                  D, H);
+    for (int h0 = 0; h0 < H; h0 += G) {
+      const int heads = std::min(G, H - h0);
+      const int64_t offset = static_cast<int64_t>(b) * T * C + static_cast<int64_t>(h0) * D;  // (b, 0, h0, 0)
+      const HeadMatrix Q{q + offset, C, D}, K{k + offset, C, D}, V{v + offset, C, D};
+      // S_h(T,T) = scale * Q_h(T,D) K_h(T,D)^T
+      per_head_gemm(handle, false, true, T, T, D, scale, Q, K, S, T, TT, heads);
+      // P_h = softmax rows of S_h; lse(b, h, t)
+      causal_softmax_kernel<<<heads * T, kSoftmaxThreads, 0, stream>>>(
+          S, lse + (static_cast<int64_t>(b) * H + h0) * T, T);
+      CUDA_CHECK_LAUNCH();
+      // out_h(T,D) = P_h(T,T) V_h(T,D)
+      per_head_gemm(handle, false, false, T, D, T, 1.0f, HeadMatrix{S, T, TT}, V, out + offset, C,
+                    D, heads);
+    }
   }
 }
 
@@ -121,30 +134,34 @@ void attention_backward(cublasHandle_t handle, cudaStream_t stream, float* dq, f
   const int C = H * D;
   const int64_t TT = static_cast<int64_t>(T) * T;
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
-  float* S = scratch;            // (H,T,T): scores, then probabilities P
-  float* dP = scratch + H * TT;  // (H,T,T): dP, then dS
+  const int G = attention_heads_per_pass(T, H);
+  float* S = scratch;            // (G,T,T): scores, then probabilities P
+  float* dP = scratch + G * TT;  // (G,T,T): dP, then dS
   for (int b = 0; b < B; ++b) {
-    const int64_t offset = static_cast<int64_t>(b) * T * C;
-    const HeadMatrix Q{q + offset, C, D}, K{k + offset, C, D}, V{v + offset, C, D};
-    const HeadMatrix dO{d_out + offset, C, D};
-    const HeadMatrix P{S, T, TT}, dS{dP, T, TT};
-    // S_h = scale * Q_h K_h^T, then P_h = exp(S_h - lse) (causal)
-    per_head_gemm(handle, false, true, T, T, D, scale, Q, K, S, T, TT, H);
-    const int64_t rows = static_cast<int64_t>(H) * T;
-    recompute_probabilities_kernel<<<grid_stride_blocks(rows * T), kElementwiseThreads, 0,
-                                     stream>>>(S, lse + static_cast<int64_t>(b) * H * T, rows, T);
-    CUDA_CHECK_LAUNCH();
-    // dV_h(T,D) = P_h(T,T)^T dO_h(T,D)
-    per_head_gemm(handle, true, false, T, D, T, 1.0f, P, dO, dv + offset, C, D, H);
-    // dP_h(T,T) = dO_h(T,D) V_h(T,D)^T
-    per_head_gemm(handle, false, true, T, T, D, 1.0f, dO, V, dP, T, TT, H);
-    // dS_h = P_h .* (dP_h - rowsum(P_h .* dP_h)), in place
-    softmax_backward_kernel<<<H * T, kSoftmaxThreads, 0, stream>>>(dP, S, T);
-    CUDA_CHECK_LAUNCH();
-    // dQ_h(T,D) = scale * dS_h(T,T) K_h(T,D)
-    per_head_gemm(handle, false, false, T, D, T, scale, dS, K, dq + offset, C, D, H);
-    // dK_h(T,D) = scale * dS_h(T,T)^T Q_h(T,D)
-    per_head_gemm(handle, true, false, T, D, T, scale, dS, Q, dk + offset, C, D, H);
+    for (int h0 = 0; h0 < H; h0 += G) {
+      const int heads = std::min(G, H - h0);
+      const int64_t offset = static_cast<int64_t>(b) * T * C + static_cast<int64_t>(h0) * D;
+      const HeadMatrix Q{q + offset, C, D}, K{k + offset, C, D}, V{v + offset, C, D};
+      const HeadMatrix dO{d_out + offset, C, D};
+      const HeadMatrix P{S, T, TT}, dS{dP, T, TT};
+      // S_h = scale * Q_h K_h^T, then P_h = exp(S_h - lse) (causal)
+      per_head_gemm(handle, false, true, T, T, D, scale, Q, K, S, T, TT, heads);
+      const int64_t rows = static_cast<int64_t>(heads) * T;
+      recompute_probabilities_kernel<<<grid_stride_blocks(rows * T), kElementwiseThreads, 0,
+                                       stream>>>(S, lse + (static_cast<int64_t>(b) * H + h0) * T, rows, T);
+      CUDA_CHECK_LAUNCH();
+      // dV_h(T,D) = P_h(T,T)^T dO_h(T,D)
+      per_head_gemm(handle, true, false, T, D, T, 1.0f, P, dO, dv + offset, C, D, heads);
+      // dP_h(T,T) = dO_h(T,D) V_h(T,D)^T
+      per_head_gemm(handle, false, true, T, T, D, 1.0f, dO, V, dP, T, TT, heads);
+      // dS_h = P_h .* (dP_h - rowsum(P_h .* dP_h)), in place
+      softmax_backward_kernel<<<heads * T, kSoftmaxThreads, 0, stream>>>(dP, S, T);
+      CUDA_CHECK_LAUNCH();
+      // dQ_h(T,D) = scale * dS_h(T,T) K_h(T,D)
+      per_head_gemm(handle, false, false, T, D, T, scale, dS, K, dq + offset, C, D, heads);
+      // dK_h(T,D) = scale * dS_h(T,T)^T Q_h(T,D)
+      per_head_gemm(handle, true, false, T, D, T, scale, dS, Q, dk + offset, C, D, heads);
+    }
   }
 }
 

@@ -215,9 +215,9 @@ class CudaOps final : public Ops {
     return static_cast<int64_t>(B) * H * T;
   }
 
-  // S(H,T,T) and dP(H,T,T).
+  // S(G,T,T) and dP(G,T,T) for the G heads of one pass.
   int64_t attention_scratch_floats(int T, int H) const override {
-    return 2 * static_cast<int64_t>(H) * T * T;
+    return 2 * static_cast<int64_t>(cuda::attention_heads_per_pass(T, H)) * T * T;
   }
 
   // ---- SwiGLU --------------------------------------------------------------------------------

@@ -80,7 +80,8 @@ void launch_cross_entropy(cudaStream_t stream, float* d_logits, float* losses,
                           float d_loss_scale);
 
 // ---- attention.cu -------------------------------------------------------------------------
-// lse(B,H,T) saved; scratch holds 2*H*T*T floats.
+// lse(B,H,T) saved; scratch holds 2*G*T*T floats, G = attention_heads_per_pass(T, H).
+int attention_heads_per_pass(int T, int H);
 void attention_forward(cublasHandle_t handle, cudaStream_t stream, float* out, float* lse,
                        const float* q, const float* k, const float* v, float* scratch, int B,
                        int T, int H, int D);
