@@ -54,12 +54,12 @@ TEST(Optim, ClipScalesToMaxNorm) {
   a.grad.data()[0] = 3.0f;
   b.grad.data()[0] = 4.0f;
   std::vector<Param*> ps = {&a, &b};
-  double norm = global_grad_norm(*ops, ps);
+  double norm = global_grad_norm(*ops, gradients_of(ps));
   EXPECT_DOUBLE_EQ(norm, 5.0);
-  clip_gradients(*ops, ps, norm, 1.0f);
-  EXPECT_NEAR(global_grad_norm(*ops, ps), 1.0, 1e-6);
-  clip_gradients(*ops, ps, 1.0, 0.0f);  // 0: no clipping
-  EXPECT_NEAR(global_grad_norm(*ops, ps), 1.0, 1e-6);
+  clip_gradients(*ops, gradients_of(ps), norm, 1.0f);
+  EXPECT_NEAR(global_grad_norm(*ops, gradients_of(ps)), 1.0, 1e-6);
+  clip_gradients(*ops, gradients_of(ps), 1.0, 0.0f);  // 0: no clipping
+  EXPECT_NEAR(global_grad_norm(*ops, gradients_of(ps)), 1.0, 1e-6);
 }
 
 }  // namespace

@@ -84,6 +84,12 @@ void GradSync::finish() {
   started_early_ = 0;
 }
 
+std::vector<Tensor> GradSync::buffers() const {
+  std::vector<Tensor> out;
+  for (const Bucket& b : buckets_) out.push_back(b.buffer);
+  return out;
+}
+
 int64_t GradSync::bytes_per_update() const {
   if (comm_.world_size() <= 1) return 0;
   int64_t bytes = 0;

@@ -30,6 +30,8 @@ class GradSync {
   void finish();
 
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
+  // The bucket buffers: every trainable gradient, in as many contiguous tensors as buckets.
+  std::vector<Tensor> buffers() const;
   // Payload bytes handed to all-reduce per update: the bucket sizes (0 at world size 1).
   int64_t bytes_per_update() const;
   double last_wait_ms() const { return last_wait_ms_; }

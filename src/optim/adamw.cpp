@@ -42,16 +42,22 @@ AdamState* AdamW::state(const std::string& name) {
   return it == states_.end() ? nullptr : &it->second;
 }
 
-double global_grad_norm(Ops& ops, const std::vector<Param*>& params) {
+std::vector<Tensor> gradients_of(const std::vector<Param*>& params) {
+  std::vector<Tensor> grads;
+  for (Param* p : params) grads.push_back(p->grad);
+  return grads;
+}
+
+double global_grad_norm(Ops& ops, const std::vector<Tensor>& grads) {
   double sum = 0.0;
-  for (Param* p : params) sum += ops.sum_squares(p->grad.data(), p->grad.numel());
+  for (const Tensor& g : grads) sum += ops.sum_squares(g.data(), g.numel());
   return std::sqrt(sum);
 }
 
-void clip_gradients(Ops& ops, const std::vector<Param*>& params, double norm, float max_norm) {
+void clip_gradients(Ops& ops, std::vector<Tensor> grads, double norm, float max_norm) {
   if (max_norm <= 0.0f || !(norm > max_norm)) return;
   float s = static_cast<float>(max_norm / norm);
-  for (Param* p : params) ops.scale(p->grad.data(), p->grad.numel(), s);
+  for (Tensor& g : grads) ops.scale(g.data(), g.numel(), s);
 }
 
 void prune_moments(AdamState& state, float fraction) {

@@ -40,10 +40,14 @@ class AdamW {
   std::map<std::string, AdamState> states_;
 };
 
-// sqrt(sum of squares of every gradient), accumulated in double.
-double global_grad_norm(Ops& ops, const std::vector<Param*>& params);
-// If max_norm > 0 and norm > max_norm, scales every gradient by max_norm / norm.
-void clip_gradients(Ops& ops, const std::vector<Param*>& params, double norm, float max_norm);
+// The gradients of `params` as a list of tensors (sharing their storage).
+std::vector<Tensor> gradients_of(const std::vector<Param*>& params);
+// sqrt(sum of squares of every gradient), accumulated in double. `grads` may be whole
+// gradient buckets (GradSync::buffers()): one reduction per bucket, not per tensor.
+double global_grad_norm(Ops& ops, const std::vector<Tensor>& grads);
+// If max_norm > 0 and norm > max_norm, scales every gradient by max_norm / norm (in place:
+// the tensors share the gradients' storage).
+void clip_gradients(Ops& ops, std::vector<Tensor> grads, double norm, float max_norm);
 // Zeroes both moments where |exp_avg| is among the smallest `fraction` of the tensor
 // (one mask from exp_avg, so no element keeps a mean without a variance). Keeps `step`.
 void prune_moments(AdamState& state, float fraction);

@@ -59,8 +59,8 @@ double TrainStep::accumulate(const MicroBatchSource& source) {
 
 double TrainStep::apply(float lr, float max_norm) {
   const auto t = Clock::now();
-  const double grad_norm = global_grad_norm(ops_, trainable_);
-  clip_gradients(ops_, trainable_, grad_norm, max_norm);
+  const double grad_norm = global_grad_norm(ops_, grad_sync_.buffers());
+  clip_gradients(ops_, grad_sync_.buffers(), grad_norm, max_norm);
   optimizer_.step(trainable_, lr);
   ops_.synchronize();
   times_.optimizer_ms = ms_since(t);
