@@ -76,6 +76,7 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.device, b.train.device);
   EXPECT_EQ(a.train.devices, b.train.devices);
   EXPECT_EQ(a.train.recompute, b.train.recompute);
+  EXPECT_EQ(a.train.matmul, b.train.matmul);
   EXPECT_EQ(a.train.comm_timeout, b.train.comm_timeout);
   EXPECT_EQ(a.train.threads, b.train.threads);
   EXPECT_EQ(a.data.train, b.data.train);
@@ -123,6 +124,7 @@ Config unusual_config() {
   c.train.device = "cuda";
   c.train.devices = 4;
   c.train.recompute = true;
+  c.train.matmul = "fp32";
   c.train.comm_timeout = "90s";
   c.train.threads = 3;
   c.data.train = "*.bin";
@@ -360,6 +362,7 @@ TEST(ConfigValidation, EachRuleNamesKeyAndAllowedValues) {
       {{"train.global_batch=4"}, {"train.micro_batch", "micro_batch 4", "global_batch 8"}},
       {{"train.device=gpu"}, {"train.device", "auto, cpu or cuda", "'gpu'"}},
       {{"train.devices=-1"}, {"train.devices", "at least 0"}},
+      {{"train.matmul=tf32"}, {"train.matmul", "bf16 or fp32", "'tf32'"}},
       {{"train.threads=-1"}, {"train.threads", "at least 0"}},
       {{"data.eval_every=-1"}, {"data.eval_every", "at least 0"}},
       {{"data.eval_batches=0"}, {"data.eval_batches", "at least 1"}},
@@ -434,7 +437,7 @@ TEST(ConfigYaml, ListsEveryKeyWithItsDoc) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 46);
+  EXPECT_EQ(keys, 47);
   EXPECT_NE(yaml.find("rank: 128"), std::string::npos);
   EXPECT_NE(yaml.find("# adapter rank r; 0: no adapters"), std::string::npos);
 }

@@ -16,7 +16,8 @@ bool cuda_backend_built() {
 #endif
 }
 
-Backend make_backend(const std::string& device, int devices, int local_rank) {
+Backend make_backend(const std::string& device, int devices, const std::string& matmul,
+                     int local_rank) {
   Backend backend;
   if (device == "cpu") {
     backend.ops = make_cpu_ops();
@@ -42,7 +43,9 @@ Backend make_backend(const std::string& device, int devices, int local_rank) {
   const int per_node = devices > 0 ? devices : visible;
   const int index = local_rank % per_node;
 #ifdef RELORA_HAVE_CUDA
-  backend.ops = cuda::make_cuda_ops(index);
+  backend.ops = cuda::make_cuda_ops(index, matmul == "fp32");
+#else
+  (void)matmul;
 #endif
   backend.reason = "train.device: " + device + ", local rank " + std::to_string(local_rank) +
                    " -> GPU " + std::to_string(index) + " of " + std::to_string(per_node);

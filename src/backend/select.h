@@ -15,8 +15,10 @@ struct Backend {
 };
 
 // Throws InputError when `device` is "cuda" and no CUDA device is usable (with the CUDA
-// error), or when train.devices asks for more GPUs than are visible.
-Backend make_backend(const std::string& device, int devices, int local_rank);
+// error), or when train.devices asks for more GPUs than are visible. matmul: train.matmul
+// (the CPU's products are fp32 whatever it says).
+Backend make_backend(const std::string& device, int devices, const std::string& matmul,
+                     int local_rank);
 
 // True when this build contains the CUDA backend.
 bool cuda_backend_built();

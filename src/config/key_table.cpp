@@ -68,6 +68,8 @@ const std::vector<ConfigKey> kKeys = {
                       "auto (CUDA when a GPU is usable, else CPU), cpu, or cuda"),
     RELORA_CONFIG_KEY(train, devices,
                       "GPUs per node to bind ranks to (rank on the node mod this); 0: all visible"),
+    RELORA_CONFIG_KEY(train, matmul,
+                      "GPU matrix products: bf16 (bf16 inputs, fp32 sums; tensor cores) or fp32 (slower, for checks)"),
     RELORA_CONFIG_KEY(train, recompute,
                       "recompute each block's activations in backward: less memory, ~1/3 more compute"),
     RELORA_CONFIG_KEY(train, comm_timeout,

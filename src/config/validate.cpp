@@ -203,6 +203,9 @@ void check_train(const Checker& check, const TrainConfig& train) {
     check.fail("train.device", "must be auto, cpu or cuda, got '" + train.device + "'");
   }
   check.at_least("train.devices", train.devices, 0);
+  if (train.matmul != "bf16" && train.matmul != "fp32") {
+    check.fail("train.matmul", "must be bf16 or fp32, got '" + train.matmul + "'");
+  }
   check.at_least("train.threads", train.threads, 0);
   if (!(train.bucket_mb > 0.0f && train.bucket_mb <= 4096.0f)) {
     check.fail("train.bucket_mb", "must be in (0, 4096], got " + float_text(train.bucket_mb));

@@ -1,7 +1,10 @@
-// The whole model on CUDA against the CPU backend: loss and every gradient of one
-// micro-batch (bf16 products: 2e-2 of each tensor's largest gradient), 20 training updates
-// through the adapter start and a merge-and-restart (losses within 2e-2 relative), merges in
-// exact fp32, and the NCCL communicator at world size 1. Skipped without a usable GPU.
+// The whole model on CUDA against the CPU backend: every gradient of one micro-batch with
+// fp32 products (train.matmul: fp32; 1e-4 of each tensor's largest gradient: an indexing
+// error cannot hide in bf16 noise), the loss with bf16 products (2e-2 relative; adapter
+// gradients through several bf16 products differ by several percent on this tiny model, so
+// they are compared in fp32 only), 20 training updates with bf16 products through the
+// adapter start and a merge-and-restart (losses within 2e-2 relative), merges in exact fp32,
+// and the NCCL communicator at world size 1. Skipped without a usable GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -30,11 +33,12 @@ class CudaModel : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (cuda::device_count(&why) == 0) GTEST_SKIP() << "no usable CUDA device: " << why;
-    gpu_ = cuda::make_cuda_ops(0);
+    gpu_ = cuda::make_cuda_ops(0, false);
+    gpu_fp32_ = cuda::make_cuda_ops(0, true);
     device_memory()->reserve(int64_t{256} << 20);  // the small models fit many times over
     cpu_ = make_cpu_ops();
   }
-  std::unique_ptr<Ops> gpu_, cpu_;
+  std::unique_ptr<Ops> gpu_, gpu_fp32_, cpu_;
 };
 
 
@@ -43,38 +47,57 @@ std::vector<float> host_copy(const Tensor& t) {
   return std::vector<float>(h.data(), h.data() + h.numel());
 }
 
-TEST_F(CudaModel, LossAndGradientsMatchCpu) {
+// Loss and the gradient of every trainable tensor after one micro-batch on `ops`, in the
+// given phase, with B != 0 so every adapter path carries gradient.
+struct Gradients {
+  double loss = 0.0;
+  std::vector<std::vector<float>> grads;
+};
+
+Gradients one_backward(Ops& ops, const Config& cfg, bool relora_phase) {
+  Llama model(cfg.model, cfg.relora, ops, kMicro);
+  model.init_weights(1);
+  if (relora_phase) model.enter_relora_phase({1, 0});
+  for (Param* p : model.adapter_params()) {
+    std::vector<float> v(static_cast<size_t>(p->value.numel()));
+    fill_normal(v.data(), p->value.numel(), 0.0f, 0.2f, {7, RngPurpose::test, tensor_id(p->name), 0});
+    p->value.copy_from_host(v.data());
+  }
+  int64_t step = 0;
+  std::vector<int32_t> inputs(kMicro * cfg.model.seq_len), targets(inputs.size());
+  testing::random_micro_batches(cfg.model, kMicro, &step)(0, inputs.data(), targets.data());
+  const int n = static_cast<int>(inputs.size());
+  Gradients out;
+  out.loss = model.forward(inputs.data(), targets.data(), kMicro, true, 1.0f / n) / n;
+  model.backward(kMicro);
+  for (Param* p : model.trainable()) out.grads.push_back(host_copy(p->grad));
+  return out;
+}
+
+TEST_F(CudaModel, GradientsWithFp32ProductsMatchCpu) {
   const Config cfg = testing::small_training_config();
   for (bool relora_phase : {false, true}) {
     SCOPED_TRACE(relora_phase ? "relora" : "full");
-    std::vector<std::vector<float>> grads[2];
-    double loss[2];
-    Ops* backends[2] = {cpu_.get(), gpu_.get()};
-    for (int b = 0; b < 2; ++b) {
-      Llama model(cfg.model, cfg.relora, *backends[b], kMicro);
-      model.init_weights(1);
-      if (relora_phase) model.enter_relora_phase({1, 0});
-      for (Param* p : model.adapter_params()) {  // B != 0, so every adapter path carries gradient
-        std::vector<float> v(static_cast<size_t>(p->value.numel()));
-        fill_normal(v.data(), p->value.numel(), 0.0f, 0.2f, {7, RngPurpose::test, tensor_id(p->name), 0});
-        p->value.copy_from_host(v.data());
-      }
-      int64_t step = 0;
-      std::vector<int32_t> inputs(kMicro * cfg.model.seq_len), targets(inputs.size());
-      testing::random_micro_batches(cfg.model, kMicro, &step)(0, inputs.data(), targets.data());
-      const int n = static_cast<int>(inputs.size());
-      loss[b] = model.forward(inputs.data(), targets.data(), kMicro, true, 1.0f / n) / n;
-      model.backward(kMicro);
-      for (Param* p : model.trainable()) grads[b].push_back(host_copy(p->grad));
-    }
-    EXPECT_NEAR(loss[1], loss[0], 2e-2 * std::fabs(loss[0]));
-    ASSERT_EQ(grads[0].size(), grads[1].size());
-    for (size_t t = 0; t < grads[0].size(); ++t) {
+    const Gradients want = one_backward(*cpu_, cfg, relora_phase);
+    const Gradients got = one_backward(*gpu_fp32_, cfg, relora_phase);
+    EXPECT_NEAR(got.loss, want.loss, 1e-5 * std::fabs(want.loss));
+    ASSERT_EQ(got.grads.size(), want.grads.size());
+    for (size_t t = 0; t < want.grads.size(); ++t) {
       float scale = 0.0f;
-      for (float g : grads[0][t]) scale = std::max(scale, std::fabs(g));
-      for (size_t i = 0; i < grads[0][t].size(); ++i)
-        ASSERT_NEAR(grads[1][t][i], grads[0][t][i], 2e-2 * scale + 1e-7) << "tensor " << t << " [" << i << "]";
+      for (float g : want.grads[t]) scale = std::max(scale, std::fabs(g));
+      for (size_t i = 0; i < want.grads[t].size(); ++i)
+        ASSERT_NEAR(got.grads[t][i], want.grads[t][i], 1e-4 * scale + 1e-7)
+            << "tensor " << t << " [" << i << "]";
     }
+  }
+}
+
+TEST_F(CudaModel, LossWithBf16ProductsMatchesCpu) {
+  const Config cfg = testing::small_training_config();
+  for (bool relora_phase : {false, true}) {
+    SCOPED_TRACE(relora_phase ? "relora" : "full");
+    const double want = one_backward(*cpu_, cfg, relora_phase).loss;
+    EXPECT_NEAR(one_backward(*gpu_, cfg, relora_phase).loss, want, 2e-2 * std::fabs(want));
   }
 }
 

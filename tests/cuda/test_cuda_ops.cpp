@@ -79,7 +79,7 @@ class CudaOps : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (cuda::device_count(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
-    gpu = cuda::make_cuda_ops(0);
+    gpu = cuda::make_cuda_ops(0, false);
     device_memory()->reserve(int64_t{256} << 20);  // every test's tensors fit in 256 MiB
     cpu = make_cpu_ops();
   }
@@ -332,8 +332,10 @@ void check_attention(Ops& gpu, Ops& cpu, int B, int T, int H, int D) {
   scratch.copy_from_host(Floats(scratch.numel(), NAN).data());
   gpu.attention_backward(dq.data(), dk.data(), dv.data(), upload(d_out).data(), saved.data(),
                          dq_in.data(), dk_in.data(), dv_in.data(), scratch.data(), B, T, H, D);
-  expect_close(dq, want_dq, kBf16, "attention dq" + tag);
-  expect_close(dk, want_dk, kBf16, "attention dk" + tag);
+  // dq, dk: with T = 1 the reference is exactly 0 (one key), so bf16 noise needs a floor
+  const Tolerance bf16_floor{kBf16.rel, 1e-4, true};
+  expect_close(dq, want_dq, bf16_floor, "attention dq" + tag);
+  expect_close(dk, want_dk, bf16_floor, "attention dk" + tag);
   expect_close(dv, want_dv, kBf16, "attention dv" + tag);
 }
 

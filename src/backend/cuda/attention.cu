@@ -19,7 +19,8 @@
 //   dS_h = P_h .* (dP_h - rowsum(P_h .* dP_h)), in place over dP
 //   dQ_h = scale * dS_h K_h                          (M=T, N=D, K=T)
 //   dK_h = scale * dS_h^T Q_h                        (M=T, N=D, K=T; A operand transposed)
-// Products run as bf16 x bf16 -> fp32 (CUBLAS_COMPUTE_32F_FAST_16BF), softmax in fp32. The
+// Products run in the backend's training precision (bf16 inputs, fp32 accumulation, unless
+// train.matmul is fp32), softmax in fp32. The
 // full (T,T) products are computed (the upper triangle is wasted work, masked by the kernels).
 #include <algorithm>
 #include <cmath>
@@ -87,10 +88,10 @@ struct HeadMatrix {
   int64_t stride;
 };
 
-void per_head_gemm(cublasHandle_t handle, bool trans_a, bool trans_b, int M, int N, int K,
-                   float alpha, HeadMatrix A, HeadMatrix B, float* out, int ldc,
-                   int64_t stride_c, int H) {
-  gemm_rowmajor(handle, GemmPrecision::bf16, trans_a, trans_b, M, N, K, alpha, A.p, A.ld,
+void per_head_gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b,
+                   int M, int N, int K, float alpha, HeadMatrix A, HeadMatrix B, float* out,
+                   int ldc, int64_t stride_c, int H) {
+  gemm_rowmajor(handle, precision, trans_a, trans_b, M, N, K, alpha, A.p, A.ld,
                 A.stride, B.p, B.ld, B.stride, 0.0f, out, ldc, stride_c, H);
 }
 
@@ -101,7 +102,8 @@ int attention_heads_per_pass(int T, int H) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(H, kScratchBytes / per_head)));
 }
 
-void attention_forward(cublasHandle_t handle, cudaStream_t stream, float* out, float* lse,
+void attention_forward(cublasHandle_t handle, cudaStream_t stream, GemmPrecision precision,
+                       float* out, float* lse,
                        const float* q, const float* k, const float* v, float* scratch, int B,
                        int T, int H, int D) {
   const int C = H * D;
@@ -115,19 +117,20 @@ void attention_forward(cublasHandle_t handle, cudaStream_t stream, float* out, f
       const int64_t offset = static_cast<int64_t>(b) * T * C + static_cast<int64_t>(h0) * D;  // (b, 0, h0, 0)
       const HeadMatrix Q{q + offset, C, D}, K{k + offset, C, D}, V{v + offset, C, D};
       // S_h(T,T) = scale * Q_h(T,D) K_h(T,D)^T
-      per_head_gemm(handle, false, true, T, T, D, scale, Q, K, S, T, TT, heads);
+      per_head_gemm(handle, precision, false, true, T, T, D, scale, Q, K, S, T, TT, heads);
       // P_h = softmax rows of S_h; lse(b, h, t)
       causal_softmax_kernel<<<heads * T, kSoftmaxThreads, 0, stream>>>(
           S, lse + (static_cast<int64_t>(b) * H + h0) * T, T);
       CUDA_CHECK_LAUNCH();
       // out_h(T,D) = P_h(T,T) V_h(T,D)
-      per_head_gemm(handle, false, false, T, D, T, 1.0f, HeadMatrix{S, T, TT}, V, out + offset, C,
+      per_head_gemm(handle, precision, false, false, T, D, T, 1.0f, HeadMatrix{S, T, TT}, V, out + offset, C,
                     D, heads);
     }
   }
 }
 
-void attention_backward(cublasHandle_t handle, cudaStream_t stream, float* dq, float* dk,
+void attention_backward(cublasHandle_t handle, cudaStream_t stream, GemmPrecision precision,
+                        float* dq, float* dk,
                         float* dv, const float* d_out, const float* lse, const float* q,
                         const float* k, const float* v, float* scratch, int B, int T, int H,
                         int D) {
@@ -145,22 +148,22 @@ void attention_backward(cublasHandle_t handle, cudaStream_t stream, float* dq, f
       const HeadMatrix dO{d_out + offset, C, D};
       const HeadMatrix P{S, T, TT}, dS{dP, T, TT};
       // S_h = scale * Q_h K_h^T, then P_h = exp(S_h - lse) (causal)
-      per_head_gemm(handle, false, true, T, T, D, scale, Q, K, S, T, TT, heads);
+      per_head_gemm(handle, precision, false, true, T, T, D, scale, Q, K, S, T, TT, heads);
       const int64_t rows = static_cast<int64_t>(heads) * T;
       recompute_probabilities_kernel<<<grid_stride_blocks(rows * T), kElementwiseThreads, 0,
                                        stream>>>(S, lse + (static_cast<int64_t>(b) * H + h0) * T, rows, T);
       CUDA_CHECK_LAUNCH();
       // dV_h(T,D) = P_h(T,T)^T dO_h(T,D)
-      per_head_gemm(handle, true, false, T, D, T, 1.0f, P, dO, dv + offset, C, D, heads);
+      per_head_gemm(handle, precision, true, false, T, D, T, 1.0f, P, dO, dv + offset, C, D, heads);
       // dP_h(T,T) = dO_h(T,D) V_h(T,D)^T
-      per_head_gemm(handle, false, true, T, T, D, 1.0f, dO, V, dP, T, TT, heads);
+      per_head_gemm(handle, precision, false, true, T, T, D, 1.0f, dO, V, dP, T, TT, heads);
       // dS_h = P_h .* (dP_h - rowsum(P_h .* dP_h)), in place
       softmax_backward_kernel<<<heads * T, kSoftmaxThreads, 0, stream>>>(dP, S, T);
       CUDA_CHECK_LAUNCH();
       // dQ_h(T,D) = scale * dS_h(T,T) K_h(T,D)
-      per_head_gemm(handle, false, false, T, D, T, scale, dS, K, dq + offset, C, D, heads);
+      per_head_gemm(handle, precision, false, false, T, D, T, scale, dS, K, dq + offset, C, D, heads);
       // dK_h(T,D) = scale * dS_h(T,T)^T Q_h(T,D)
-      per_head_gemm(handle, true, false, T, D, T, scale, dS, Q, dk + offset, C, D, heads);
+      per_head_gemm(handle, precision, true, false, T, D, T, scale, dS, Q, dk + offset, C, D, heads);
     }
   }
 }

@@ -13,8 +13,10 @@ namespace relora::cuda {
 int device_count(std::string* why);
 
 // Binds this process to device `index` (cudaSetDevice), creates the compute stream and the
-// cuBLAS/cuBLASLt handles, and installs the DeviceMemory that Tensor uses for Device::cuda.
-// One per process. Throws InputError with the CUDA error when the device is not usable.
-std::unique_ptr<Ops> make_cuda_ops(int index);
+// cuBLAS handle, and installs the DeviceMemory that Tensor uses for Device::cuda. One device
+// per process. Training products (Ops::gemm, attention) take bf16 inputs with fp32
+// accumulation on tensor cores, or with fp32_products full fp32 (train.matmul: fp32; slower,
+// for checks). Throws InputError with the CUDA error when the device is not usable.
+std::unique_ptr<Ops> make_cuda_ops(int index, bool fp32_products);
 
 }  // namespace relora::cuda

@@ -81,7 +81,7 @@ class ScopedEvent {
 
 class CudaOps final : public Ops {
  public:
-  explicit CudaOps(Context* context) : ctx_(context) {}
+  CudaOps(Context* context, GemmPrecision training) : ctx_(context), training_(training) {}
 
   Device device() const override { return Device::cuda; }
   std::string device_name() const override { return ctx_->name; }
@@ -125,7 +125,7 @@ class CudaOps final : public Ops {
   // ---- matrix products ---------------------------------------------------------------------
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc) override {
-    product(GemmPrecision::bf16, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    product(training_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
@@ -198,7 +198,8 @@ class CudaOps final : public Ops {
                          float* scratch, int B, int T, int H, int D) override {
     check_attention(B, T, H, D);
     bind();
-    cuda::attention_forward(ctx_->cublas, ctx_->stream, out, saved, q, k, v, scratch, B, T, H, D);
+    cuda::attention_forward(ctx_->cublas, ctx_->stream, training_, out, saved, q, k, v, scratch, B,
+                            T, H, D);
   }
 
   void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* saved,
@@ -206,8 +207,8 @@ class CudaOps final : public Ops {
                           int T, int H, int D) override {
     check_attention(B, T, H, D);
     bind();
-    cuda::attention_backward(ctx_->cublas, ctx_->stream, dq, dk, dv, d_out, saved, q, k, v,
-                             scratch, B, T, H, D);
+    cuda::attention_backward(ctx_->cublas, ctx_->stream, training_, dq, dk, dv, d_out, saved, q,
+                             k, v, scratch, B, T, H, D);
   }
 
   // The row log-sum-exps lse(B,H,T).
@@ -325,6 +326,7 @@ class CudaOps final : public Ops {
   }
 
   Context* const ctx_;
+  const GemmPrecision training_;  // of gemm and attention; merges are always fp32
 };
 
 }  // namespace
@@ -346,7 +348,8 @@ int device_count(std::string* why) {
   return count;
 }
 
-std::unique_ptr<Ops> make_cuda_ops(int index) {
+std::unique_ptr<Ops> make_cuda_ops(int index, bool fp32_products) {
+  const GemmPrecision training = fp32_products ? GemmPrecision::fp32 : GemmPrecision::bf16;
   std::lock_guard<std::mutex> lock(g_context_mutex);
   if (Context* existing = g_context.load()) {  // a later CudaOps shares the process's context
     if (existing->device != index) {
@@ -356,7 +359,7 @@ std::unique_ptr<Ops> make_cuda_ops(int index) {
     }
     setup_check(cudaSetDevice(index), "cudaSetDevice", index);
     set_device_memory(process_device_memory(index));  // (again: someone may have removed it)
-    return std::make_unique<CudaOps>(existing);
+    return std::make_unique<CudaOps>(existing, training);
   }
   std::string why;
   const int count = device_count(&why);
@@ -383,7 +386,7 @@ std::unique_ptr<Ops> make_cuda_ops(int index) {
   Context* installed = context.release();  // lives until the process ends
   g_context.store(installed);
   set_device_memory(process_device_memory(index));
-  return std::make_unique<CudaOps>(installed);
+  return std::make_unique<CudaOps>(installed, training);
 }
 
 }  // namespace relora::cuda

@@ -82,10 +82,12 @@ void launch_cross_entropy(cudaStream_t stream, float* d_logits, float* losses,
 // ---- attention.cu -------------------------------------------------------------------------
 // lse(B,H,T) saved; scratch holds 2*G*T*T floats, G = attention_heads_per_pass(T, H).
 int attention_heads_per_pass(int T, int H);
-void attention_forward(cublasHandle_t handle, cudaStream_t stream, float* out, float* lse,
+void attention_forward(cublasHandle_t handle, cudaStream_t stream, GemmPrecision precision,
+                       float* out, float* lse,
                        const float* q, const float* k, const float* v, float* scratch, int B,
                        int T, int H, int D);
-void attention_backward(cublasHandle_t handle, cudaStream_t stream, float* dq, float* dk,
+void attention_backward(cublasHandle_t handle, cudaStream_t stream, GemmPrecision precision,
+                        float* dq, float* dk,
                         float* dv, const float* d_out, const float* lse, const float* q,
                         const float* k, const float* v, float* scratch, int B, int T, int H,
                         int D);
