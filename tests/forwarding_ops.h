@@ -26,6 +26,7 @@ class ForwardingOps : public Ops {
   std::string device_name() const override { return "forwarding"; }
   void synchronize() override {}
   double measure_peak_flops() override { return cpu_->measure_peak_flops(); }
+  double measure_training_product_flops() override { return cpu_->measure_training_product_flops(); }
   void gemm_exact(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
                   const float* B, int ldb, float beta, float* C, int ldc) override {
     cpu_->gemm_exact(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -147,6 +147,7 @@ TEST(Bench, TwoStepsGiveSaneFields) {
     EXPECT_LE(forward + backward + optimizer + comm_ms, step_ms * 1.001 + 0.01);  // 2-decimal rounding
     EXPECT_GT(number(json, "achieved_gflops"), 0.0);
     EXPECT_GT(number(json, "peak_gflops"), 0.0);
+    EXPECT_GT(number(json, "train_product_gflops"), 0.0);
     const double mfu = number(json, "mfu");
     EXPECT_GT(mfu, 0.0);
     EXPECT_LT(mfu, 1.5);

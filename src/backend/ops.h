@@ -30,6 +30,10 @@ class Ops {
   // training uses (CPU: fp32 sgemm 2048^3; CUDA: bf16 8192^3 with fp32 accumulation): the
   // denominator of MFU. Allocates and frees its own operands; takes about a second.
   virtual double measure_peak_flops() = 0;
+  // FLOP/s of Ops::gemm itself on a large square product of fp32 tensors (CPU: the same
+  // 2048^3 sgemm; CUDA: 8192^3 in the training precision on fp32 storage): how close the
+  // training products come to the peak.
+  virtual double measure_training_product_flops() = 0;
 
   // ---- matrix products -------------------------------------------------------------
   // C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C, row-major, op(X) = X or X^T.

@@ -121,8 +121,11 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   double largest_rss = static_cast<double>(rss);
   comm.all_reduce(&largest_rss, 1, ReduceOp::max);
   comm.barrier();
-  double peak = ops->measure_peak_flops() / 1e9;  // all ranks at once: together they share the machine
-  comm.all_reduce(&peak, 1, ReduceOp::sum);
+  // All ranks at once: together they share the machine.
+  double peaks[2] = {ops->measure_peak_flops() / 1e9, ops->measure_training_product_flops() / 1e9};
+  comm.all_reduce(peaks, 2, ReduceOp::sum);
+  const double peak = peaks[0];
+  r.train_product_gflops = peaks[1];
 
   r.step_ms = 1e3 * wall_s / options.steps;
   r.forward_ms = stages[0] / options.steps;
@@ -143,11 +146,13 @@ std::string bench_json(const BenchResult& r) {
       line, sizeof(line),
       "{\"phase\":\"%s\",\"tokens_per_step\":%ld,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,"
       "\"forward_ms\":%.2f,\"backward_ms\":%.2f,\"optimizer_ms\":%.2f,\"comm_ms\":%.2f,"
-      "\"model_flops_per_token\":%ld,\"achieved_gflops\":%.2f,\"peak_gflops\":%.2f,\"mfu\":%.4f,"
+      "\"model_flops_per_token\":%ld,\"achieved_gflops\":%.2f,\"peak_gflops\":%.2f,"
+      "\"train_product_gflops\":%.2f,\"mfu\":%.4f,"
       "\"threads\":%d,\"world_size\":%d,\"device\":\"%s\",\"peak_mem_bytes\":%ld}",
       r.phase.c_str(), static_cast<long>(r.tokens_per_step), r.tokens_per_s, r.step_ms,
       r.forward_ms, r.backward_ms, r.optimizer_ms, r.comm_ms,
-      static_cast<long>(r.model_flops_per_token), r.achieved_gflops, r.peak_gflops, r.mfu,
+      static_cast<long>(r.model_flops_per_token), r.achieved_gflops, r.peak_gflops,
+      r.train_product_gflops, r.mfu,
       r.threads, r.world_size, r.device.c_str(), static_cast<long>(r.peak_mem_bytes));
   return line;
 }

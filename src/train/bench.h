@@ -26,6 +26,7 @@ struct BenchResult {
   int64_t model_flops_per_token = 0;  // model_flops_per_token() for the phase
   double achieved_gflops = 0.0;       // model_flops_per_token * tokens_per_s / 1e9
   double peak_gflops = 0.0;           // Ops::measure_peak_flops, summed over ranks
+  double train_product_gflops = 0.0;  // Ops::measure_training_product_flops, summed over ranks
   double mfu = 0.0;                   // achieved / peak
   int threads = 0;                    // per rank
   int world_size = 0;

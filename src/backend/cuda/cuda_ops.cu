@@ -94,32 +94,33 @@ class CudaOps final : public Ops {
   // bf16 x bf16 -> bf16 with fp32 accumulation, 8192^3: one warm-up, then the best of 3.
   double measure_peak_flops() override {
     bind();
-    constexpr int n = 8192;
-    constexpr int64_t elements = static_cast<int64_t>(n) * n;
-    const size_t bytes = static_cast<size_t>(elements) * 2;  // bf16
+    const size_t bytes = static_cast<size_t>(kProbeElements) * 2;  // bf16
     ScopedDeviceBuffer a(bytes, ctx_->stream), b(bytes, ctx_->stream), c(bytes, ctx_->stream);
-    launch_fill_bf16(ctx_->stream, a.get(), elements);
-    launch_fill_bf16(ctx_->stream, b.get(), elements);
+    launch_fill_bf16(ctx_->stream, a.get(), kProbeElements);
+    launch_fill_bf16(ctx_->stream, b.get(), kProbeElements);
     const float alpha = 1.0f, beta = 0.0f;
-    auto product = [&] {
-      CUBLAS_CHECK(cublasGemmEx(ctx_->cublas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a.get(),
-                                CUDA_R_16BF, n, b.get(), CUDA_R_16BF, n, &beta, c.get(),
-                                CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    };
-    product();  // warm-up (kernel selection, clocks)
-    ScopedEvent start, stop;
-    float best_ms = std::numeric_limits<float>::infinity();
-    for (int i = 0; i < 3; ++i) {
-      CUDA_CHECK(cudaEventRecord(start.get(), ctx_->stream));
-      product();
-      CUDA_CHECK(cudaEventRecord(stop.get(), ctx_->stream));
-      CUDA_CHECK(cudaEventSynchronize(stop.get()));
-      float ms = 0.0f;
-      CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-      best_ms = std::min(best_ms, ms);
-    }
-    RELORA_CHECK(best_ms > 0.0f && std::isfinite(best_ms), "peak probe timing " << best_ms << " ms");
-    return 2.0 * n * static_cast<double>(n) * n / (static_cast<double>(best_ms) * 1e-3);
+    return probe_flops([&] {
+      CUBLAS_CHECK(cublasGemmEx(ctx_->cublas, CUBLAS_OP_N, CUBLAS_OP_N, kProbeSize, kProbeSize,
+                                kProbeSize, &alpha, a.get(), CUDA_R_16BF, kProbeSize, b.get(),
+                                CUDA_R_16BF, kProbeSize, &beta, c.get(), CUDA_R_16BF, kProbeSize,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    });
+  }
+
+  // The same 8192^3 product through gemm(): fp32 storage, the training precision.
+  double measure_training_product_flops() override {
+    bind();
+    const size_t bytes = static_cast<size_t>(kProbeElements) * sizeof(float);
+    ScopedDeviceBuffer a(bytes, ctx_->stream), b(bytes, ctx_->stream), c(bytes, ctx_->stream);
+    float* fa = static_cast<float*>(a.get());
+    float* fb = static_cast<float*>(b.get());
+    float* fc = static_cast<float*>(c.get());
+    launch_fill_f32(ctx_->stream, fa, kProbeElements);
+    launch_fill_f32(ctx_->stream, fb, kProbeElements);
+    return probe_flops([&] {
+      gemm(false, false, kProbeSize, kProbeSize, kProbeSize, 1.0f, fa, kProbeSize, fb, kProbeSize,
+           0.0f, fc, kProbeSize);
+    });
   }
 
   // ---- matrix products ---------------------------------------------------------------------
@@ -323,6 +324,30 @@ class CudaOps final : public Ops {
   static void check_attention(int B, int T, int H, int D) {
     RELORA_CHECK(B > 0 && T > 0 && H > 0 && D > 0,
                  "attention shape B=" << B << " T=" << T << " H=" << H << " D=" << D);
+  }
+
+  static constexpr int kProbeSize = 8192;
+  static constexpr int64_t kProbeElements = static_cast<int64_t>(kProbeSize) * kProbeSize;
+
+  // FLOP/s of one kProbeSize^3 product: one warm-up call (kernel selection, clocks), then
+  // the best of three timed with events.
+  template <typename Product>
+  double probe_flops(const Product& product) {
+    product();
+    ScopedEvent start, stop;
+    float best_ms = std::numeric_limits<float>::infinity();
+    for (int i = 0; i < 3; ++i) {
+      CUDA_CHECK(cudaEventRecord(start.get(), ctx_->stream));
+      product();
+      CUDA_CHECK(cudaEventRecord(stop.get(), ctx_->stream));
+      CUDA_CHECK(cudaEventSynchronize(stop.get()));
+      float ms = 0.0f;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+      best_ms = std::min(best_ms, ms);
+    }
+    RELORA_CHECK(best_ms > 0.0f && std::isfinite(best_ms), "probe timing " << best_ms << " ms");
+    return 2.0 * kProbeSize * static_cast<double>(kProbeSize) * kProbeSize /
+           (static_cast<double>(best_ms) * 1e-3);
   }
 
   Context* const ctx_;

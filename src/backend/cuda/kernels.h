@@ -67,6 +67,7 @@ void launch_sum_squares(cudaStream_t stream, double* result, double* partials, c
                         int64_t n);
 // bf16 (as raw 16-bit words) x[i] = small deterministic values: operands of the peak probe.
 void launch_fill_bf16(cudaStream_t stream, void* x, int64_t n);
+void launch_fill_f32(cudaStream_t stream, float* x, int64_t n);
 
 // ---- kernels_norm.cu: row kernels ---------------------------------------------------------
 void launch_rmsnorm_forward(cudaStream_t stream, float* out, float* rstd, const float* x,

@@ -136,10 +136,13 @@ __global__ void sum_squares_final_kernel(double* result, const double* partials)
   if (threadIdx.x == 0) *result = sum;
 }
 
-// x[i] = ((i * 7) % 17 - 8) / 100 in bf16: values in [-0.08, 0.08], so 8192-term dot
-// products stay far inside bf16 range.
+// x[i] = ((i * 7) % 17 - 8) / 100 in bf16 or fp32: values in [-0.08, 0.08], so 8192-term
+// dot products stay far inside bf16 range (the products' operands for the peak probes).
 __global__ void fill_bf16_kernel(__nv_bfloat16* x, int64_t n) {
   GRID_STRIDE_LOOP(i, n) x[i] = __float2bfloat16(static_cast<float>((i * 7) % 17 - 8) * 0.01f);
+}
+__global__ void fill_f32_kernel(float* x, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) x[i] = static_cast<float>((i * 7) % 17 - 8) * 0.01f;
 }
 
 #undef GRID_STRIDE_LOOP
@@ -241,6 +244,12 @@ void launch_fill_bf16(cudaStream_t stream, void* x, int64_t n) {
   if (n == 0) return;
   fill_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(
       static_cast<__nv_bfloat16*>(x), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_fill_f32(cudaStream_t stream, float* x, int64_t n) {
+  if (n == 0) return;
+  fill_f32_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(x, n);
   CUDA_CHECK_LAUNCH();
 }
 
