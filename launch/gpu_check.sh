@@ -255,12 +255,17 @@ bench() {  # LABEL TIMEOUT ARGS...: runs relora bench, appends its JSON line to 
 field() { { grep -o "\"$2\":[^,}]*" <<<"$1" || true; } | head -1 | cut -d: -f2- | tr -d '"'; }
 
 step "(2) relora bench: ${models}"
+step_ratios=""
 for m in $models; do
   if [ "$m" = tiny ]; then args=(--steps 20); else args=(--set model.seq_len=512 --steps 10); fi
+  declare -A step_ms=()
   for phase in full relora; do
     bench "$m/$phase" 180 --config "configs/$m.yaml" --set train.device=cuda "${args[@]}" \
       --warmup 2 --phase "$phase"
+    step_ms[$phase]="$(field "$last" step_ms)"
   done
+  step_ratios+="$m: relora/full step time $(awk -v r="${step_ms[relora]}" -v f="${step_ms[full]}" \
+    'BEGIN {printf("%.3f", r / f)}') (target <= 0.9); "
 done
 
 step "(3) memory: llama_1b, micro_batch 4, seq_len 512, recompute on"
@@ -292,6 +297,8 @@ while read -r line; do
     -v b="$(field "$line" peak_mem_bytes)" \
     'BEGIN {printf "%-20s %-7s %12.0f %9.1f %9.0f %7.3f %10.2f\n", r, p, t, s, g, m, b / 1073741824}'
 done <"$jsonl"
+echo "products: peak (bf16 8192^3) $(field "$last" peak_gflops) GFLOP/s, training gemm on fp32 tensors $(field "$last" train_product_gflops) GFLOP/s"
+echo "step time: $step_ratios"
 echo "memory: relora/full peak = $ratio (target <= 0.60)"
 echo "device: $(field "$last" device); $(nvidia-smi -L | head -1)"
 echo "JSON lines: $jsonl; log: $log; $((SECONDS - started)) s in all"
