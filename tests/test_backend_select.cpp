@@ -24,13 +24,13 @@ bool gpu_usable() {
 }
 
 TEST(BackendSelect, CpuIsAlwaysTheCpu) {
-  const Backend backend = make_backend("cpu", 0, "bf16", 0);
+  const Backend backend = make_backend("cpu", 0, "bf16", 0, 1);
   EXPECT_EQ(backend.ops->device(), Device::cpu);
   EXPECT_EQ(backend.reason, "train.device: cpu");
 }
 
 TEST(BackendSelect, AutoTakesAGpuOnlyWhenOneIsUsable) {
-  const Backend backend = make_backend("auto", 0, "bf16", 0);
+  const Backend backend = make_backend("auto", 0, "bf16", 0, 1);
   if (gpu_usable()) {
     EXPECT_EQ(backend.ops->device(), Device::cuda);
   } else {
@@ -42,7 +42,7 @@ TEST(BackendSelect, AutoTakesAGpuOnlyWhenOneIsUsable) {
 
 TEST(BackendSelect, CudaWithoutAGpuIsOneClearError) {
   if (gpu_usable()) GTEST_SKIP() << "a GPU is usable here";
-  testing::expect_contains(testing::input_error_of([] { make_backend("cuda", 0, "bf16", 0); }),
+  testing::expect_contains(testing::input_error_of([] { make_backend("cuda", 0, "bf16", 0, 1); }),
                            {"train.device: cuda, but no CUDA device is usable: ",
                             "use train.device=cpu (or auto)"});
 }

@@ -17,7 +17,7 @@ bool cuda_backend_built() {
 }
 
 Backend make_backend(const std::string& device, int devices, const std::string& matmul,
-                     int local_rank) {
+                     int local_rank, int local_size) {
   Backend backend;
   if (device == "cpu") {
     backend.ops = make_cpu_ops();
@@ -41,6 +41,11 @@ Backend make_backend(const std::string& device, int devices, const std::string& 
     RELORA_INPUT_ERROR("train.devices: " << devices << " GPUs per node asked for, but this process sees "
                        << visible << "; set train.devices to at most " << visible << " (or 0: all)");
   const int per_node = devices > 0 ? devices : visible;
+  if (local_size > per_node)
+    RELORA_INPUT_ERROR("train.device: " << device << ": " << local_size << " ranks on this node but "
+                       << per_node << " GPU(s) to bind them to (train.devices " << devices << ", "
+                       << visible << " visible); each rank needs a GPU of its own: start at most "
+                       << per_node << " ranks per node, or use train.device=cpu");
   const int index = local_rank % per_node;
 #ifdef RELORA_HAVE_CUDA
   backend.ops = cuda::make_cuda_ops(index, matmul == "fp32");

@@ -15,10 +15,11 @@ struct Backend {
 };
 
 // Throws InputError when `device` is "cuda" and no CUDA device is usable (with the CUDA
-// error), or when train.devices asks for more GPUs than are visible. matmul: train.matmul
-// (the CPU's products are fp32 whatever it says).
+// error), when train.devices asks for more GPUs than are visible, or when this node has more
+// ranks (local_size) than GPUs to bind them to (NCCL needs one GPU per rank). matmul:
+// train.matmul (the CPU's products are fp32 whatever it says).
 Backend make_backend(const std::string& device, int devices, const std::string& matmul,
-                     int local_rank);
+                     int local_rank, int local_size);
 
 // True when this build contains the CUDA backend.
 bool cuda_backend_built();

@@ -219,7 +219,8 @@ int cmd_eval(Communicator& comm, const Args& a) {
       cfg = load_required_config(a);
     }
     configure_threads(cfg.train.threads);
-    ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank()).ops;
+    ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank(),
+                       comm.local_size()).ops;
     data = std::make_unique<Loader>(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false);
     reserve_device_arena(cfg.model, cfg.relora, *ops, cfg.train.micro_batch, false);
     model = std::make_unique<Llama>(cfg.model, cfg.relora, *ops, cfg.train.micro_batch);

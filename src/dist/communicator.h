@@ -19,6 +19,7 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual int local_rank() const = 0;  // rank among the processes of this node
+  virtual int local_size() const = 0;  // processes on this node
   virtual const char* name() const = 0;
 
   // In-place blocking all-reduce. float: sum, avg; double: sum, avg, min, max;

@@ -11,6 +11,7 @@ class LocalComm final : public Communicator {
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
   int local_rank() const override { return 0; }
+  int local_size() const override { return 1; }
   const char* name() const override { return "local"; }
   void all_reduce(float*, int64_t, ReduceOp) override {}
   void all_reduce(double*, int64_t, ReduceOp) override {}

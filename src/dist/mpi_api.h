@@ -11,7 +11,7 @@ extern "C" {
 #endif
 
 // Raise on any change to the struct or the meaning of its functions.
-#define RELORA_MPI_API_VERSION 1
+#define RELORA_MPI_API_VERSION 2
 #define RELORA_MPI_ERROR_LEN 512
 // The plugin's one exported symbol.
 #define RELORA_MPI_API_SYMBOL "relora_mpi_api"
@@ -21,8 +21,8 @@ enum RelMpiOp { REL_MPI_SUM, REL_MPI_MIN, REL_MPI_MAX };
 
 typedef struct RelMpiApi {
   // Initialises MPI unless it already is (MPI_THREAD_FUNNELED); rank and size in
-  // MPI_COMM_WORLD, rank among the processes of this node.
-  int (*init)(int* rank, int* world_size, int* local_rank, char* err);
+  // MPI_COMM_WORLD, rank among and number of the processes of this node.
+  int (*init)(int* rank, int* world_size, int* local_rank, int* local_size, char* err);
   // In-place blocking all-reduce over MPI_COMM_WORLD.
   int (*all_reduce)(void* data, int count, enum RelMpiType type, enum RelMpiOp op, char* err);
   // In-place non-blocking float sum; the plugin keeps the request until wait_all.

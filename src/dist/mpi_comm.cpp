@@ -80,7 +80,7 @@ RelMpiOp plugin_op(ReduceOp op) {
 
 class MpiComm final : public Communicator {
  public:
-  MpiComm() : api_(load_plugin()) { PLUGIN_CHECK(api_.init(&rank_, &world_, &local_rank_, err_)); }
+  MpiComm() : api_(load_plugin()) { PLUGIN_CHECK(api_.init(&rank_, &world_, &local_rank_, &local_size_, err_)); }
   ~MpiComm() override {
     if (api_.finalize(err_) != 0) std::fprintf(stderr, "relora: warning: %s\n", err_);
   }
@@ -88,6 +88,7 @@ class MpiComm final : public Communicator {
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
   int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
   const char* name() const override { return "mpi"; }
 
   void all_reduce(float* data, int64_t n, ReduceOp op) override {
@@ -136,7 +137,7 @@ class MpiComm final : public Communicator {
   }
 
   const RelMpiApi& api_;
-  int rank_ = 0, world_ = 1, local_rank_ = 0;
+  int rank_ = 0, world_ = 1, local_rank_ = 0, local_size_ = 1;
   char err_[RELORA_MPI_ERROR_LEN] = {};
 };
 

@@ -53,7 +53,7 @@ MPI_Op mpi_op(RelMpiOp op) {
   return MPI_OP_NULL;
 }
 
-int init(int* rank, int* world_size, int* local_rank, char* err) {
+int init(int* rank, int* world_size, int* local_rank, int* local_size, char* err) {
   int initialised = 0;
   MPI_CHECK(MPI_Initialized(&initialised));
   if (!initialised) {
@@ -66,6 +66,7 @@ int init(int* rank, int* world_size, int* local_rank, char* err) {
   MPI_Comm node;
   MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, *rank, MPI_INFO_NULL, &node));
   MPI_CHECK(MPI_Comm_rank(node, local_rank));
+  MPI_CHECK(MPI_Comm_size(node, local_size));
   MPI_CHECK(MPI_Comm_free(&node));
   return 0;
 }

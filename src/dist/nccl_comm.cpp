@@ -106,6 +106,7 @@ class NcclComm final : public Communicator {
   int rank() const override { return host_.rank(); }
   int world_size() const override { return host_.world_size(); }
   int local_rank() const override { return host_.local_rank(); }
+  int local_size() const override { return host_.local_size(); }
   const char* name() const override { return "nccl"; }
 
   // Device buffers (gradients) over NCCL; host values over the host communicator.

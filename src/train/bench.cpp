@@ -58,7 +58,8 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   r.tokens_per_step = static_cast<int64_t>(world) * micro * T;
   r.model_flops_per_token = model_flops_per_token(cfg.model, cfg.relora, options.relora_phase);
 
-  std::unique_ptr<Ops> ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank()).ops;
+  std::unique_ptr<Ops> ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank(),
+                                                 comm.local_size()).ops;
   r.device = ops->device_name();
   reserve_device_arena(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);

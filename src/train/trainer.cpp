@@ -150,7 +150,8 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
     RELORA_INPUT_ERROR(cfg_.source << ": data.train is empty: set it to a glob of token shards, "
                                       "e.g. --set data.train='data/tiny/train_*.bin'");
   threads_ = configure_threads(cfg_.train.threads);
-  Backend backend = make_backend(cfg_.train.device, cfg_.train.devices, cfg_.train.matmul, comm_.local_rank());
+  Backend backend = make_backend(cfg_.train.device, cfg_.train.devices, cfg_.train.matmul, comm_.local_rank(),
+                                 comm_.local_size());
   ops_ = std::move(backend.ops);
   backend_reason_ = backend.reason;
   train_data_ = std::make_unique<Loader>(cfg_.data.train, cfg_.model.vocab_size, cfg_.model.seq_len,

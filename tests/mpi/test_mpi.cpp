@@ -50,6 +50,8 @@ class SharedDir {
 TEST(Mpi, AllReduceAndBroadcast) {
   ASSERT_EQ(g_comm->world_size(), 2);
   const int r = g_comm->rank();
+  EXPECT_EQ(g_comm->local_size(), 2);  // both ranks on this machine
+  EXPECT_EQ(g_comm->local_rank(), r);
   std::vector<float> f = {1.0f + r, 10.0f * (r + 1)};
   g_comm->all_reduce(f.data(), 2, ReduceOp::sum);
   EXPECT_EQ(f, (std::vector<float>{3.0f, 30.0f}));
