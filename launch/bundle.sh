@@ -146,7 +146,7 @@ commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit+=" + uncommitted changes"
 [ -z "$(git status --porcelain 2>/dev/null | grep '^??' | grep -v ' build-\| relora-bundle-')" ] || commit+=" + untracked files"
 if [ "$cuda" = ON ]; then nvcc_version="$(nvcc --version | tail -2 | tr '\n' ' ')"; else nvcc_version="(not used: --no-cuda)"; fi
-if strings "$stage/bin/relora_tests" | grep -qx RELORA_SOURCE_DIR; then src_override=yes; else src_override=no; fi
+if strings "$stage/bin/relora_tests" | grep -x RELORA_SOURCE_DIR >/dev/null; then src_override=yes; else src_override=no; fi
 lib_list="$(cd "$stage/lib" && for f in $(ls | sort); do printf '  %-34s %8s  %s\n' "$f" "$(du -k "$f" | cut -f1)K" "${libs[$f]}"; done)"
 {
   echo "relora bundle $name"
