@@ -88,7 +88,7 @@ cp "$build_dir/relora" "$build_dir/relora_tests" "$stage/bin/"
 [ -z "$plugin" ] || cp "$plugin" "$stage/bin/"
 cp -r configs "$stage/configs"
 # The tests read configs/*.yaml and tests/reference/fixtures/llama_small.{txt,bin} under
-# RELORA_SOURCE_DIR (the source directory, compiled in).
+# $RELORA_SOURCE_DIR (environment; gpu_check.sh sets it), else the compiled-in source dir.
 cp -r tests/reference/fixtures "$stage/tests/reference/fixtures"
 cp launch/gpu_check.sh "$stage/launch/"
 

@@ -100,7 +100,6 @@ class ForwardingOps : public Ops {
   std::unique_ptr<Ops> cpu_ = make_cpu_ops();
 };
 
-
 // Device memory in host memory, from an Arena like the CUDA backend's, counting the bytes
 // requested.
 class HostDeviceMemory final : public DeviceMemory {
@@ -127,7 +126,6 @@ class HostDeviceMemory final : public DeviceMemory {
   }
   void copy_to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void copy_on_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
   int64_t bytes_in_use() const override { return in_use_; }
 

@@ -1,14 +1,15 @@
 // The model's device code paths on the CPU: with ForwardingOps claiming Device::cuda and
 // HostDeviceMemory serving the "device" tensors, training goes through every staging copy
 // a GPU run makes (initial draws, token upload, bucket zeroing, optimizer state, pruning on
-// the host, merges). Losses and weights must equal a run on host tensors bit for bit, and
-// the memory budget must equal what is allocated, in both phases, within the arena the
-// budget sized.
+// the host, merges), and checkpoints are written from and read into device tensors. Losses,
+// weights and checkpoints must equal those of host tensors bit for bit, and the memory
+// budget must equal what is allocated, in both phases, within the arena the budget sized.
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "backend/ops.h"
+#include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "core/rng.h"
 #include "dist/communicator.h"
@@ -25,7 +26,6 @@ namespace {
 
 constexpr int kMicro = 2;
 
-
 // Six updates with two micro-batches each: 2 full-rank, adapters start, 2, merge-and-restart,
 // 2. Returns the losses and the final weights (host copies).
 struct TrainedRun {
@@ -35,7 +35,7 @@ struct TrainedRun {
 
 TrainedRun train(Ops& ops, const Config& cfg) {
   auto comm = make_local_comm();
-  reserve_device_arena(cfg.model, cfg.relora, ops, kMicro, false);
+  reserve_device_arena(cfg.model, cfg.relora, ops, kMicro, false, true);
   Llama model(cfg.model, cfg.relora, ops, kMicro);
   model.init_weights(1);
   AdamW optimizer(cfg.optimizer, ops);
@@ -85,7 +85,7 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
       {
         testing::ForwardingOps ops(Device::cuda);
         auto comm = make_local_comm();
-        reserve_device_arena(cfg.model, cfg.relora, ops, kMicro, recompute);
+        reserve_device_arena(cfg.model, cfg.relora, ops, kMicro, recompute, true);
         Llama model(cfg.model, cfg.relora, ops, kMicro, recompute);
         model.init_weights(1);
         AdamW optimizer(cfg.optimizer, ops);
@@ -107,6 +107,69 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
       set_device_memory(nullptr);
     }
   }
+}
+
+// A checkpoint saved from device tensors (weights, adapters, Adam state) loads into host
+// tensors with the same bits, and back into device tensors.
+TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
+  const Config cfg = testing::small_training_config();
+  testing::TempDir dir;
+  testing::HostDeviceMemory memory;
+  set_device_memory(&memory);
+  {
+    testing::ForwardingOps device_ops(Device::cuda), host_ops(Device::cpu);
+    struct Run {
+      Run(Ops& ops, const Config& cfg) : model(cfg.model, cfg.relora, ops, kMicro), optimizer(cfg.optimizer, ops) {
+        model.init_weights(1);
+        start_adapters(model, optimizer, 1, 0);
+      }
+      Llama model;
+      AdamW optimizer;
+    };
+    reserve_device_arena(cfg.model, cfg.relora, device_ops, kMicro, false, true);
+    Run trained(device_ops, cfg);
+    auto comm = make_local_comm();
+    TrainStep step(trained.model, trained.optimizer, device_ops, *comm, 1.0f, kMicro, 1,
+                   1LL * kMicro * cfg.model.seq_len);
+    step.rebuild();
+    int64_t update = 0;
+    step.accumulate(testing::random_micro_batches(cfg.model, kMicro, &update));
+    step.apply(1e-2f, 1.0f);
+    RunState state;
+    state.relora_phase = true;
+    state.world_size = 1;
+    state.config_yaml = config_to_yaml(cfg);
+    state.shard_paths = {"train_000000.bin"};
+    state.shard_tokens = {1000};
+    save_checkpoint(dir.file("device.h5"), state, trained.model, trained.optimizer);
+
+    Run on_host(host_ops, cfg);
+    read_tensors(dir.file("device.h5"), on_host.model, on_host.optimizer);
+    save_checkpoint(dir.file("host.h5"), state, on_host.model, on_host.optimizer);
+    Run on_device(device_ops, cfg);
+    read_tensors(dir.file("host.h5"), on_device.model, on_device.optimizer);
+    const auto& want = trained.model.params();
+    for (const Llama* loaded : {&on_host.model, &on_device.model}) {
+      ASSERT_EQ(loaded->params().size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        const Tensor a = want[i]->value.to_host(), b = loaded->params()[i]->value.to_host();
+        EXPECT_EQ(std::vector<float>(a.data(), a.data() + a.numel()),
+                  std::vector<float>(b.data(), b.data() + b.numel()))
+            << want[i]->name;
+      }
+    }
+    for (const Param* p : trained.model.trainable()) {
+      const AdamState* a = trained.optimizer.state(p->name);
+      const AdamState* b = on_device.optimizer.state(p->name);
+      ASSERT_TRUE(a && b) << p->name;
+      const Tensor am = a->exp_avg_sq.to_host(), bm = b->exp_avg_sq.to_host();
+      EXPECT_EQ(std::vector<float>(am.data(), am.data() + am.numel()),
+                std::vector<float>(bm.data(), bm.data() + bm.numel()))
+          << p->name;
+      EXPECT_EQ(a->step, b->step);
+    }
+  }
+  set_device_memory(nullptr);
 }
 
 // The shipped 1.3B config at micro-batch 4, seq 512, with recomputation: the ReLoRA phase

@@ -130,7 +130,6 @@ TEST(Model, RecomputeGivesIdenticalGradients) {
     double losses[2] = {0.0, 0.0};
     for (int recompute = 0; recompute < 2; ++recompute) {
       Llama model(m, tiny_relora("lora"), *ops, kB, recompute == 1);
-      EXPECT_EQ(model.recompute(), recompute == 1);
       model.init_weights(1);
       if (relora_phase) {
         model.enter_relora_phase({1, 0});

@@ -1,6 +1,8 @@
 // Optimizer pieces: moment pruning (one mask, exact count, step kept), gradient clipping.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <cmath>
 
 #include "backend/ops.h"
@@ -54,12 +56,12 @@ TEST(Optim, ClipScalesToMaxNorm) {
   a.grad.data()[0] = 3.0f;
   b.grad.data()[0] = 4.0f;
   std::vector<Param*> ps = {&a, &b};
-  double norm = global_grad_norm(*ops, gradients_of(ps));
+  double norm = global_grad_norm(*ops, testing::gradients_of(ps));
   EXPECT_DOUBLE_EQ(norm, 5.0);
-  clip_gradients(*ops, gradients_of(ps), norm, 1.0f);
-  EXPECT_NEAR(global_grad_norm(*ops, gradients_of(ps)), 1.0, 1e-6);
-  clip_gradients(*ops, gradients_of(ps), 1.0, 0.0f);  // 0: no clipping
-  EXPECT_NEAR(global_grad_norm(*ops, gradients_of(ps)), 1.0, 1e-6);
+  clip_gradients(*ops, testing::gradients_of(ps), norm, 1.0f);
+  EXPECT_NEAR(global_grad_norm(*ops, testing::gradients_of(ps)), 1.0, 1e-6);
+  clip_gradients(*ops, testing::gradients_of(ps), 1.0, 0.0f);  // 0: no clipping
+  EXPECT_NEAR(global_grad_norm(*ops, testing::gradients_of(ps)), 1.0, 1e-6);
 }
 
 }  // namespace

@@ -244,9 +244,9 @@ TEST(Reference, MatchesPyTorchThroughAReloraTimeline) {
       EXPECT_EQ(fx.count_with_prefix(grads), trainable.size()) << "trainable tensors of " << stage;
       for (Param* p : trainable) check.tensor(grads + p->name, p->grad);
     }
-    const double norm = global_grad_norm(*ops, gradients_of(trainable));
+    const double norm = global_grad_norm(*ops, testing::gradients_of(trainable));
     check.scalar(stage + "/grad_norm", norm);
-    clip_gradients(*ops, gradients_of(trainable), norm, oc.grad_clip);
+    clip_gradients(*ops, testing::gradients_of(trainable), norm, oc.grad_clip);
     optimizer.step(trainable, lr);
     return trainable;
   };

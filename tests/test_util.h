@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "core/errors.h"
 #include "core/rng.h"
+#include "model/params.h"
 #include "train/step.h"
 
 namespace relora::testing {
@@ -70,6 +71,14 @@ inline MicroBatchSource random_micro_batches(const ModelConfig& model, int micro
       targets[i] = static_cast<int32_t>(uniform_at({5, RngPurpose::test, 2, 0}, at) * model.vocab_size);
     }
   };
+}
+
+// The gradients of `params` as a list of tensors (sharing their storage), for
+// global_grad_norm and clip_gradients.
+inline std::vector<Tensor> gradients_of(const std::vector<Param*>& params) {
+  std::vector<Tensor> grads;
+  for (Param* p : params) grads.push_back(p->grad);
+  return grads;
 }
 
 // The message of the InputError that `f` throws ("" and a test failure if it throws none).

@@ -8,14 +8,6 @@
 
 namespace relora {
 
-bool cuda_backend_built() {
-#ifdef RELORA_HAVE_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
-
 Backend make_backend(const std::string& device, int devices, const std::string& matmul,
                      int local_rank, int local_size) {
   Backend backend;

@@ -21,7 +21,4 @@ struct Backend {
 Backend make_backend(const std::string& device, int devices, const std::string& matmul,
                      int local_rank, int local_size);
 
-// True when this build contains the CUDA backend.
-bool cuda_backend_built();
-
 }  // namespace relora

@@ -222,7 +222,7 @@ int cmd_eval(Communicator& comm, const Args& a) {
     ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank(),
                        comm.local_size()).ops;
     data = std::make_unique<Loader>(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false);
-    reserve_device_arena(cfg.model, cfg.relora, *ops, cfg.train.micro_batch, false);
+    reserve_device_arena(cfg.model, cfg.relora, *ops, cfg.train.micro_batch, false, false);
     model = std::make_unique<Llama>(cfg.model, cfg.relora, *ops, cfg.train.micro_batch);
     model->init_weights(cfg.train.seed);
     if (!a.checkpoint.empty()) {

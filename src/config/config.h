@@ -113,6 +113,9 @@ void validate_config(const Config& cfg, const std::string& where);
 // The full resolved config as YAML (every key, in table order), loadable by load_config.
 std::string config_to_yaml(const Config& cfg);
 
+// train.comm_timeout of a validated config, in seconds.
+int64_t comm_timeout_seconds(const Config& cfg);
+
 // A duration key (train.time_limit, train.comm_timeout) in seconds: "3h50m", "90m", "45s",
 // "2h30m10s", "" -> 0. Throws InputError naming `where` and `key` for anything else.
 int64_t parse_duration(const std::string& text, const std::string& where, const std::string& key);

@@ -235,8 +235,11 @@ void validate_config(const Config& cfg, const std::string& where) {
   }
   parse_duration(cfg.train.time_limit, where, "train.time_limit");
   if (parse_duration(cfg.train.comm_timeout, where, "train.comm_timeout") <= 0)
-    RELORA_INPUT_ERROR(where << ": train.comm_timeout: must be a positive duration like 10m, got '"
-                             << cfg.train.comm_timeout << "'");
+    check.fail("train.comm_timeout", "must be a positive duration like 10m, got '" + cfg.train.comm_timeout + "'");
+}
+
+int64_t comm_timeout_seconds(const Config& cfg) {
+  return parse_duration(cfg.train.comm_timeout, cfg.source, "train.comm_timeout");
 }
 
 int64_t parse_duration(const std::string& text, const std::string& where, const std::string& key) {

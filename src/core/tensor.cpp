@@ -20,8 +20,6 @@ DeviceMemory& installed_device_memory() {
 
 }  // namespace
 
-const char* device_name(Device device) { return device == Device::cpu ? "cpu" : "cuda"; }
-
 void set_device_memory(DeviceMemory* memory) { g_device_memory = memory; }
 DeviceMemory* device_memory() { return g_device_memory; }
 
@@ -77,16 +75,6 @@ void Tensor::zero() {
     std::memset(data(), 0, bytes());
   else
     installed_device_memory().zero(data(), bytes());
-}
-
-Tensor Tensor::clone() const {
-  Tensor t = zeros(shape_, device_, dtype_);
-  if (numel_ == 0) return t;
-  if (on_host())
-    std::memcpy(t.data(), data(), bytes());
-  else
-    installed_device_memory().copy_on_device(t.data(), data(), bytes());
-  return t;
 }
 
 Tensor Tensor::to_host() const {

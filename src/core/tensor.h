@@ -15,8 +15,6 @@ namespace relora {
 enum class DType { f32, i32 };
 enum class Device { cpu, cuda };
 
-const char* device_name(Device device);
-
 // Allocation and copies for Device::cuda. Every allocation comes from one arena reserved
 // before the first one (reserve_device_arena in model/memory_budget.h sizes it from the
 // memory budget). Copies and zeroing are ordered with the backend's compute stream; a copy
@@ -25,14 +23,13 @@ class DeviceMemory {
  public:
   virtual ~DeviceMemory() = default;
   // Makes the arena at least `bytes` large: a no-op when it already is, else (only while
-  // nothing is allocated from it) a new block. Throws InternalError when the device lacks
-  // the memory or allocations are live.
+  // nothing is allocated from it) a new block. Throws InputError (the GB needed and free)
+  // when the device lacks the memory, InternalError when allocations are live.
   virtual void reserve(int64_t bytes) = 0;
   virtual void* allocate(size_t bytes) = 0;  // zero-filled; throws InternalError when full
   virtual void release(void* p) = 0;
   virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
-  virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* p, size_t bytes) = 0;
   // Bytes currently allocated through this object.
   virtual int64_t bytes_in_use() const = 0;
@@ -64,8 +61,6 @@ class Tensor {
   bool on_host() const { return device_ == Device::cpu; }
   void fill(float value);
   void zero();
-  // Deep copy on the same device (the storage is shared by plain copies of a Tensor).
-  Tensor clone() const;
   // A host tensor with the same contents: this one itself when it is on the host, else a copy.
   Tensor to_host() const;
   // Whole-buffer copies between this tensor and bytes() of host memory.

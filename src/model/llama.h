@@ -86,7 +86,6 @@ class Llama {
   const ModelConfig& config() const { return cfg_; }
   // logits(B*T, V) of the last forward(..., for_backward = false), in ops' memory.
   const Tensor& logits() const { return logits_; }
-  bool recompute() const { return recompute_; }
 
  private:
   struct Block;

@@ -50,10 +50,13 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
 }
 
 void reserve_device_arena(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                          int max_batch, bool recompute) {
+                          int max_batch, bool recompute, bool training) {
   if (ops.device() != Device::cuda) return;
-  const int64_t largest = std::max(memory_budget(model, relora, ops, max_batch, recompute, false).total(),
-                                   memory_budget(model, relora, ops, max_batch, recompute, true).total());
+  int64_t largest = 0;
+  for (bool relora_phase : {false, true}) {
+    const MemoryBudget b = memory_budget(model, relora, ops, max_batch, recompute, relora_phase);
+    largest = std::max(largest, b.total() - (training ? 0 : b.gradients + b.optimizer));
+  }
   device_memory()->reserve(largest + largest / 20 + (64 << 20));
 }
 

@@ -26,10 +26,10 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
                            int max_batch, bool recompute, bool relora_phase);
 
 // For a device backend, reserves the arena every device tensor of a run comes from: the
-// larger phase's budget plus 5% and 64 MiB for alignment and the gaps the phase change
-// leaves. A no-op on the CPU.
+// larger phase's budget (without gradients and optimizer state unless training) plus 5%
+// and 64 MiB for alignment and the gaps the phase change leaves. A no-op on the CPU.
 void reserve_device_arena(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                          int max_batch, bool recompute);
+                          int max_batch, bool recompute, bool training);
 
 // "10.63 GB (weights 5.31, adapters 0.05, gradients 0.05, optimizer 0.11, activations 5.11)"
 std::string describe(const MemoryBudget& budget);

@@ -42,12 +42,6 @@ AdamState* AdamW::state(const std::string& name) {
   return it == states_.end() ? nullptr : &it->second;
 }
 
-std::vector<Tensor> gradients_of(const std::vector<Param*>& params) {
-  std::vector<Tensor> grads;
-  for (Param* p : params) grads.push_back(p->grad);
-  return grads;
-}
-
 double global_grad_norm(Ops& ops, const std::vector<Tensor>& grads) {
   double sum = 0.0;
   for (const Tensor& g : grads) sum += ops.sum_squares(g.data(), g.numel());

@@ -40,8 +40,6 @@ class AdamW {
   std::map<std::string, AdamState> states_;
 };
 
-// The gradients of `params` as a list of tensors (sharing their storage).
-std::vector<Tensor> gradients_of(const std::vector<Param*>& params);
 // sqrt(sum of squares of every gradient), accumulated in double. `grads` may be whole
 // gradient buckets (GradSync::buffers()): one reduction per bucket, not per tensor.
 double global_grad_norm(Ops& ops, const std::vector<Tensor>& grads);

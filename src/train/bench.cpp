@@ -1,4 +1,5 @@
-// The benchmark: synthetic tokens through TrainStep, stage times, FLOPs, peak sgemm, memory.
+// The benchmark: synthetic tokens through TrainStep, stage times, FLOPs, the backend's peak
+// (Ops::measure_peak_flops), memory.
 #include "train/bench.h"
 
 #include <sys/resource.h>
@@ -6,7 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 
 #include "backend/ops.h"
@@ -61,13 +61,13 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   std::unique_ptr<Ops> ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank(),
                                                  comm.local_size()).ops;
   r.device = ops->device_name();
-  reserve_device_arena(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
+  reserve_device_arena(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute, true);
   Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);
   if (options.relora_phase) start_adapters(model, optimizer, cfg.train.seed, 0);
-  std::unique_ptr<Communicator> grad_comm = make_gradient_communicator(
-      comm, ops->device(), parse_duration(cfg.train.comm_timeout, cfg.source, "train.comm_timeout"));
+  std::unique_ptr<Communicator> grad_comm =
+      make_gradient_communicator(comm, ops->device(), comm_timeout_seconds(cfg));
   TrainStep step(model, optimizer, *ops, grad_comm ? *grad_comm : comm, cfg.train.bucket_mb, micro, 1,
                  r.tokens_per_step);
   step.rebuild();
@@ -88,29 +88,21 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
       }
   };
   const float lr = cfg.optimizer.lr;
+  for (; step_index < options.warmup; ++step_index) {
+    step.accumulate(synthetic);
+    step.apply(lr, cfg.optimizer.grad_clip);
+  }
+  comm.barrier();
   double stages[4] = {0.0, 0.0, 0.0, 0.0};  // forward, backward, optimizer, comm
-  Clock::time_point start;
-  try {
-    for (; step_index < options.warmup; ++step_index) {
-      step.accumulate(synthetic);
-      step.apply(lr, cfg.optimizer.grad_clip);
-    }
-    comm.barrier();
-    start = Clock::now();
-    for (int s = 0; s < options.steps; ++s, ++step_index) {
-      step.accumulate(synthetic);
-      step.apply(lr, cfg.optimizer.grad_clip);
-      const StepTimes& t = step.times();
-      stages[0] += t.forward_ms;
-      stages[1] += t.backward_ms;
-      stages[2] += t.optimizer_ms;
-      stages[3] += t.comm_ms;
-    }
-  } catch (...) {
-    // An error mid-step: end NCCL's pending all-reduces before the buckets are freed (freeing
-    // waits for the device, which would wait for peers forever).
-    grad_comm.reset();
-    throw;
+  const auto start = Clock::now();
+  for (int s = 0; s < options.steps; ++s, ++step_index) {
+    step.accumulate(synthetic);
+    step.apply(lr, cfg.optimizer.grad_clip);
+    const StepTimes& t = step.times();
+    stages[0] += t.forward_ms;
+    stages[1] += t.backward_ms;
+    stages[2] += t.optimizer_ms;
+    stages[3] += t.comm_ms;
   }
   double wall_s = seconds_since(start);
   // Memory: the host's peak RSS, or on a GPU the device memory the run holds (allocated

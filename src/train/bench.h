@@ -1,6 +1,6 @@
 // `relora bench`: training steps of a config's model on synthetic tokens (no data files),
-// timed by stage, with the model FLOPs utilisation against a large sgemm through the same
-// BLAS. A bench step is one micro-batch per rank (global batch = world x micro_batch): the
+// timed by stage, with the model FLOPs utilisation against the backend's peak
+// (Ops::measure_peak_flops). A bench step is one micro-batch per rank (global batch = world x micro_batch): the
 // trainer's step code (TrainStep) with its real gradient all-reduce, at the config's lr.
 #pragma once
 #include <cstdint>
@@ -30,7 +30,7 @@ struct BenchResult {
   double mfu = 0.0;                   // achieved / peak
   int threads = 0;                    // per rank
   int world_size = 0;
-  std::string device;                 // "cpu (<model name>)"
+  std::string device;                 // Ops::device_name(): "cpu (<model>)", "cuda:0 (<GPU>)"
   int64_t peak_mem_bytes = 0;         // max RSS (CPU) or device memory held (CUDA), largest rank
 };
 

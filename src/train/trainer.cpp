@@ -19,10 +19,10 @@
 
 #include "backend/select.h"
 #include "checkpoint/checkpoint.h"
-#include "model/memory_budget.h"
 #include "core/errors.h"
 #include "dist/collective.h"
 #include "dist/replica_check.h"
+#include "model/memory_budget.h"
 #include "relora/restart.h"
 #include "train/evaluate.h"
 #include "train/metrics.h"
@@ -160,7 +160,7 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
     val_data_ = std::make_unique<Loader>(cfg_.data.val, cfg_.model.vocab_size, cfg_.model.seq_len,
                                          cfg_.train.seed, false);
   if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
-  reserve_device_arena(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
+  reserve_device_arena(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute, true);
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
@@ -319,8 +319,7 @@ Event Trainer::after_update(int64_t update) {
 
 TrainSummary Trainer::run() {
   // Collective from here on: the gradient communicator (NCCL on GPUs) connects the ranks.
-  grad_comm_ = make_gradient_communicator(comm_, ops_->device(),
-                                          parse_duration(cfg_.train.comm_timeout, "config", "train.comm_timeout"));
+  grad_comm_ = make_gradient_communicator(comm_, ops_->device(), comm_timeout_seconds(cfg_));
   step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *ops_, grad_comm_ ? *grad_comm_ : comm_,
                                       cfg_.train.bucket_mb, cfg_.train.micro_batch, accumulation_,
                                       static_cast<int64_t>(cfg_.train.global_batch) * cfg_.model.seq_len);

@@ -41,7 +41,6 @@ class CudaModel : public ::testing::Test {
   std::unique_ptr<Ops> gpu_, gpu_fp32_, cpu_;
 };
 
-
 std::vector<float> host_copy(const Tensor& t) {
   const Tensor h = t.to_host();
   return std::vector<float>(h.data(), h.data() + h.numel());

@@ -98,7 +98,7 @@ TEST_F(CudaOps, DeviceAndMemory) {
     EXPECT_EQ(download(t), Floats(1000, 0.0f));  // zero-filled
     const Floats x = random_floats(1000, 1);
     t.copy_from_host(x.data());
-    EXPECT_EQ(download(t.clone()), x);
+    EXPECT_EQ(download(t), x);
     t.zero();
     EXPECT_EQ(download(t), Floats(1000, 0.0f));
   }

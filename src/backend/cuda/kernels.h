@@ -65,7 +65,8 @@ void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float
 constexpr int kSumSquaresBlocks = 256;
 void launch_sum_squares(cudaStream_t stream, double* result, double* partials, const float* x,
                         int64_t n);
-// bf16 (as raw 16-bit words) x[i] = small deterministic values: operands of the peak probe.
+// x[i] = small deterministic values, bf16 (as raw 16-bit words) or fp32: operands of the
+// peak and training-product probes.
 void launch_fill_bf16(cudaStream_t stream, void* x, int64_t n);
 void launch_fill_f32(cudaStream_t stream, float* x, int64_t n);
 

@@ -1,5 +1,5 @@
 // Elementwise and gather/scatter kernels: embedding, adapter columns, RoPE, SwiGLU, AdamW,
-// scale, axpy, sum of squares, and the bf16 fill of the peak-FLOP probe. One thread per
+// scale, axpy, sum of squares, and the bf16 and fp32 fills of the FLOP probes. One thread per
 // element in grid-stride loops (int64 indices), fp32 math as in the CPU backend. Token ids are
 // not range-checked here: the data loader validated them against the vocabulary.
 #include <cuda_bf16.h>

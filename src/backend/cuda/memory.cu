@@ -5,7 +5,6 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <unordered_map>
 
 #include "backend/cuda/check.h"
@@ -34,7 +33,7 @@ class CudaMemory final : public DeviceMemory {
     if (err != cudaSuccess) {
       cudaGetLastError();  // clear the (non-sticky) allocation error
       size_t free_bytes = 0, total_bytes = 0;
-      cudaMemGetInfo(&free_bytes, &total_bytes);
+      if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) cudaGetLastError();
       base_ = nullptr;
       RELORA_INPUT_ERROR("device " << device_ << " cannot hold this run: " << bytes / 1e9
                                    << " GB needed (the memory budget printed above), "
@@ -90,12 +89,6 @@ class CudaMemory final : public DeviceMemory {
     CUDA_CHECK(cudaSetDevice(device_));
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, compute_stream()));
     CUDA_CHECK(cudaStreamSynchronize(compute_stream()));  // the host buffer is filled
-  }
-
-  void copy_on_device(void* dst, const void* src, size_t bytes) override {
-    if (bytes == 0) return;
-    CUDA_CHECK(cudaSetDevice(device_));
-    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, compute_stream()));
   }
 
   void zero(void* p, size_t bytes) override {

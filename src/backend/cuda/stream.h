@@ -1,6 +1,6 @@
-// The CUDA backend's single compute stream: every op, every DeviceMemory copy and (by the
-// same rule) any collective that works on device tensors runs on it, so all device work is
-// ordered without events.
+// The CUDA backend's compute stream: every op and every DeviceMemory copy runs on it, so
+// they are ordered without events; NcclComm runs on its own stream, ordered against this
+// one with events.
 #pragma once
 #include <cuda_runtime.h>
 
