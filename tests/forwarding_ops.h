@@ -3,7 +3,6 @@
 // memory and counts the bytes, so the model's device code paths run and are measured on the CPU.
 #pragma once
 #include <cstring>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -114,26 +113,17 @@ class HostDeviceMemory final : public DeviceMemory {
     RELORA_CHECK(arena_ != nullptr, "allocation before reserve");
     char* p = block_.data() + arena_->allocate(static_cast<int64_t>(bytes));
     std::memset(p, 0, bytes);
-    sizes_[p] = bytes;
-    in_use_ += static_cast<int64_t>(bytes);
     return p;
   }
-  void release(void* p) override {
-    const auto it = sizes_.find(p);
-    in_use_ -= static_cast<int64_t>(it->second);
-    sizes_.erase(it);
-    arena_->release(static_cast<char*>(p) - block_.data());
-  }
+  void release(void* p) override { arena_->release(static_cast<char*>(p) - block_.data()); }
   void copy_to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
-  int64_t bytes_in_use() const override { return in_use_; }
+  int64_t bytes_in_use() const override { return arena_ ? arena_->requested_in_use() : 0; }
 
  private:
   std::vector<char> block_;
   std::unique_ptr<Arena> arena_;
-  std::map<void*, size_t> sizes_;
-  int64_t in_use_ = 0;
 };
 
 }  // namespace relora::testing

@@ -17,6 +17,7 @@ TEST(Arena, AlignsReusesAndMerges) {
   EXPECT_EQ(b, 256);
   EXPECT_EQ(c, 512);  // 300 rounds up to 512 bytes: the arena is full
   EXPECT_EQ(arena.in_use(), 1024);
+  EXPECT_EQ(arena.requested_in_use(), 10 + 256 + 300);
   EXPECT_EQ(arena.largest_free(), 0);
   arena.release(a);
   arena.release(b);  // merges with a's range: 512 free at the front
@@ -26,6 +27,7 @@ TEST(Arena, AlignsReusesAndMerges) {
   arena.release(c);  // merges with the range before it: one free range again
   EXPECT_EQ(arena.largest_free(), 1024);
   EXPECT_EQ(arena.in_use(), 0);
+  EXPECT_EQ(arena.requested_in_use(), 0);
 }
 
 TEST(Arena, FullArenaSaysHowFull) {

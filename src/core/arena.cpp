@@ -21,8 +21,9 @@ int64_t Arena::allocate(int64_t bytes) {
     const int64_t offset = it->first, left = it->second - size;
     free_.erase(it);
     if (left > 0) free_[offset + size] = left;
-    used_[offset] = size;
+    used_[offset] = Range{size, bytes};
     in_use_ += size;
+    requested_ += bytes;
     return offset;
   }
   RELORA_CHECK(false, "device arena full: " << bytes << " bytes requested, " << in_use_ << " of "
@@ -34,8 +35,9 @@ int64_t Arena::allocate(int64_t bytes) {
 void Arena::release(int64_t offset) {
   const auto it = used_.find(offset);
   RELORA_CHECK(it != used_.end(), "arena release of unknown offset " << offset);
-  int64_t start = offset, size = it->second;
+  int64_t start = offset, size = it->second.size;
   in_use_ -= size;
+  requested_ -= it->second.requested;
   used_.erase(it);
   // merge with the free range after, then the one before
   const auto next = free_.find(start + size);

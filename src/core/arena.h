@@ -20,13 +20,18 @@ class Arena {
   void release(int64_t offset);
 
   int64_t capacity() const { return capacity_; }
-  int64_t in_use() const { return in_use_; }  // rounded sizes of the live ranges
+  int64_t in_use() const { return in_use_; }                // rounded sizes of the live ranges
+  int64_t requested_in_use() const { return requested_; }  // bytes asked for by them
   int64_t largest_free() const;
 
  private:
-  int64_t capacity_, alignment_, in_use_ = 0;
+  struct Range {
+    int64_t size;       // rounded
+    int64_t requested;  // as asked for
+  };
+  int64_t capacity_, alignment_, in_use_ = 0, requested_ = 0;
   std::map<int64_t, int64_t> free_;  // offset -> size, no two adjacent
-  std::map<int64_t, int64_t> used_;  // offset -> size
+  std::map<int64_t, Range> used_;    // offset -> range
 };
 
 }  // namespace relora

@@ -2,10 +2,8 @@
 // handed out by an Arena (no cudaMalloc/cudaFree while training, and a release needs no
 // synchronisation: every later use of the range is queued on the same compute stream),
 // copies and zeroing ordered on the compute stream, and a count of the bytes allocated.
-#include <atomic>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
 
 #include "backend/cuda/check.h"
 #include "core/arena.h"
@@ -58,8 +56,6 @@ class CudaMemory final : public DeviceMemory {
       arena_->release(p - static_cast<char*>(base_));
       throw;
     }
-    sizes_[p] = bytes;
-    bytes_in_use_ += static_cast<int64_t>(bytes);
     return p;
   }
 
@@ -68,11 +64,7 @@ class CudaMemory final : public DeviceMemory {
     if (p == nullptr) return;
     try {
       std::lock_guard<std::mutex> lock(mutex_);
-      const auto it = sizes_.find(p);
-      if (it == sizes_.end()) return;
-      bytes_in_use_ -= static_cast<int64_t>(it->second);
-      sizes_.erase(it);
-      arena_->release(static_cast<char*>(p) - static_cast<char*>(base_));
+      if (arena_) arena_->release(static_cast<char*>(p) - static_cast<char*>(base_));
     } catch (...) {
     }
   }
@@ -97,15 +89,16 @@ class CudaMemory final : public DeviceMemory {
     CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, compute_stream()));
   }
 
-  int64_t bytes_in_use() const override { return bytes_in_use_.load(); }
+  int64_t bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return arena_ ? arena_->requested_in_use() : 0;
+  }
 
  private:
   const int device_;
-  std::atomic<int64_t> bytes_in_use_{0};
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   void* base_ = nullptr;          // the arena's block (under mutex_)
   std::unique_ptr<Arena> arena_;  // offsets into base_ (under mutex_)
-  std::unordered_map<void*, size_t> sizes_;  // live allocations (under mutex_)
 };
 
 }  // namespace
