@@ -13,7 +13,7 @@
 #                    (its own seq_len), 10 at model.seq_len=512 for the others
 #     --out DIR      where gpu_check.log, bench.jsonl (and the unpacked bundle) go
 #                    (default: a new directory /tmp/relora-gpu-check.XXXXXX)
-# Finds libcublas.so.13 / libnccl.so.2 under /usr/local/cuda*, /usr/lib/x86_64-linux-gnu and
+# Finds cuBLAS (the soname the binary needs) / libnccl.so.2 under /usr/local/cuda*, /usr/lib/x86_64-linux-gnu and
 # pip's nvidia/*/lib when the loader does not, and prepends them to LD_LIBRARY_PATH.
 # Exit status: 0 all passed; 1 a check failed or the memory target was missed; 2 bad
 # arguments or no usable NVIDIA GPU.
@@ -175,7 +175,9 @@ loader_finds() {  # NAME: does the dynamic loader find it (LD_LIBRARY_PATH or ld
   for d in ${LD_LIBRARY_PATH//:/ }; do [ -e "$d/$1" ] && return 0; done
   ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$1 "
 }
-for name in libcublas.so.13 libcublasLt.so.13 libnccl.so.2; do
+# cuBLAS as the binary was linked against (libcublas.so.13 for CUDA 13), and NCCL (dlopened)
+cublas_names="$(ldd "$relora" 2>/dev/null | grep -o 'libcublas[A-Za-z]*\.so\.[0-9]*' | sort -u | tr '\n' ' ')"
+for name in ${cublas_names:-libcublas.so.13 libcublasLt.so.13} libnccl.so.2; do
   if ! loader_finds "$name"; then
     if dir="$(find_lib "$name")"; then
       echo "$name: not on the loader path; found in $dir: prepended to LD_LIBRARY_PATH"
