@@ -180,6 +180,19 @@ TEST(Checkpoint, RoundTripReloraPhaseEveryEmbeddingsMode) {
   }
 }
 
+// Empty lists (no shards recorded) are empty attributes and read back empty.
+TEST(Checkpoint, EmptyShardListRoundTrips) {
+  TempDir dir;
+  const TrainedModel run(tiny_config("lora"), false, 1);
+  RunState state = sample_state(run);
+  state.shard_paths.clear();
+  state.shard_tokens.clear();
+  save_checkpoint(dir.file("empty.h5"), state, *run.model, run.optimizer);
+  const RunState loaded = read_run_state(dir.file("empty.h5"));
+  EXPECT_TRUE(loaded.shard_paths.empty());
+  EXPECT_TRUE(loaded.shard_tokens.empty());
+}
+
 TEST(Checkpoint, SaveIsAtomicAndLatestNamesIt) {
   TempDir dir;
   const TrainedModel run(tiny_config("lora"), true, 3);

@@ -139,8 +139,6 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
     state.relora_phase = true;
     state.world_size = 1;
     state.config_yaml = config_to_yaml(cfg);
-    state.shard_paths = {"train_000000.bin"};
-    state.shard_tokens = {1000};
     save_checkpoint(dir.file("device.h5"), state, trained.model, trained.optimizer);
 
     Run on_host(host_ops, cfg);

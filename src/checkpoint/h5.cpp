@@ -53,11 +53,13 @@ Id utf8_string_type() {
   return type;
 }
 
+// An empty list is an attribute with no elements: nothing to write (and no buffer).
 void write_attribute_data(hid_t obj, const char* name, hid_t file_type, hid_t mem_type,
                           const Id& space, const void* data) {
   Id attr(H5_CHECK(H5Acreate2(obj, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT)),
           H5Aclose);
-  H5_CHECK(H5Awrite(attr.get(), mem_type, data));
+  if (H5_CHECK(H5Sget_simple_extent_npoints(space.get())) > 0)
+    H5_CHECK(H5Awrite(attr.get(), mem_type, data));
 }
 
 // An opened attribute with what reading it needs to check.
