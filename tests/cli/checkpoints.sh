@@ -6,23 +6,13 @@
 #   usage: checkpoints.sh RELORA_BINARY
 set -uo pipefail
 relora="$1"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-failures=0
-check() {  # check NAME CONDITION_EXIT_CODE DETAIL
-  if [ "$2" -eq 0 ]; then echo "ok   $1"; else echo "FAIL $1: $3"; failures=$((failures + 1)); fi
-}
 
-python3 - train_000000.bin <<'PY'
-import struct, sys, random
-random.seed(2)
-tokens = [random.randrange(512) for _ in range(60000)]
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<256i", 20240520, 1, len(tokens), *([0] * 253)))
-    f.write(struct.pack("<%dH" % len(tokens), *tokens))
-PY
+write_shard train_000000.bin 512 60000 2
 cat > run.yaml <<'YAML'
 model: {vocab_size: 512, hidden_size: 128, num_layers: 2, num_heads: 2, intermediate_size: 256, seq_len: 32}
 relora: {rank: 8, warm_start_steps: 4, reset_every: 4}

@@ -6,24 +6,14 @@
 #   usage: no_mpi.sh RELORA_BINARY
 set -uo pipefail
 relora="$1"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-failures=0
-check() {  # check NAME CONDITION_EXIT_CODE DETAIL
-  if [ "$2" -eq 0 ]; then echo "ok   $1"; else echo "FAIL $1: $3"; failures=$((failures + 1)); fi
-}
 # No launcher's variables (launched_by_mpi() looks for these), whatever ran this script.
 unset OMPI_COMM_WORLD_SIZE PMI_SIZE PMIX_RANK PMI_RANK MPI_LOCALNRANKS
 
-python3 - train_000000.bin <<'PY'
-import struct, sys, random
-random.seed(3)
-tokens = [random.randrange(64) for _ in range(5000)]
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<256i", 20240520, 1, len(tokens), *([0] * 253)))
-    f.write(struct.pack("<%dH" % len(tokens), *tokens))
-PY
+write_shard train_000000.bin 64 5000 3
 cat > run.yaml <<'YAML'
 model: {vocab_size: 64, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 48, seq_len: 16}
 relora: {rank: 4, warm_start_steps: 1, reset_every: 1}

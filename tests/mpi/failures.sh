@@ -4,21 +4,14 @@
 #   usage: failures.sh RELORA_BINARY
 set -uo pipefail
 relora="$1"
+. "$(dirname "${BASH_SOURCE[0]}")/../cli/lib.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 mpirun=(mpirun -np 2 --oversubscribe --bind-to none)
-failures=0
 
-# A small run; its shard is written by python3 (standard library only) in the llm.c format.
-python3 - "$work/train_000000.bin" <<'PY'
-import struct, sys, random
-random.seed(1)
-tokens = [random.randrange(64) for _ in range(20000)]
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<256i", 20240520, 1, len(tokens), *([0] * 253)))
-    f.write(struct.pack("<%dH" % len(tokens), *tokens))
-PY
+# A small run and its token shard.
+write_shard "$work/train_000000.bin" 64 20000 1
 cat > "$work/run.yaml" <<YAML
 model: {vocab_size: 64, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 48, seq_len: 16}
 relora: {rank: 4, warm_start_steps: 5, reset_every: 5}
