@@ -86,9 +86,11 @@ class ForwardingOps : public Ops {
                        int V, float d_loss_scale) override {
     return cpu_->cross_entropy(d_logits, losses, logits, targets, N, V, d_loss_scale);
   }
-  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
-             float beta2, float eps, float weight_decay, int64_t step) override {
-    cpu_->adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+  void adamw(const std::vector<AdamwTensor>& tensors, const AdamwHyper& hyper) override {
+    cpu_->adamw(tensors, hyper);
+  }
+  void prune_smallest(float* m, float* v, int64_t n, int64_t k) override {
+    cpu_->prune_smallest(m, v, n, k);
   }
   double sum_squares(const float* x, int64_t n) override { return cpu_->sum_squares(x, n); }
   void scale(float* x, int64_t n, float s) override { cpu_->scale(x, n, s); }

@@ -536,27 +536,74 @@ TEST_F(CpuOpsTest, CrossEntropyLargeVocabularyOnManyThreads) {
   expect_close(d_logits, want_d, {1e-4, 1e-9}, "d_logits");
 }
 
+// Two tensors in one call, each with its own decay and step count: one thread and many.
 TEST_F(CpuOpsTest, AdamwMatchesScalarReferenceOverThreeSteps) {
-  const float lr = 1e-2f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
-  for (int64_t n : {int64_t{37}, int64_t{40003}}) {  // one thread, many threads
-    Floats param = random_floats(n, 80), m(n, 0.0f), v(n, 0.0f);
-    Doubles want_param = to_doubles(param), want_m(n, 0.0), want_v(n, 0.0);
-    for (int64_t step = 1; step <= 3; ++step) {
-      const Floats grad = random_floats(n, 80 + step);
-      ops->adamw(param.data(), grad.data(), m.data(), v.data(), n, lr, beta1, beta2, eps,
-                 weight_decay, step);
-      for (int64_t i = 0; i < n; ++i) {
-        want_m[i] = beta1 * want_m[i] + (1.0 - beta1) * grad[i];
-        want_v[i] = beta2 * want_v[i] + (1.0 - beta2) * grad[i] * grad[i];
-        const double m_hat = want_m[i] / (1.0 - std::pow(double{beta1}, step));
-        const double v_hat = want_v[i] / (1.0 - std::pow(double{beta2}, step));
-        want_param[i] -= lr * (m_hat / (std::sqrt(v_hat) + eps) + weight_decay * want_param[i]);
+  const float lr = 1e-2f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  const int64_t sizes[2] = {37, 40003};
+  const float decays[2] = {0.1f, 0.0f};
+  const int64_t first_step[2] = {1, 5};  // the second tensor has been updated 4 times before
+  Floats param[2], m[2], v[2];
+  Doubles want_param[2], want_m[2], want_v[2];
+  for (int t = 0; t < 2; ++t) {
+    param[t] = random_floats(sizes[t], 80 + t);
+    m[t] = v[t] = Floats(sizes[t], 0.0f);
+    want_param[t] = to_doubles(param[t]);
+    want_m[t] = want_v[t] = Doubles(sizes[t], 0.0);
+  }
+  for (int64_t update = 0; update < 3; ++update) {
+    Floats grad[2];
+    std::vector<AdamwTensor> tensors;
+    for (int t = 0; t < 2; ++t) {
+      grad[t] = random_floats(sizes[t], 90 + 2 * update + t);
+      tensors.push_back({param[t].data(), grad[t].data(), m[t].data(), v[t].data(), sizes[t],
+                         decays[t], first_step[t] + update});
+    }
+    ops->adamw(tensors, {lr, beta1, beta2, eps});
+    for (int t = 0; t < 2; ++t) {
+      const int64_t step = first_step[t] + update;
+      for (int64_t i = 0; i < sizes[t]; ++i) {
+        want_m[t][i] = beta1 * want_m[t][i] + (1.0 - beta1) * grad[t][i];
+        want_v[t][i] = beta2 * want_v[t][i] + (1.0 - beta2) * grad[t][i] * grad[t][i];
+        const double m_hat = want_m[t][i] / (1.0 - std::pow(double{beta1}, step));
+        const double v_hat = want_v[t][i] / (1.0 - std::pow(double{beta2}, step));
+        want_param[t][i] -=
+            lr * (m_hat / (std::sqrt(v_hat) + eps) + decays[t] * want_param[t][i]);
       }
     }
-    expect_close(m, want_m, kForwardTol, "adam m");
-    expect_close(v, want_v, kForwardTol, "adam v");
+  }
+  for (int t = 0; t < 2; ++t) {
+    const std::string tag = " (tensor " + std::to_string(t) + ")";
+    expect_close(m[t], want_m[t], kForwardTol, "adam m" + tag);
+    expect_close(v[t], want_v[t], kForwardTol, "adam v" + tag);
     // an update is lr * O(1); its float error is a few ulp of lr
-    expect_close(param, want_param, {1e-6, 1e-7}, "adamw param");
+    expect_close(param[t], want_param[t], {1e-6, 1e-7}, "adamw param" + tag);
+  }
+}
+
+// Magnitudes from {0, 1, 2, 3} with both signs: many ties at every threshold.
+TEST_F(CpuOpsTest, PruneSmallestZeroesExactlyKTiesInIndexOrder) {
+  const int64_t n = 1000;
+  Floats m0(n);
+  for (int64_t i = 0; i < n; ++i)
+    m0[i] = static_cast<float>((i * 7919) % 4) * ((i % 3) ? 1.0f : -1.0f);
+  for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{250}, int64_t{251}, int64_t{600},
+                    int64_t{999}, n}) {
+    Floats m = m0, v(n);
+    for (int64_t i = 0; i < n; ++i) v[i] = 1.0f + static_cast<float>(i);
+    ops->prune_smallest(m.data(), v.data(), n, k);
+    // the k zeroed: every |m| below the (k+1)-th smallest, then the ties in index order
+    Floats sorted_magnitude(n);
+    for (int64_t i = 0; i < n; ++i) sorted_magnitude[i] = std::fabs(m0[i]);
+    std::sort(sorted_magnitude.begin(), sorted_magnitude.end());
+    const float threshold = k > 0 ? sorted_magnitude[k - 1] : -1.0f;
+    int64_t ties_left = k;
+    for (int64_t i = 0; i < n; ++i) ties_left -= std::fabs(m0[i]) < threshold;
+    for (int64_t i = 0; i < n; ++i) {
+      const float a = std::fabs(m0[i]);
+      const bool zeroed = a < threshold || (a == threshold && ties_left-- > 0);
+      ASSERT_EQ(m[i], zeroed ? 0.0f : m0[i]) << "k=" << k << " i=" << i;
+      ASSERT_EQ(v[i], zeroed ? 0.0f : 1.0f + static_cast<float>(i)) << "k=" << k << " i=" << i;
+    }
   }
 }
 

@@ -12,6 +12,8 @@ namespace relora {
 namespace {
 
 TEST(Optim, PruneKeepsLargestMeansWithOneMask) {
+  auto ops = make_cpu_ops();
+  AdamW optimizer(OptimizerConfig{}, *ops);
   AdamState s;
   s.exp_avg = Tensor::zeros({10, 20});
   s.exp_avg_sq = Tensor::zeros({10, 20});
@@ -20,7 +22,7 @@ TEST(Optim, PruneKeepsLargestMeansWithOneMask) {
     s.exp_avg.data()[i] = (i % 2 ? -1.0f : 1.0f) * static_cast<float>((i * 37) % 200);
     s.exp_avg_sq.data()[i] = 1.0f + i;
   }
-  prune_moments(s, 0.9f);  // zero 180, keep the 20 largest |m| (180..199)
+  optimizer.prune(s, 0.9f);  // zero 180, keep the 20 largest |m| (180..199)
   int kept = 0;
   for (int i = 0; i < 200; ++i) {
     const float m = s.exp_avg.data()[i], v = s.exp_avg_sq.data()[i];
@@ -35,12 +37,14 @@ TEST(Optim, PruneKeepsLargestMeansWithOneMask) {
 }
 
 TEST(Optim, PruneWithTiesZeroesExactCount) {
+  auto ops = make_cpu_ops();
+  AdamW optimizer(OptimizerConfig{}, *ops);
   AdamState s;
   s.exp_avg = Tensor::zeros({100});
   s.exp_avg_sq = Tensor::zeros({100});
   s.exp_avg.fill(0.5f);
   s.exp_avg_sq.fill(1.0f);
-  prune_moments(s, 0.99f);
+  optimizer.prune(s, 0.99f);
   int kept = 0;
   for (int i = 0; i < 100; ++i) kept += s.exp_avg.data()[i] != 0.0f;
   EXPECT_EQ(kept, 1);

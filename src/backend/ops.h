@@ -9,13 +9,33 @@
 // and ACCUMULATES parameter gradients (+=), so gradient accumulation over micro-batches
 // needs no copies. Each call does a whole layer's worth of work: no per-element dispatch.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
 namespace relora {
+
+// One tensor of an AdamW update (Ops::adamw): param, grad, m, v all of n floats.
+struct AdamwTensor {
+  float* param;
+  const float* grad;
+  float* m;
+  float* v;
+  int64_t n;
+  float weight_decay;  // 0 for norms
+  int64_t step;        // this tensor's update count, from 1 (bias correction)
+};
+struct AdamwHyper {
+  float lr, beta1, beta2, eps;
+};
+// 1 - beta^step in double, rounded to float: AdamW's bias correction on every backend.
+inline float adamw_bias_correction(float beta, int64_t step) {
+  return static_cast<float>(1.0 - std::pow(static_cast<double>(beta), static_cast<double>(step)));
+}
 
 class Ops {
  public:
@@ -109,11 +129,16 @@ class Ops {
                                const int32_t* targets, int N, int V, float d_loss_scale) = 0;
 
   // ---- optimizer and reductions ------------------------------------------------------
-  // One AdamW update of param(n) with bias correction for `step` (1-based):
+  // One AdamW update of every tensor in the list, each with its own step and decay (CUDA:
+  // a few launches for the whole model, not one per tensor). Per tensor, with bias
+  // correction for its `step`:
   //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
   //   p -= lr * ( (m/(1-b1^step)) / (sqrt(v/(1-b2^step)) + eps) + weight_decay * p )
-  virtual void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
-                     float beta1, float beta2, float eps, float weight_decay, int64_t step) = 0;
+  virtual void adamw(const std::vector<AdamwTensor>& tensors, const AdamwHyper& hyper) = 0;
+  // ReLoRA's moment pruning: zeroes m(n) and v(n) where |m| is among the k smallest,
+  // 0 <= k <= n. Ties at the threshold go in index order, so exactly k elements are
+  // zeroed. The threshold is found by selection, not by a sort.
+  virtual void prune_smallest(float* m, float* v, int64_t n, int64_t k) = 0;
   // sum of x[i]^2, accumulated in double
   virtual double sum_squares(const float* x, int64_t n) = 0;
   // x *= s

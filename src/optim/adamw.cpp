@@ -10,14 +10,16 @@
 namespace relora {
 
 void AdamW::step(const std::vector<Param*>& params, float lr) {
+  std::vector<AdamwTensor> tensors;
+  tensors.reserve(params.size());
   for (Param* p : params) {
     RELORA_CHECK(p->trainable() && p->grad.numel() == p->value.numel(), p->name);
     AdamState& s = state_for(*p);
     s.step += 1;
-    float decay = p->is_norm ? 0.0f : cfg_.weight_decay;
-    ops_.adamw(p->value.data(), p->grad.data(), s.exp_avg.data(), s.exp_avg_sq.data(),
-               p->value.numel(), lr, cfg_.beta1, cfg_.beta2, cfg_.eps, decay, s.step);
+    tensors.push_back({p->value.data(), p->grad.data(), s.exp_avg.data(), s.exp_avg_sq.data(),
+                       p->value.numel(), p->is_norm ? 0.0f : cfg_.weight_decay, s.step});
   }
+  ops_.adamw(tensors, {lr, cfg_.beta1, cfg_.beta2, cfg_.eps});
 }
 
 void AdamW::retain_only(const std::vector<Param*>& params) {
@@ -54,44 +56,14 @@ void clip_gradients(Ops& ops, std::vector<Tensor> grads, double norm, float max_
   for (Tensor& g : grads) ops.scale(g.data(), g.numel(), s);
 }
 
-void prune_moments(AdamState& state, float fraction) {
+void AdamW::prune(AdamState& state, float fraction) {
   const int64_t n = state.exp_avg.numel();
   // The fraction arrives as a float (0.99f = 0.98999999...): round it to 6 digits first so
   // that 0.99 of 100 elements is 99, not 98.
   const double exact_fraction = std::round(static_cast<double>(fraction) * 1e6) / 1e6;
-  const int64_t k = static_cast<int64_t>(std::floor(exact_fraction * n + 1e-9));
-  if (k <= 0) return;
-  if (k >= n) {
-    state.exp_avg.zero();
-    state.exp_avg_sq.zero();
-    return;
-  }
-  // On the host, also for device moments: a restart happens once per thousands of steps and
-  // the moments are adapter-sized, so the copies cost little next to a step.
-  Tensor m_host = state.exp_avg.to_host(), v_host = state.exp_avg_sq.to_host();
-  float* m = m_host.data();
-  float* v = v_host.data();
-  // Keep the n - k largest |m|: threshold = the k-th smallest magnitude; ties at the
-  // threshold are resolved in index order so exactly k elements are zeroed.
-  std::vector<float> mag(n);
-  for (int64_t i = 0; i < n; ++i) mag[i] = std::fabs(m[i]);
-  std::nth_element(mag.begin(), mag.begin() + (k - 1), mag.end());
-  const float threshold = mag[k - 1];
-  int64_t below = 0;
-  for (int64_t i = 0; i < n; ++i) below += std::fabs(m[i]) < threshold;
-  int64_t ties_to_zero = k - below;
-  for (int64_t i = 0; i < n; ++i) {
-    float a = std::fabs(m[i]);
-    bool zero = a < threshold || (a == threshold && ties_to_zero-- > 0);
-    if (zero) {
-      m[i] = 0.0f;
-      v[i] = 0.0f;
-    }
-  }
-  if (!state.exp_avg.on_host()) {
-    state.exp_avg.copy_from_host(m);
-    state.exp_avg_sq.copy_from_host(v);
-  }
+  const int64_t k = std::clamp<int64_t>(
+      static_cast<int64_t>(std::floor(exact_fraction * n + 1e-9)), 0, n);
+  ops_.prune_smallest(state.exp_avg.data(), state.exp_avg_sq.data(), n, k);
 }
 
 }  // namespace relora

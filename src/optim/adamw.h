@@ -33,6 +33,10 @@ class AdamW {
   // The state of p, created (zero moments, step 0) if it has none: for loading checkpoints.
   AdamState& state_for(const Param& p);
   const std::map<std::string, AdamState>& states() const { return states_; }
+  // Zeroes both moments where |exp_avg| is among the smallest `fraction` of the tensor
+  // (one mask from exp_avg, so no element keeps a mean without a variance), on the
+  // tensor's device. Keeps `step`.
+  void prune(AdamState& state, float fraction);
 
  private:
   OptimizerConfig cfg_;
@@ -46,8 +50,5 @@ double global_grad_norm(Ops& ops, const std::vector<Tensor>& grads);
 // If max_norm > 0 and norm > max_norm, scales every gradient by max_norm / norm (in place:
 // the tensors share the gradients' storage).
 void clip_gradients(Ops& ops, std::vector<Tensor> grads, double norm, float max_norm);
-// Zeroes both moments where |exp_avg| is among the smallest `fraction` of the tensor
-// (one mask from exp_avg, so no element keeps a mean without a variance). Keeps `step`.
-void prune_moments(AdamState& state, float fraction);
 
 }  // namespace relora

@@ -12,7 +12,7 @@ void merge_and_restart(Llama& model, AdamW& optimizer, const ReloraConfig& cfg, 
                        int64_t step) {
   model.merge_and_reinit(AdapterInit{seed, step});
   for (Param* p : model.adapter_params())
-    if (AdamState* s = optimizer.state(p->name)) prune_moments(*s, cfg.optimizer_prune);
+    if (AdamState* s = optimizer.state(p->name)) optimizer.prune(*s, cfg.optimizer_prune);
 }
 
 }  // namespace relora

@@ -397,26 +397,65 @@ TEST_F(CudaOps, CrossEntropy) {
   EXPECT_EQ(download(d_logits_in), logits);
 }
 
-TEST_F(CudaOps, Adamw) {
-  const int64_t n = 1001;
-  const float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
-  for (int64_t step : {1, 7}) {
-    const std::string tag = " step " + std::to_string(step);
-    const Floats grad = random_floats(n, 80);
-    Floats param = random_floats(n, 81), m = random_floats(n, 82, -0.1f, 0.1f);
-    Floats v = random_floats(n, 83, 0.0f, 0.01f);
+// 70 tensors (more than one launch holds), sizes 0 to 300007, each with its own step and
+// decay, in one call.
+TEST_F(CudaOps, AdamwManyTensors) {
+  const AdamwHyper hyper{1e-3f, 0.9f, 0.95f, 1e-8f};
+  const int kTensors = 70;
+  std::vector<Floats> param(kTensors), grad(kTensors), m(kTensors), v(kTensors);
+  std::vector<Tensor> d_param, d_grad, d_m, d_v;
+  std::vector<AdamwTensor> on_cpu, on_gpu;
+  for (int t = 0; t < kTensors; ++t) {
+    const size_t n = t == 0 ? 0 : t == 1 ? 300007 : (t * 1237) % 9000 + 1;
+    const int64_t step = 1 + t % 9;
+    param[t] = random_floats(n, 80 + 4 * t);
+    grad[t] = random_floats(n, 81 + 4 * t);
+    m[t] = random_floats(n, 82 + 4 * t, -0.1f, 0.1f);
+    v[t] = random_floats(n, 83 + 4 * t, 0.0f, 0.01f);
     if (step == 1) {  // the first step starts from zero moments
-      std::fill(m.begin(), m.end(), 0.0f);
-      std::fill(v.begin(), v.end(), 0.0f);
+      std::fill(m[t].begin(), m[t].end(), 0.0f);
+      std::fill(v[t].begin(), v[t].end(), 0.0f);
     }
-    Tensor d_param = upload(param), d_m = upload(m), d_v = upload(v);
-    cpu->adamw(param.data(), grad.data(), m.data(), v.data(), n, lr, beta1, beta2, eps,
-               weight_decay, step);
-    gpu->adamw(d_param.data(), upload(grad).data(), d_m.data(), d_v.data(), n, lr, beta1, beta2,
-               eps, weight_decay, step);
-    expect_close(d_param, param, kFp32, "adamw param" + tag);
-    expect_close(d_m, m, kFp32, "adamw m" + tag);
-    expect_close(d_v, v, kFp32, "adamw v" + tag);
+    d_param.push_back(upload(param[t]));
+    d_grad.push_back(upload(grad[t]));
+    d_m.push_back(upload(m[t]));
+    d_v.push_back(upload(v[t]));
+    const float decay = t % 2 ? 0.1f : 0.0f;
+    on_cpu.push_back({param[t].data(), grad[t].data(), m[t].data(), v[t].data(),
+                      static_cast<int64_t>(n), decay, step});
+    on_gpu.push_back({d_param[t].data(), d_grad[t].data(), d_m[t].data(), d_v[t].data(),
+                      static_cast<int64_t>(n), decay, step});
+  }
+  cpu->adamw(on_cpu, hyper);
+  gpu->adamw(on_gpu, hyper);
+  for (int t = 0; t < kTensors; ++t) {
+    const std::string tag = " tensor " + std::to_string(t);
+    expect_close(d_param[t], param[t], kFp32, "adamw param" + tag);
+    expect_close(d_m[t], m[t], kFp32, "adamw m" + tag);
+    expect_close(d_v[t], v[t], kFp32, "adamw v" + tag);
+  }
+}
+
+// The same elements zeroed as on the CPU, bit for bit: distinct magnitudes, then heavy
+// ties (|m| from {0, 0.5, 1}) where the index order decides, over several tiles.
+TEST_F(CudaOps, PruneSmallest) {
+  for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{262147}}) {
+    for (bool ties : {false, true}) {
+      Floats m0 = random_floats(n, 95, -1.0f, 1.0f);
+      if (ties)
+        for (int64_t i = 0; i < n; ++i) m0[i] = 0.5f * static_cast<float>((i * 7919) % 3) * (i % 2 ? 1.0f : -1.0f);
+      const Floats v0 = random_floats(n, 96, 0.5f, 1.0f);
+      for (int64_t k : {int64_t{0}, n / 3, (n * 99) / 100, n}) {
+        const std::string tag =
+            " n=" + std::to_string(n) + " k=" + std::to_string(k) + (ties ? " ties" : "");
+        Floats m = m0, v = v0;
+        Tensor d_m = upload(m0), d_v = upload(v0);
+        cpu->prune_smallest(m.data(), v.data(), n, k);
+        gpu->prune_smallest(d_m.data(), d_v.data(), n, k);
+        EXPECT_EQ(download(d_m), m) << "m" << tag;
+        EXPECT_EQ(download(d_v), v) << "v" << tag;
+      }
+    }
   }
 }
 

@@ -291,21 +291,48 @@ class CpuOps final : public Ops {
     return total;
   }
 
-  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
-             float beta2, float eps, float weight_decay, int64_t step) override {
-    RELORA_CHECK(step >= 1, "adamw step " << step << " (steps count from 1)");
-    const float m_correction = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), step));
-    const float v_correction = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), step));
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+  void adamw(const std::vector<AdamwTensor>& tensors, const AdamwHyper& h) override {
+    for (const AdamwTensor& t : tensors) {
+      RELORA_CHECK(t.step >= 1 && t.n >= 0,
+                   "adamw step " << t.step << " n=" << t.n << " (steps count from 1)");
+      const float m_correction = adamw_bias_correction(h.beta1, t.step);
+      const float v_correction = adamw_bias_correction(h.beta2, t.step);
+      float* param = t.param;
+      float* m = t.m;
+      float* v = t.v;
+      const float* grad = t.grad;
+#pragma omp parallel for simd schedule(static) if (t.n >= kParallelMin)
+      for (int64_t i = 0; i < t.n; ++i) {
+        const float g = grad[i];
+        const float m_new = h.beta1 * m[i] + (1.0f - h.beta1) * g;
+        const float v_new = h.beta2 * v[i] + (1.0f - h.beta2) * g * g;
+        m[i] = m_new;
+        v[i] = v_new;
+        const float m_hat = m_new / m_correction;
+        const float v_hat = v_new / v_correction;
+        param[i] -= h.lr * (m_hat / (std::sqrt(v_hat) + h.eps) + t.weight_decay * param[i]);
+      }
+    }
+  }
+
+  // nth_element on a copy of the magnitudes (selection, linear on average), then one pass
+  // in index order.
+  void prune_smallest(float* m, float* v, int64_t n, int64_t k) override {
+    RELORA_CHECK(k >= 0 && k <= n, "prune_smallest k=" << k << " of n=" << n);
+    if (k == 0) return;
+    std::vector<float> magnitude(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) magnitude[i] = std::fabs(m[i]);
+    std::nth_element(magnitude.begin(), magnitude.begin() + (k - 1), magnitude.end());
+    const float threshold = magnitude[k - 1];  // the k-th smallest |m|
+    int64_t below = 0;
+    for (int64_t i = 0; i < n; ++i) below += std::fabs(m[i]) < threshold;
+    int64_t ties_to_zero = k - below;
     for (int64_t i = 0; i < n; ++i) {
-      const float g = grad[i];
-      const float m_new = beta1 * m[i] + (1.0f - beta1) * g;
-      const float v_new = beta2 * v[i] + (1.0f - beta2) * g * g;
-      m[i] = m_new;
-      v[i] = v_new;
-      const float m_hat = m_new / m_correction;
-      const float v_hat = v_new / v_correction;
-      param[i] -= lr * (m_hat / (std::sqrt(v_hat) + eps) + weight_decay * param[i]);
+      const float a = std::fabs(m[i]);
+      if (a < threshold || (a == threshold && ties_to_zero-- > 0)) {
+        m[i] = 0.0f;
+        v[i] = 0.0f;
+      }
     }
   }
 

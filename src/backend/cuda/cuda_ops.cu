@@ -28,6 +28,7 @@ struct Context {
   cublasHandle_t cublas = nullptr;
   // kSumSquaresBlocks partial sums, then the result (sum_squares)
   double* reduce_scratch = nullptr;
+  unsigned long long* prune_histogram = nullptr;  // 256 counters (prune_smallest)
 };
 
 std::atomic<Context*> g_context{nullptr};
@@ -255,16 +256,18 @@ class CudaOps final : public Ops {
   }
 
   // ---- optimizer and reductions --------------------------------------------------------------
-  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
-             float beta2, float eps, float weight_decay, int64_t step) override {
-    RELORA_CHECK(step >= 1, "adamw step " << step << " (steps count from 1)");
-    RELORA_CHECK(n >= 0, "adamw n=" << n);
-    // the bias corrections exactly as the CPU backend computes them
-    const float m_correction = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), step));
-    const float v_correction = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), step));
+  void adamw(const std::vector<AdamwTensor>& tensors, const AdamwHyper& hyper) override {
+    for (const AdamwTensor& t : tensors)
+      RELORA_CHECK(t.step >= 1 && t.n >= 0,
+                   "adamw step " << t.step << " n=" << t.n << " (steps count from 1)");
     bind();
-    launch_adamw(ctx_->stream, param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay,
-                 m_correction, v_correction);
+    launch_adamw(ctx_->stream, tensors, hyper);
+  }
+
+  void prune_smallest(float* m, float* v, int64_t n, int64_t k) override {
+    RELORA_CHECK(k >= 0 && k <= n, "prune_smallest k=" << k << " of n=" << n);
+    bind();
+    launch_prune_smallest(ctx_->stream, m, v, n, k, ctx_->prune_histogram);
   }
 
   // Two fixed-shape passes in double on the device, then 8 bytes to the host (waits).
@@ -407,6 +410,9 @@ std::unique_ptr<Ops> make_cuda_ops(int index, bool fp32_products) {
   setup_check(cublasSetStream(context->cublas, context->stream), "cublasSetStream", index);
   setup_check(cudaMalloc(reinterpret_cast<void**>(&context->reduce_scratch),
                          (kSumSquaresBlocks + 1) * sizeof(double)),
+              "cudaMalloc", index);
+  setup_check(cudaMalloc(reinterpret_cast<void**>(&context->prune_histogram),
+                         256 * sizeof(unsigned long long)),
               "cudaMalloc", index);
   Context* installed = context.release();  // lives until the process ends
   g_context.store(installed);

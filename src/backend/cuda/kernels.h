@@ -7,7 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
+#include "backend/ops.h"
 #include "core/tensor.h"
 
 namespace relora::cuda {
@@ -25,6 +27,10 @@ inline unsigned grid_stride_blocks(int64_t n) {
   const int64_t blocks = (n + kElementwiseThreads - 1) / kElementwiseThreads;
   return static_cast<unsigned>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
 }
+// Device code: for (i over [0, n)) spread over the whole grid, int64 indices.
+#define GRID_STRIDE_LOOP(i, n)                                                                 \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // ---- gemm.cu: cuBLAS products, row-major ------------------------------------------------
 // Precision of a product's multiplications: bf16 inputs with fp32 accumulation (training),
@@ -55,10 +61,6 @@ void launch_swiglu_forward(cudaStream_t stream, float* out, const float* g, cons
                            int64_t n);
 void launch_swiglu_backward(cudaStream_t stream, float* dg, float* du, const float* d_out,
                             const float* g, const float* u, int64_t n);
-// m_correction = 1 - beta1^step, v_correction = 1 - beta2^step (computed on the host)
-void launch_adamw(cudaStream_t stream, float* param, const float* grad, float* m, float* v,
-                  int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-                  float m_correction, float v_correction);
 void launch_scale(cudaStream_t stream, float* x, int64_t n, float s);
 void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float alpha);
 // *result = sum x[i]^2 in double; partials holds kSumSquaresBlocks doubles of scratch.
@@ -69,6 +71,15 @@ void launch_sum_squares(cudaStream_t stream, double* result, double* partials, c
 // peak and training-product probes.
 void launch_fill_bf16(cudaStream_t stream, void* x, int64_t n);
 void launch_fill_f32(cudaStream_t stream, float* x, int64_t n);
+
+// ---- kernels_optim.cu ------------------------------------------------------------------------
+// Ops::adamw for every tensor of the list, steps >= 1 (checked by the caller).
+void launch_adamw(cudaStream_t stream, const std::vector<AdamwTensor>& tensors,
+                  const AdamwHyper& hyper);
+// Ops::prune_smallest, 0 <= k <= n. histogram: 256 counters of device scratch. Waits for
+// the stream (the selection reads four histograms back).
+void launch_prune_smallest(cudaStream_t stream, float* m, float* v, int64_t n, int64_t k,
+                           unsigned long long* histogram);
 
 // ---- kernels_norm.cu: row kernels ---------------------------------------------------------
 void launch_rmsnorm_forward(cudaStream_t stream, float* out, float* rstd, const float* x,

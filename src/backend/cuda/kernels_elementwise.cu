@@ -1,4 +1,4 @@
-// Elementwise and gather/scatter kernels: embedding, adapter columns, RoPE, SwiGLU, AdamW,
+// Elementwise and gather/scatter kernels: embedding, adapter columns, RoPE, SwiGLU,
 // scale, axpy, sum of squares, and the bf16 and fp32 fills of the FLOP probes. One thread per
 // element in grid-stride loops (int64 indices), fp32 math as in the CPU backend. Token ids are
 // not range-checked here: the data loader validated them against the vocabulary.
@@ -10,11 +10,6 @@
 
 namespace relora::cuda {
 namespace {
-
-// for (i over [0, n)) spread over the whole grid
-#define GRID_STRIDE_LOOP(i, n)                                                       \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // out(N,C)[n, c] = table(V,C)[tokens[n], c]
 __global__ void embedding_forward_kernel(float* out, const int32_t* tokens, const float* table,
@@ -91,23 +86,6 @@ __global__ void swiglu_backward_kernel(float* dg, float* du, const float* d_out,
   }
 }
 
-// The CPU backend's AdamW, term for term.
-__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n,
-                             float lr, float beta1, float beta2, float eps, float weight_decay,
-                             float m_correction, float v_correction) {
-  GRID_STRIDE_LOOP(i, n) {
-    const float g = grad[i];
-    const float m_new = beta1 * m[i] + (1.0f - beta1) * g;
-    const float v_new = beta2 * v[i] + (1.0f - beta2) * g * g;
-    m[i] = m_new;
-    v[i] = v_new;
-    const float m_hat = m_new / m_correction;
-    const float v_hat = v_new / v_correction;
-    const float p = param[i];
-    param[i] = p - lr * (m_hat / (sqrtf(v_hat) + eps) + weight_decay * p);
-  }
-}
-
 __global__ void scale_kernel(float* x, int64_t n, float s) {
   GRID_STRIDE_LOOP(i, n) x[i] *= s;
 }
@@ -144,8 +122,6 @@ __global__ void fill_bf16_kernel(__nv_bfloat16* x, int64_t n) {
 __global__ void fill_f32_kernel(float* x, int64_t n) {
   GRID_STRIDE_LOOP(i, n) x[i] = static_cast<float>((i * 7) % 17 - 8) * 0.01f;
 }
-
-#undef GRID_STRIDE_LOOP
 
 }  // namespace
 
@@ -206,15 +182,6 @@ void launch_swiglu_backward(cudaStream_t stream, float* dg, float* du, const flo
   if (n == 0) return;
   swiglu_backward_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(dg, du, d_out,
                                                                                     g, u, n);
-  CUDA_CHECK_LAUNCH();
-}
-
-void launch_adamw(cudaStream_t stream, float* param, const float* grad, float* m, float* v,
-                  int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-                  float m_correction, float v_correction) {
-  if (n == 0) return;
-  adamw_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(
-      param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, m_correction, v_correction);
   CUDA_CHECK_LAUNCH();
 }
 
