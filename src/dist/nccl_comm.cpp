@@ -4,8 +4,9 @@
 // communicator. NCCL runs on its own stream: a bucket's all-reduce waits for an event
 // recorded on the compute stream at the moment backward marked it ready, and wait_all()
 // polls for completion, checking ncclCommGetAsyncError, so a dead peer or a broken network
-// ends the job with a message after train.comm_timeout instead of hanging it. Not covered by
-// the timeout: ncclCommInitRank at start-up (it blocks until every rank has joined).
+// ends the job with a message after train.comm_timeout instead of hanging it. The blocking
+// host calls (ncclCommInitRank waits for every rank to join; a collective call may open
+// connections) run under a Watchdog with the same timeout.
 // libnccl.so.2 is loaded with dlopen when the first NcclComm is made, so single-GPU and CPU
 // runs of a CUDA build need no NCCL installed.
 #include <dlfcn.h>
@@ -23,6 +24,7 @@
 #include "backend/cuda/stream.h"
 #include "core/errors.h"
 #include "dist/communicator.h"
+#include "dist/watchdog.h"
 
 namespace relora {
 namespace {
@@ -79,7 +81,8 @@ bool is_device_pointer(const void* p) {
 
 class NcclComm final : public Communicator {
  public:
-  NcclComm(Communicator& host, int64_t timeout_s) : host_(host), timeout_s_(timeout_s) {
+  NcclComm(Communicator& host, int64_t timeout_s)
+      : host_(host), timeout_s_(timeout_s), watchdog_(timeout_s, "train.comm_timeout", host.rank()) {
     const NcclApi& nccl = nccl_api();
     ncclUniqueId id;
     std::memset(&id, 0, sizeof(id));
@@ -89,7 +92,10 @@ class NcclComm final : public Communicator {
     NCCL_CHECK(nccl.get_version(&version));
     if (version < 21000)
       RELORA_INPUT_ERROR("libnccl.so.2 is NCCL " << version << "; relora needs NCCL 2.10 or newer (ncclAvg)");
-    NCCL_CHECK(nccl.comm_init_rank(&comm_, host_.world_size(), id, host_.rank()));
+    {
+      const Watchdog::Guard guard = watchdog_.guard("NCCL set-up (ncclCommInitRank)");
+      NCCL_CHECK(nccl.comm_init_rank(&comm_, host_.world_size(), id, host_.rank()));
+    }
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
@@ -174,11 +180,13 @@ class NcclComm final : public Communicator {
     cudaEvent_t ready = ready_events_[started_++];
     CUDA_CHECK(cudaEventRecord(ready, cuda::compute_stream()));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
+    const Watchdog::Guard guard = watchdog_.guard("queueing an NCCL all-reduce (ncclAllReduce)");
     NCCL_CHECK(nccl_api().all_reduce(data, data, static_cast<size_t>(n), ncclFloat, op, comm_, stream_));
   }
 
   Communicator& host_;
   int64_t timeout_s_;
+  Watchdog watchdog_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t done_ = nullptr;
