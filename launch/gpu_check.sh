@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, one command on a machine with an NVIDIA GPU (about 3-5 minutes on one
-# H100/H200, under 8): the CUDA tests, `relora bench` of each model in both phases, the
-# memory check (llama_1b, recompute on: peak device memory of the ReLoRA phase over the full
+# H100/H200, under 8): the CUDA tests, `relora bench` of each model in both phases (and
+# a --profile of each op for the larger ones, in DIR/profile_*.txt), the memory check (llama_1b, recompute on: peak device memory of the ReLoRA phase over the full
 # one, target <= 0.60), and a real training run on synthetic text with a restart, a resume
 # and an eval. Stops at the first failure; a summary table at the end.
 #   usage: launch/gpu_check.sh [--bundle FILE] [--models "tiny llama_350m"] [--out DIR]
@@ -269,6 +269,22 @@ for m in $models; do
   done
   step_ratios+="$m: relora/full step time $(awk -v r="${step_ms[relora]}" -v f="${step_ms[full]}" \
     'BEGIN {printf("%.3f", r / f)}') (target <= 0.9); "
+done
+
+step "(2b) where the time goes: relora bench --profile (each op synchronised), ${models/tiny/}"
+for m in $models; do
+  [ "$m" != tiny ] || continue
+  for phase in full relora; do
+    echo "\$ relora bench --config configs/$m.yaml --set train.device=cuda --set model.seq_len=512 --steps 3 --warmup 1 --phase $phase --profile"
+    set +e
+    timeout -k 10 180 "$relora" bench --config "configs/$m.yaml" --set train.device=cuda \
+      --set model.seq_len=512 --steps 3 --warmup 1 --phase "$phase" --profile \
+      >/dev/null 2>"$out/profile_${m}_$phase.txt"
+    rc=$?
+    set -e
+    head -32 "$out/profile_${m}_$phase.txt"
+    [ "$rc" = 0 ] || fail "relora bench --profile $m/$phase exited $rc"
+  done
 done
 
 step "(3) memory: llama_1b, micro_batch 4, seq_len 512, recompute on"

@@ -1,7 +1,7 @@
 // The benchmark's numbers: model_flops_per_token against a hand count and against the
-// products the model actually runs (every Ops::gemm of a forward and backward, counted), and
+// products the model actually runs (every Ops::gemm of a forward and backward, counted),
 // `relora bench`'s JSON line from two steps of a small model (fields present and sane; no
-// timing assertions).
+// timing assertions), and its --profile (TimedOps).
 #include <gtest/gtest.h>
 
 #include "forwarding_ops.h"
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "backend/timed_ops.h"
 #include "config/config.h"
 #include "core/errors.h"
 #include "core/rng.h"
@@ -110,16 +111,21 @@ double number(const JsonValue& object, const char* key) {
   return v->number;
 }
 
+BenchOptions two_steps(bool relora_phase, bool profile) {
+  BenchOptions options;
+  options.steps = 2;
+  options.warmup = 1;
+  options.relora_phase = relora_phase;
+  options.profile = profile;
+  return options;
+}
+
 TEST(Bench, TwoStepsGiveSaneFields) {
   const Config cfg = config_from_overrides(small_bench_overrides());
   auto comm = make_local_comm();
   for (bool relora_phase : {false, true}) {
     SCOPED_TRACE(relora_phase ? "relora" : "full");
-    BenchOptions options;
-    options.steps = 2;
-    options.warmup = 1;
-    options.relora_phase = relora_phase;
-    const std::string line = bench_json(run_bench(cfg, *comm, options));
+    const std::string line = bench_json(run_bench(cfg, *comm, two_steps(relora_phase, false)));
     JsonValue json;
     std::string error;
     ASSERT_TRUE(parse_json(line, &json, &error)) << error << ": " << line;
@@ -153,6 +159,59 @@ TEST(Bench, TwoStepsGiveSaneFields) {
     EXPECT_LT(mfu, 1.5);
     EXPECT_GT(number(json, "peak_mem_bytes"), 1e6);
   }
+}
+
+// --profile: the products it times are the model's FLOPs exactly (gemms and attention, per
+// step), AdamW is one call per step, and the timed ops change no number.
+TEST(Bench, ProfileTimesEveryProductOnce) {
+  const Config cfg = config_from_overrides(small_bench_overrides());
+  auto comm = make_local_comm();
+  for (bool relora_phase : {false, true}) {
+    SCOPED_TRACE(relora_phase ? "relora" : "full");
+    const BenchResult r = run_bench(cfg, *comm, two_steps(relora_phase, true));
+    ASSERT_FALSE(r.profile.empty());
+    double flops = 0.0, seconds = 0.0;
+    int64_t adamw_calls = 0;
+    for (const OpTime& t : r.profile) {
+      flops += t.flops;
+      seconds += t.seconds;
+      if (t.op == "adamw") adamw_calls = t.calls;
+      EXPECT_GT(t.calls, 0) << t.op;
+    }
+    EXPECT_EQ(flops, static_cast<double>(r.model_flops_per_token) * r.tokens_per_step * 2);
+    EXPECT_EQ(adamw_calls, 2);
+    EXPECT_GT(seconds, 0.0);
+    const std::string table = profile_table(r);
+    EXPECT_NE(table.find("adamw"), std::string::npos) << table;
+  }
+}
+
+TEST(TimedOps, ChangesNoNumber) {
+  const ModelConfig m = small_model();
+  const ReloraConfig r = small_relora("lora");
+  constexpr int kBatch = 2;
+  const int64_t tokens = static_cast<int64_t>(kBatch) * m.seq_len;
+  std::vector<int32_t> inputs(tokens), targets(tokens);
+  for (int64_t i = 0; i < tokens; ++i) {
+    inputs[i] = static_cast<int32_t>(uniform_at({3, RngPurpose::test, 1, 0}, i) * m.vocab_size);
+    targets[i] = static_cast<int32_t>(uniform_at({3, RngPurpose::test, 2, 0}, i) * m.vocab_size);
+  }
+  auto cpu = make_cpu_ops();
+  TimedOps timed(*cpu);
+  std::vector<float> grads[2];
+  double losses[2];
+  for (int run = 0; run < 2; ++run) {
+    Llama model(m, r, run == 0 ? *cpu : static_cast<Ops&>(timed), kBatch);
+    model.init_weights(1);
+    model.enter_relora_phase({1, 0});
+    losses[run] = model.forward(inputs.data(), targets.data(), kBatch, true, 1.0f / tokens);
+    model.backward(kBatch);
+    for (Param* p : model.trainable())
+      grads[run].insert(grads[run].end(), p->grad.data(), p->grad.data() + p->grad.numel());
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_EQ(grads[0], grads[1]);
+  EXPECT_FALSE(timed.times().empty());
 }
 
 TEST(Bench, RefusesTheReloraPhaseWithoutAdapters) {

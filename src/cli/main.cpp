@@ -88,7 +88,7 @@ const char* kEvalUsage =
 
 const char* kBenchUsage =
     "usage: relora bench --config FILE [--steps N] [--warmup N] [--phase full|relora]\n"
-    "                    [--set section.key=value]...\n"
+    "                    [--profile] [--set section.key=value]...\n"
     "\n"
     "Times training steps of FILE's model on synthetic tokens (no data files are read) and\n"
     "prints one JSON line: tokens_per_s, step_ms and its split (forward_ms, backward_ms,\n"
@@ -108,6 +108,9 @@ const char* kBenchUsage =
     "  --warmup N              untimed steps before them (default 2)\n"
     "  --phase full|relora     full-rank training (default), or the ReLoRA phase: targets\n"
     "                          frozen with adapters, as after relora.warm_start_steps\n"
+    "  --profile               also time every op of rank 0's timed steps (each one\n"
+    "                          synchronised, which slows the steps) and print a table to\n"
+    "                          stderr: ms per step, share, calls, GFLOP/s of the products\n"
     "  --set section.key=VAL   override a config key (e.g. train.micro_batch, train.threads)\n"
     "  --help, -h              this text\n";
 
@@ -161,6 +164,7 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--steps" && bench) a.bench.steps = static_cast<int>(parse_integer(arg, value(), 1, INT32_MAX));
     else if (arg == "--warmup" && bench) a.bench.warmup = static_cast<int>(parse_integer(arg, value(), 0, INT32_MAX));
     else if (arg == "--phase" && bench) a.bench.relora_phase = parse_phase(value());
+    else if (arg == "--profile" && bench) a.bench.profile = true;
     else if (arg == "--resume" && train) a.resume = value();
     else if (arg == "--data" && eval) a.data = value();
     else if (arg == "--checkpoint" && eval) a.checkpoint = value();
@@ -250,7 +254,11 @@ int cmd_bench(Communicator& comm, const Args& a) {
   } catch (const std::exception& e) {
     abort_job(comm, e);  // gradient all-reduces may be in flight on this rank
   }
-  if (comm.rank() == 0) std::printf("%s\n", bench_json(r).c_str());
+  if (comm.rank() == 0) {
+    std::printf("%s\n", bench_json(r).c_str());
+    std::fflush(stdout);
+    if (a.bench.profile) std::fprintf(stderr, "%s", profile_table(r).c_str());
+  }
   return 0;
 }
 

@@ -58,8 +58,11 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   r.tokens_per_step = static_cast<int64_t>(world) * micro * T;
   r.model_flops_per_token = model_flops_per_token(cfg.model, cfg.relora, options.relora_phase);
 
-  std::unique_ptr<Ops> ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank(),
-                                                 comm.local_size()).ops;
+  std::unique_ptr<Ops> backend = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul,
+                                              comm.local_rank(), comm.local_size()).ops;
+  std::unique_ptr<TimedOps> timed;
+  if (options.profile && comm.rank() == 0) timed = std::make_unique<TimedOps>(*backend);
+  Ops* const ops = timed ? timed.get() : backend.get();
   r.device = ops->device_name();
   reserve_device_arena(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute, true);
   Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
@@ -93,6 +96,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
     step.apply(lr, cfg.optimizer.grad_clip);
   }
   comm.barrier();
+  if (timed) timed->reset();
   double stages[4] = {0.0, 0.0, 0.0, 0.0};  // forward, backward, optimizer, comm
   const auto start = Clock::now();
   for (int s = 0; s < options.steps; ++s, ++step_index) {
@@ -105,6 +109,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
     stages[3] += t.comm_ms;
   }
   double wall_s = seconds_since(start);
+  if (timed) r.profile = timed->times();
   // Memory: the host's peak RSS, or on a GPU the device memory the run holds (allocated
   // once before the first step; nothing is freed inside steps). Before the probe's buffers.
   const int64_t rss = ops->device() == Device::cuda ? device_memory()->bytes_in_use() : peak_rss_bytes();
@@ -120,6 +125,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   const double peak = peaks[0];
   r.train_product_gflops = peaks[1];
 
+  r.steps = options.steps;
   r.step_ms = 1e3 * wall_s / options.steps;
   r.forward_ms = stages[0] / options.steps;
   r.backward_ms = stages[1] / options.steps;
@@ -148,6 +154,28 @@ std::string bench_json(const BenchResult& r) {
       r.train_product_gflops, r.mfu,
       r.threads, r.world_size, r.device.c_str(), static_cast<long>(r.peak_mem_bytes));
   return line;
+}
+
+std::string profile_table(const BenchResult& r) {
+  double total_s = 0.0;
+  for (const OpTime& t : r.profile) total_s += t.seconds;
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "profile of rank 0, per timed step: every op synchronised, so the ops add up to "
+                "%.2f ms (step_ms %.2f)\n  ms/step   share  calls/step  GFLOP/s  op\n",
+                1e3 * total_s / r.steps, r.step_ms);
+  out += line;
+  for (const OpTime& t : r.profile) {
+    const double gflops = t.flops > 0.0 && t.seconds > 0.0 ? t.flops / t.seconds / 1e9 : 0.0;
+    std::snprintf(line, sizeof(line), "%9.3f  %5.1f%%  %10.1f  %7s  %s\n", 1e3 * t.seconds / r.steps,
+                  total_s > 0.0 ? 100.0 * t.seconds / total_s : 0.0,
+                  static_cast<double>(t.calls) / r.steps,
+                  gflops > 0.0 ? std::to_string(static_cast<long>(gflops + 0.5)).c_str() : "-",
+                  t.op.c_str());
+    out += line;
+  }
+  return out;
 }
 
 }  // namespace relora

@@ -5,7 +5,9 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "backend/timed_ops.h"
 #include "config/config.h"
 #include "dist/communicator.h"
 
@@ -15,6 +17,7 @@ struct BenchOptions {
   int steps = 10;            // timed steps
   int warmup = 2;            // untimed steps before them
   bool relora_phase = false;  // time the ReLoRA phase (adapters on) instead of the full-rank one
+  bool profile = false;       // time every op of the timed steps (TimedOps), on rank 0
 };
 
 struct BenchResult {
@@ -32,6 +35,8 @@ struct BenchResult {
   int world_size = 0;
   std::string device;                 // Ops::device_name(): "cpu (<model>)", "cuda:0 (<GPU>)"
   int64_t peak_mem_bytes = 0;         // max RSS (CPU) or device memory held (CUDA), largest rank
+  int steps = 0;                      // timed steps
+  std::vector<OpTime> profile;        // rank 0's op times over the timed steps (--profile)
 };
 
 // Throws InputError when the config cannot be benchmarked as asked (a ReLoRA phase with
@@ -43,5 +48,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
 
 // The result as one JSON object on one line (no newline).
 std::string bench_json(const BenchResult& r);
+// The --profile table: per op, ms per step, share, calls per step, GFLOP/s of products.
+std::string profile_table(const BenchResult& r);
 
 }  // namespace relora
