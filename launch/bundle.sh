@@ -74,7 +74,7 @@ for exe in relora relora_tests; do
   [ -x "$build_dir/$exe" ] || die "the build made no $build_dir/$exe"
 done
 plugin="$(find "$build_dir" -maxdepth 2 -name 'librelora_mpi.so' -type f | head -1)"
-if [ "$cuda" = ON ] && ! objdump -p "$build_dir/relora" | grep -q 'NEEDED *libcublas'; then
+if [ "$cuda" = ON ] && ! objdump -p "$build_dir/relora" | grep 'NEEDED *libcublas' >/dev/null; then
   die "$build_dir/relora does not link cuBLAS: the CUDA backend was not built"
 fi
 
@@ -130,7 +130,7 @@ done
 blas="${libs[libopenblas.so.0]:-}"
 [ -n "$blas" ] || die "relora does not link libopenblas.so.0: unexpected, check the build"
 [[ "$blas" == *openblas-openmp* ]] || die "libopenblas.so.0 resolves to $blas, not the OpenMP build (openblas-openmp)"
-objdump -p "$stage/lib/libopenblas.so.0" | grep -q 'NEEDED *libgomp' || die "$blas does not link libgomp: not the OpenMP OpenBLAS"
+objdump -p "$stage/lib/libopenblas.so.0" | grep 'NEEDED *libgomp' >/dev/null || die "$blas does not link libgomp: not the OpenMP OpenBLAS"
 
 # Direct MPI links: the executables should reach MPI through the plugin only.
 mpi_direct=""

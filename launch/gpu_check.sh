@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check, one command on a machine with an NVIDIA GPU (about 3-5 minutes on one
 # H100/H200, under 8): the CUDA tests, `relora bench` of each model in both phases (and
-# a --profile of each op for the larger ones, in DIR/profile_*.txt), the memory check (llama_1b, recompute on: peak device memory of the ReLoRA phase over the full
-# one, target <= 0.60), and a real training run on synthetic text with a restart, a resume
-# and an eval. Stops at the first failure; a summary table at the end.
+# a --profile of each op for the larger ones, in DIR/profile_*.txt), the memory check
+# (llama_1b, recompute on: peak device memory of the ReLoRA phase over the full one,
+# target <= 0.60), and a real training run on synthetic text with a restart, a resume and
+# an eval. Failed CUDA tests are reported and the rest still runs (one GPU session then
+# yields every figure); any other failure stops it. A summary table at the end.
 #   usage: launch/gpu_check.sh [--bundle FILE] [--models "tiny llama_350m"] [--out DIR]
 #     --bundle FILE  a tarball from launch/bundle.sh: unpacked into DIR/bundle and run with its
 #                    binaries and lib/ (no compiler needed). Without it: from a checkout, builds
@@ -172,8 +174,9 @@ find_lib() {  # NAME: directory holding it, searched in lib_dirs (pip trees two 
 }
 loader_finds() {  # NAME: does the dynamic loader find it (LD_LIBRARY_PATH or ld.so.cache)?
   local d
-  for d in ${LD_LIBRARY_PATH//:/ }; do [ -e "$d/$1" ] && return 0; done
-  ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$1 "
+  local path="${LD_LIBRARY_PATH:-}"
+  for d in ${path//:/ }; do [ -e "$d/$1" ] && return 0; done
+  ldconfig -p 2>/dev/null | grep "^[[:space:]]*$1 " >/dev/null  # not -q: no SIGPIPE under pipefail
 }
 # cuBLAS as the binary was linked against (libcublas.so.13 for CUDA 13), and NCCL (dlopened)
 cublas_names="$(ldd "$relora" 2>/dev/null | grep -o 'libcublas[A-Za-z]*\.so\.[0-9]*' | sort -u | tr '\n' ' ')"
@@ -228,13 +231,19 @@ rc=$?
 set -e
 cat "$out/tests.log"
 [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "relora_tests timed out after 300 s"
-[ "$rc" = 0 ] || fail "relora_tests: CUDA tests failed (exit $rc), see above"
 ran="$(sed -n 's/^\[==========\] \([0-9]*\) tests\{0,1\} from .* ran\..*/\1/p' "$out/tests.log" | tail -1)"
-[ "${ran:-0}" -gt 0 ] || fail "relora_tests ran no CUDA test: was it built with RELORA_CUDA=ON?"
+[ "${ran:-0}" -gt 0 ] || fail "relora_tests ran no CUDA test or crashed (exit $rc; output above): was it built with RELORA_CUDA=ON?"
 skipped="$({ grep -E '^\[  SKIPPED \] [A-Za-z_0-9]+\.' "$out/tests.log" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
 [ -z "$skipped" ] || fail "CUDA tests were skipped on a GPU machine (the GPU, cuBLAS or NCCL was not usable; reasons above): $skipped"
-tests_summary="$ran CUDA tests passed, none skipped"
+failed_tests="$({ grep -E '^\[  FAILED  \] [A-Za-z_0-9]+\.[A-Za-z_0-9/]+' "$out/tests.log" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
+if [ "$rc" = 0 ]; then
+  tests_summary="$ran CUDA tests passed, none skipped"
+else
+  tests_summary="CUDA tests FAILED (exit $rc): ${failed_tests:-see $out/tests.log}"
+  printf '\n%s\n(continuing with the benchmarks; gpu_check will exit 1)\n' "$tests_summary"
+fi
 echo "$tests_summary"
+rc_tests=$rc
 
 # ---- (2, 3) relora bench ------------------------------------------------------------------
 bench() {  # LABEL TIMEOUT ARGS...: runs relora bench, appends its JSON line to bench.jsonl
@@ -248,7 +257,7 @@ bench() {  # LABEL TIMEOUT ARGS...: runs relora bench, appends its JSON line to 
   cat "$out/bench.stderr"
   [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "relora bench $label timed out after $limit s"
   [ "$rc" = 0 ] || fail "relora bench $label exited $rc"
-  line="$(grep '^{' <<<"$line" | tail -1)"
+  line="$( { grep '^{' <<<"$line" || true; } | tail -1)"
   [ -n "$line" ] || fail "relora bench $label printed no JSON line"
   echo "$line"
   case "$line" in *'"device":"cpu'*) fail "relora bench $label ran on the CPU, not the GPU" ;; esac
@@ -344,8 +353,10 @@ smoke_train=(train --config configs/tiny.yaml --set train.device=cuda --set mode
   --set schedule.warmup_steps=10 --set relora.restart_warmup_steps=5 --set checkpoint.every=10
   --set checkpoint.keep=10 --set data.eval_every=0 --set log.every=10)
 run_checked "train (60 updates)" 180 "${smoke_train[@]}" --set "checkpoint.dir=$smoke/run"
-first_metrics="$(grep -m1 '"loss"' "$smoke/run/metrics.jsonl")"
-last_metrics="$(grep '"loss"' "$smoke/run/metrics.jsonl" | tail -1)"
+[ -s "$smoke/run/metrics.jsonl" ] || fail "the GPU run wrote no $smoke/run/metrics.jsonl"
+first_metrics="$(grep -m1 '"loss"' "$smoke/run/metrics.jsonl" || true)"
+last_metrics="$( { grep '"loss"' "$smoke/run/metrics.jsonl" || true; } | tail -1)"
+[ -n "$first_metrics" ] || fail "no loss line in $smoke/run/metrics.jsonl"
 restarts="$(grep -c '"event":"restart"' "$smoke/run/metrics.jsonl" || true)"
 echo "loss $(field "$first_metrics" loss) at step $(field "$first_metrics" step) -> $(field "$last_metrics" loss) at step $(field "$last_metrics" step); $restarts restart(s)"
 awk -v a="$(field "$first_metrics" loss)" -v b="$(field "$last_metrics" loss)" 'BEGIN {exit !(b < a - 1.0)}' ||
@@ -354,7 +365,8 @@ awk -v a="$(field "$first_metrics" loss)" -v b="$(field "$last_metrics" loss)" '
 cp -r "$smoke/run" "$smoke/resumed"
 run_checked "train (resumed from 30)" 180 "${smoke_train[@]}" --set "checkpoint.dir=$smoke/resumed" \
   --resume "$smoke/resumed/step_00000030.h5"
-resumed_metrics="$(grep '"loss"' "$smoke/resumed/metrics.jsonl" | tail -1)"
+resumed_metrics="$( { grep '"loss"' "$smoke/resumed/metrics.jsonl" 2>/dev/null || true; } | tail -1)"
+[ -n "$resumed_metrics" ] || fail "no loss line in $smoke/resumed/metrics.jsonl"
 echo "final loss: first run $(field "$last_metrics" loss), resumed from 30 $(field "$resumed_metrics" loss)"
 awk -v a="$(field "$last_metrics" loss)" -v b="$(field "$resumed_metrics" loss)" \
   'BEGIN {d = a - b; if (d < 0) d = -d; exit !(d <= 0.02 * a)}' ||
@@ -378,4 +390,5 @@ echo "memory: relora/full peak = $ratio (target <= 0.60)"
 echo "device: $(field "$last" device); $(nvidia-smi -L | head -1)"
 echo "JSON lines: $jsonl; log: $log; $((SECONDS - started)) s in all"
 [ "$mem_ok" = yes ] || fail "memory target missed: relora/full peak memory $ratio > 0.60"
+[ "$rc_tests" = 0 ] || fail "$tests_summary"
 echo "gpu_check: all passed"

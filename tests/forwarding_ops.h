@@ -2,6 +2,7 @@
 // claim to be a device backend), HostDeviceMemory serves Device::cuda tensors from host
 // memory and counts the bytes, so the model's device code paths run and are measured on the CPU.
 #pragma once
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -102,7 +103,7 @@ class ForwardingOps : public Ops {
 };
 
 // Device memory in host memory, from an Arena like the CUDA backend's, counting the bytes
-// requested.
+// requested (now and at most).
 class HostDeviceMemory final : public DeviceMemory {
  public:
   void reserve(int64_t bytes) override {
@@ -115,6 +116,7 @@ class HostDeviceMemory final : public DeviceMemory {
     RELORA_CHECK(arena_ != nullptr, "allocation before reserve");
     char* p = block_.data() + arena_->allocate(static_cast<int64_t>(bytes));
     std::memset(p, 0, bytes);
+    peak_ = std::max(peak_, bytes_in_use());
     return p;
   }
   void release(void* p) override { arena_->release(static_cast<char*>(p) - block_.data()); }
@@ -122,8 +124,10 @@ class HostDeviceMemory final : public DeviceMemory {
   void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
   int64_t bytes_in_use() const override { return arena_ ? arena_->requested_in_use() : 0; }
+  int64_t peak_bytes_in_use() const { return peak_; }  // the most bytes_in_use has been
 
  private:
+  int64_t peak_ = 0;
   std::vector<char> block_;
   std::unique_ptr<Arena> arena_;
 };

@@ -19,6 +19,7 @@
 #include "optim/adamw.h"
 #include "relora/restart.h"
 #include "test_util.h"
+#include "train/evaluate.h"
 #include "train/step.h"
 
 namespace relora {
@@ -35,7 +36,7 @@ struct TrainedRun {
 
 TrainedRun train(Ops& ops, const Config& cfg) {
   auto comm = make_local_comm();
-  reserve_device_arena(cfg.model, cfg.relora, ops, kMicro, false, true);
+  reserve_device_arena(cfg.model, cfg.relora, ops, kMicro, false);
   Llama model(cfg.model, cfg.relora, ops, kMicro);
   model.init_weights(1);
   AdamW optimizer(cfg.optimizer, ops);
@@ -85,7 +86,7 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
       {
         testing::ForwardingOps ops(Device::cuda);
         auto comm = make_local_comm();
-        reserve_device_arena(cfg.model, cfg.relora, ops, kMicro, recompute, true);
+        reserve_device_arena(cfg.model, cfg.relora, ops, kMicro, recompute);
         Llama model(cfg.model, cfg.relora, ops, kMicro, recompute);
         model.init_weights(1);
         AdamW optimizer(cfg.optimizer, ops);
@@ -103,6 +104,9 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
         step.apply(1e-2f, 1.0f);
         const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, ops, kMicro, recompute, true);
         EXPECT_EQ(memory.bytes_in_use(), relora.total()) << describe(relora);
+        // the phase change held both phases' tensors at once, and no more than peak_bytes
+        EXPECT_GT(memory.peak_bytes_in_use(), full.total());
+        EXPECT_LE(memory.peak_bytes_in_use(), peak_bytes(cfg.model, cfg.relora, ops, kMicro, recompute));
       }
       set_device_memory(nullptr);
     }
@@ -126,7 +130,7 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
       Llama model;
       AdamW optimizer;
     };
-    reserve_device_arena(cfg.model, cfg.relora, device_ops, kMicro, false, true);
+    reserve_device_arena(cfg.model, cfg.relora, device_ops, kMicro, false);
     Run trained(device_ops, cfg);
     auto comm = make_local_comm();
     TrainStep step(trained.model, trained.optimizer, device_ops, *comm, 1.0f, kMicro, 1,
@@ -166,6 +170,44 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
           << p->name;
       EXPECT_EQ(a->step, b->step);
     }
+  }
+  set_device_memory(nullptr);
+}
+
+// `relora eval`'s model from a ReLoRA-phase checkpoint, in device memory: the weights and
+// adapters the run saved, within the run's peak_bytes.
+TEST(DevicePaths, EvalModelFromACheckpointFitsThePeak) {
+  const Config cfg = testing::small_training_config();
+  testing::TempDir dir;
+  RunState state;
+  state.relora_phase = true;
+  state.step = 3;
+  state.world_size = 1;
+  state.config_yaml = config_to_yaml(cfg);
+  testing::ForwardingOps host_ops(Device::cpu), device_ops(Device::cuda);
+  Llama trained(cfg.model, cfg.relora, host_ops, kMicro);
+  trained.init_weights(1);
+  AdamW optimizer(cfg.optimizer, host_ops);
+  start_adapters(trained, optimizer, 7, 3);
+  for (Param* p : trained.adapter_params()) p->value.fill(0.25f);  // B is no longer zero
+  optimizer.step(trained.trainable(), 1e-3f);
+  save_checkpoint(dir.file("run.h5"), state, trained, optimizer);
+
+  testing::HostDeviceMemory memory;
+  set_device_memory(&memory);
+  {
+    std::unique_ptr<Llama> loaded = model_for_eval(cfg, device_ops, dir.file("run.h5"), state);
+    ASSERT_TRUE(loaded->relora_phase());
+    ASSERT_EQ(loaded->params().size(), trained.params().size());
+    for (size_t i = 0; i < trained.params().size(); ++i) {
+      const Tensor a = trained.params()[i]->value.to_host();
+      const Tensor b = loaded->params()[i]->value.to_host();
+      EXPECT_EQ(std::vector<float>(a.data(), a.data() + a.numel()),
+                std::vector<float>(b.data(), b.data() + b.numel()))
+          << trained.params()[i]->name;
+    }
+    EXPECT_LE(memory.peak_bytes_in_use(),
+              peak_bytes(cfg.model, cfg.relora, device_ops, cfg.train.micro_batch, false));
   }
   set_device_memory(nullptr);
 }

@@ -20,8 +20,6 @@
 #include "dist/collective.h"
 #include "dist/communicator.h"
 #include "model/llama.h"
-#include "model/memory_budget.h"
-#include "optim/adamw.h"
 #include "train/bench.h"
 #include "train/evaluate.h"
 #include "train/threads.h"
@@ -226,14 +224,7 @@ int cmd_eval(Communicator& comm, const Args& a) {
     ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank(),
                        comm.local_size()).ops;
     data = std::make_unique<Loader>(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false);
-    reserve_device_arena(cfg.model, cfg.relora, *ops, cfg.train.micro_batch, false, false);
-    model = std::make_unique<Llama>(cfg.model, cfg.relora, *ops, cfg.train.micro_batch);
-    model->init_weights(cfg.train.seed);
-    if (!a.checkpoint.empty()) {
-      AdamW optimizer(cfg.optimizer, *ops);
-      if (state.relora_phase) model->enter_relora_phase(AdapterInit{cfg.train.seed, state.step});
-      read_tensors(a.checkpoint, *model, optimizer);
-    }
+    model = model_for_eval(cfg, *ops, a.checkpoint, state);
   });
   EvalResult r = evaluate(*model, *data, cfg.train.micro_batch, a.batches, comm);
   if (comm.rank() == 0)

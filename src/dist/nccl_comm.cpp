@@ -139,6 +139,7 @@ class NcclComm final : public Communicator {
       const cudaError_t state = cudaEventQuery(done_);
       if (state == cudaSuccess) break;
       if (state != cudaErrorNotReady) CUDA_CHECK(state);
+      cudaGetLastError();  // "not ready" must not linger for the next launch check to find
       ncclResult_t async_error = ncclSuccess;
       NCCL_CHECK(nccl_api().get_async_error(comm_, &async_error));
       if (async_error != ncclSuccess) {

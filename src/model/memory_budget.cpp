@@ -49,15 +49,22 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
   return budget;
 }
 
+int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                   int max_batch, bool recompute) {
+  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, false);
+  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, true);
+  // At the phase change: everything of the full-rank phase, the adapters with gradients of
+  // their own (moved into new buckets by the rebuild), and the adapters' activation buffers.
+  const int64_t phase_change =
+      full.total() + 2 * low_rank.adapters + (low_rank.activations - full.activations);
+  return std::max(low_rank.total(), phase_change);
+}
+
 void reserve_device_arena(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                          int max_batch, bool recompute, bool training) {
+                          int max_batch, bool recompute) {
   if (ops.device() != Device::cuda) return;
-  int64_t largest = 0;
-  for (bool relora_phase : {false, true}) {
-    const MemoryBudget b = memory_budget(model, relora, ops, max_batch, recompute, relora_phase);
-    largest = std::max(largest, b.total() - (training ? 0 : b.gradients + b.optimizer));
-  }
-  device_memory()->reserve(largest + largest / 20 + (64 << 20));
+  const int64_t peak = peak_bytes(model, relora, ops, max_batch, recompute);
+  device_memory()->reserve(peak + peak / 20 + (64 << 20));
 }
 
 std::string describe(const MemoryBudget& b) {

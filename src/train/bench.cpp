@@ -64,7 +64,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   if (options.profile && comm.rank() == 0) timed = std::make_unique<TimedOps>(*backend);
   Ops* const ops = timed ? timed.get() : backend.get();
   r.device = ops->device_name();
-  reserve_device_arena(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute, true);
+  reserve_device_arena(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);

@@ -5,7 +5,24 @@
 #include <cmath>
 #include <vector>
 
+#include "model/memory_budget.h"
+#include "optim/adamw.h"
+
 namespace relora {
+
+std::unique_ptr<Llama> model_for_eval(const Config& cfg, Ops& ops, const std::string& checkpoint,
+                                      const RunState& state) {
+  const int batch = cfg.train.micro_batch;
+  reserve_device_arena(cfg.model, cfg.relora, ops, batch, false);
+  auto model = std::make_unique<Llama>(cfg.model, cfg.relora, ops, batch);
+  model->init_weights(cfg.train.seed);
+  if (!checkpoint.empty()) {
+    AdamW optimizer(cfg.optimizer, ops);  // read_tensors verifies the state it holds
+    if (state.relora_phase) model->enter_relora_phase(AdapterInit{cfg.train.seed, state.step});
+    read_tensors(checkpoint, *model, optimizer);
+  }
+  return model;
+}
 
 EvalResult evaluate(Llama& model, Loader& data, int batch_size, int64_t max_batches, Communicator& comm) {
   const int T = model.config().seq_len;

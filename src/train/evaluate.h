@@ -1,7 +1,12 @@
 // Evaluation: mean next-token loss over a token set, in file order.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <string>
 
+#include "backend/ops.h"
+#include "checkpoint/checkpoint.h"
+#include "config/config.h"
 #include "data/loader.h"
 #include "dist/communicator.h"
 #include "model/llama.h"
@@ -13,6 +18,13 @@ struct EvalResult {
   double perplexity = 0.0;  // exp(loss)
   int64_t tokens = 0;
 };
+
+// The model to evaluate: cfg's model freshly initialised, or, when `checkpoint` is not
+// empty, the one it holds (its phase from `state`, weights and adapters). Reserves the
+// device arena first. Built as training builds it (with gradients, and the checkpoint's
+// optimizer state read too), so it needs no more memory than the run's peak_bytes.
+std::unique_ptr<Llama> model_for_eval(const Config& cfg, Ops& ops, const std::string& checkpoint,
+                                      const RunState& state);
 
 // Every window of `data` in order (max_batches <= 0), or only the first max_batches
 // batches of batch_size windows. Rank r evaluates batches r, r + W, ...; the sums are
