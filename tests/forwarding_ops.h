@@ -65,16 +65,17 @@ class ForwardingOps : public Ops {
                          float* scratch, int B, int T, int H, int D) override {
     cpu_->attention_forward(out, att, q, k, v, scratch, B, T, H, D);
   }
-  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* att,
+  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* out,
+                          const float* att,
                           const float* q, const float* k, const float* v, float* scratch, int B, int T,
                           int H, int D) override {
-    cpu_->attention_backward(dq, dk, dv, d_out, att, q, k, v, scratch, B, T, H, D);
+    cpu_->attention_backward(dq, dk, dv, d_out, out, att, q, k, v, scratch, B, T, H, D);
   }
   int64_t attention_saved_floats(int B, int T, int H) const override {
     return cpu_->attention_saved_floats(B, T, H);
   }
-  int64_t attention_scratch_floats(int T, int H) const override {
-    return cpu_->attention_scratch_floats(T, H);
+  int64_t attention_scratch_floats(int B, int T, int H, int D) const override {
+    return cpu_->attention_scratch_floats(B, T, H, D);
   }
   void swiglu_forward(float* out, const float* g, const float* u, int64_t n) override {
     cpu_->swiglu_forward(out, g, u, n);

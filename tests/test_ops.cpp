@@ -394,9 +394,9 @@ void check_attention(Ops& ops, int B, int T, int H, int D, int64_t checked) {
         ASSERT_EQ(att[(static_cast<int64_t>(bh) * T + t) * T + j], 0.0f) << "above the diagonal";
 
   const Floats R = random_floats(n, 43);
-  Floats dq(n), dk(n), dv(n), scratch(ops.attention_scratch_floats(T, H));
-  ops.attention_backward(dq.data(), dk.data(), dv.data(), R.data(), att.data(), q.data(), k.data(),
-                         v.data(), scratch.data(), B, T, H, D);
+  Floats dq(n), dk(n), dv(n), scratch(ops.attention_scratch_floats(B, T, H, D));
+  ops.attention_backward(dq.data(), dk.data(), dv.data(), R.data(), out.data(), att.data(),
+                         q.data(), k.data(), v.data(), scratch.data(), B, T, H, D);
   const Indices sampled = sample_indices(static_cast<int64_t>(n), checked);
   const Doubles want_dq = numeric_grad(
       [&](const Doubles& x) { return weighted_sum(ref_attention(x, kd, vd, B, T, H, D), R); }, qd,

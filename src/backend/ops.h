@@ -101,18 +101,19 @@ class Ops {
   // q,k,v(B,T,H,D) (rows of H*D) -> out(B,T,H,D) = softmax(q k^T / sqrt(D), causal) v.
   // saved: attention_saved_floats(B,T,H) floats that backward needs besides q, k, v (CPU:
   // the probabilities (B,H,T,T); CUDA: the row log-sum-exps (B,H,T), probabilities are
-  // recomputed). scratch: attention_scratch_floats(T,H) floats, free again after the call.
+  // recomputed). scratch: attention_scratch_floats(B,T,H,D) floats, free again after the
+  // call.
   virtual void attention_forward(float* out, float* saved, const float* q, const float* k,
                                  const float* v, float* scratch, int B, int T, int H,
                                  int D) = 0;
-  // dq, dk, dv(B,T,H,D) written from d_out and forward's saved state.
+  // dq, dk, dv(B,T,H,D) written from d_out, forward's output `out` and its saved state.
   virtual void attention_backward(float* dq, float* dk, float* dv, const float* d_out,
-                                  const float* saved, const float* q, const float* k,
-                                  const float* v, float* scratch, int B, int T, int H,
-                                  int D) = 0;
+                                  const float* out, const float* saved, const float* q,
+                                  const float* k, const float* v, float* scratch, int B, int T,
+                                  int H, int D) = 0;
   virtual int64_t attention_saved_floats(int B, int T, int H) const = 0;
-  // Scratch either attention call needs, whatever B is.
-  virtual int64_t attention_scratch_floats(int T, int H) const = 0;
+  // Scratch either attention call needs, for batches of up to B sequences.
+  virtual int64_t attention_scratch_floats(int B, int T, int H, int D) const = 0;
 
   // ---- SwiGLU: out = silu(g) * u, silu(z) = z / (1 + exp(-z)) ------------------------
   // g,u(n) -> out(n)

@@ -97,10 +97,10 @@ void TimedOps::attention_forward(float* out, float* saved, const float* q, const
   });
 }
 void TimedOps::attention_backward(float* dq, float* dk, float* dv, const float* d_out,
-                                  const float* saved, const float* q, const float* k,
+                                  const float* out, const float* saved, const float* q, const float* k,
                                   const float* v, float* scratch, int B, int T, int H, int D) {
   timed("attention_backward", 8.0 * B * H * static_cast<double>(T) * T * D, [&] {
-    inner_.attention_backward(dq, dk, dv, d_out, saved, q, k, v, scratch, B, T, H, D);
+    inner_.attention_backward(dq, dk, dv, d_out, out, saved, q, k, v, scratch, B, T, H, D);
   });
 }
 void TimedOps::swiglu_forward(float* out, const float* g, const float* u, int64_t n) {

@@ -59,14 +59,15 @@ class TimedOps final : public Ops {
                      int D) override;
   void attention_forward(float* out, float* saved, const float* q, const float* k, const float* v,
                          float* scratch, int B, int T, int H, int D) override;
-  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* saved,
+  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* out,
+                          const float* saved,
                           const float* q, const float* k, const float* v, float* scratch, int B,
                           int T, int H, int D) override;
   int64_t attention_saved_floats(int B, int T, int H) const override {
     return inner_.attention_saved_floats(B, T, H);
   }
-  int64_t attention_scratch_floats(int T, int H) const override {
-    return inner_.attention_scratch_floats(T, H);
+  int64_t attention_scratch_floats(int B, int T, int H, int D) const override {
+    return inner_.attention_scratch_floats(B, T, H, D);
   }
   void swiglu_forward(float* out, const float* g, const float* u, int64_t n) override;
   void swiglu_backward(float* dg, float* du, const float* d_out, const float* g, const float* u,

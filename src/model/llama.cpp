@@ -160,7 +160,7 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   losses_ = Tensor::zeros({N}, dev);
   for (Tensor* t : {&d_res_, &d_tmp_, &d_q_, &d_k_, &d_v_, &d_attn_}) *t = Tensor::zeros({N, C}, dev);
   for (Tensor* t : {&d_g_, &d_u_, &d_act_}) *t = Tensor::zeros({N, F}, dev);
-  att_scratch_ = Tensor::zeros({ops_.attention_scratch_floats(static_cast<int>(T), static_cast<int>(H))}, dev);
+  att_scratch_ = Tensor::zeros({attention_scratch_floats()}, dev);
 }
 
 Llama::~Llama() = default;
@@ -355,8 +355,8 @@ void Llama::backward(int B, const GradReadyFn& on_ready) {
   const int T = cfg_.seq_len, C = cfg_.hidden_size, H = cfg_.num_heads, D = C / H, N = B * T;
   const int64_t NC = static_cast<int64_t>(N) * C, NF = static_cast<int64_t>(N) * cfg_.intermediate_size;
   float* scratch = lora_scratch_.data();
-  if (att_scratch_.numel() < ops_.attention_scratch_floats(T, H))  // the thread count grew
-    att_scratch_ = Tensor::zeros({ops_.attention_scratch_floats(T, H)}, ops_.device());
+  if (att_scratch_.numel() < attention_scratch_floats())  // the thread count grew
+    att_scratch_ = Tensor::zeros({attention_scratch_floats()}, ops_.device());
   auto grad_of = [](Param* p) { return p->trainable() ? p->grad.data() : nullptr; };
   // logits(N,V) -> d final_norm_out (d_tmp_) -> d residual stream (d_res_)
   lm_head_->backward(ops_, final_norm_out_.data(), logits_.data(), d_tmp_.data(), false, scratch, N);
@@ -378,7 +378,8 @@ void Llama::backward(int B, const GradReadyFn& on_ready) {
     ops_.axpy(d_res_.data(), d_norm, NC, 1.0f);  // d_res = dL/dh
     // attention: h = x + o(attn(rope(q), rope(k), v))
     b.o->backward(ops_, b.y.data(), d_res_.data(), d_attn_.data(), false, scratch, N);
-    ops_.attention_backward(d_q_.data(), d_k_.data(), d_v_.data(), d_attn_.data(), b.att.data(),
+    ops_.attention_backward(d_q_.data(), d_k_.data(), d_v_.data(), d_attn_.data(), b.y.data(),
+                            b.att.data(),
                             b.q_act.data(), b.k_act.data(), b.v_act.data(), att_scratch_.data(), B,
                             T, H, D);
     ops_.rope_backward(d_q_.data(), rope_cos_.data(), rope_sin_.data(), B, T, H, D);

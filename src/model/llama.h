@@ -94,6 +94,11 @@ class Llama {
   // (N,C); without (recomputation in backward) it stops before the down projection.
   void block_forward(Block& b, int B, float* out);
   void rebuild_param_list();
+  // Attention's scratch for micro-batches of max_batch_ sequences (Ops::attention_scratch_floats).
+  int64_t attention_scratch_floats() const {
+    return ops_.attention_scratch_floats(max_batch_, cfg_.seq_len, cfg_.num_heads,
+                                         cfg_.hidden_size / cfg_.num_heads);
+  }
 
   ModelConfig cfg_;
   ReloraConfig relora_;

@@ -33,7 +33,8 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
                  + 2 * N + 2 * N * C       // final rstd, losses; final norm out, residual out
                  + N * V                   // logits
                  + 6 * N * C + 3 * N * F   // backward buffers
-                 + ops.attention_scratch_floats(static_cast<int>(T), static_cast<int>(H));
+                 + ops.attention_scratch_floats(max_batch, static_cast<int>(T),
+                                                static_cast<int>(H), static_cast<int>(D));
   if (adapters_on) {
     // x A^T of each adapted linear, the adapter scratch, the embedding's gathered columns
     int64_t adapted = L * static_cast<int64_t>(relora.targets.size()) + 1;

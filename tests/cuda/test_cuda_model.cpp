@@ -3,7 +3,8 @@
 // error cannot hide in bf16 noise), the loss with bf16 products (2e-2 relative; adapter
 // gradients through several bf16 products differ by several percent on this tiny model, so
 // they are compared in fp32 only), 20 training updates with bf16 products through the
-// adapter start and a merge-and-restart (losses within 2e-2 relative), merges in exact fp32,
+// adapter start and a merge-and-restart (losses within 2e-2 relative; the bf16 tests also
+// with head size 64, the fused attention kernels), merges in exact fp32,
 // and the NCCL communicator at world size 1. Skipped without a usable GPU.
 #include <gtest/gtest.h>
 
@@ -91,19 +92,33 @@ TEST_F(CudaModel, GradientsWithFp32ProductsMatchCpu) {
   }
 }
 
+// small_training_config with head size 64 and a sequence of two tiles (70 = 64 + 6): the
+// fused attention kernels inside the model (head size 4 takes the cuBLAS path).
+Config fused_attention_config() {
+  Config cfg = testing::small_training_config();
+  cfg.model.vocab_size = 40;
+  cfg.model.hidden_size = 128;
+  cfg.model.num_heads = 2;
+  cfg.model.intermediate_size = 96;
+  cfg.model.seq_len = 70;
+  return cfg;
+}
+
 TEST_F(CudaModel, LossWithBf16ProductsMatchesCpu) {
-  const Config cfg = testing::small_training_config();
-  for (bool relora_phase : {false, true}) {
-    SCOPED_TRACE(relora_phase ? "relora" : "full");
-    const double want = one_backward(*cpu_, cfg, relora_phase).loss;
-    EXPECT_NEAR(one_backward(*gpu_, cfg, relora_phase).loss, want, 2e-2 * std::fabs(want));
+  for (const Config& cfg : {testing::small_training_config(), fused_attention_config()}) {
+    for (bool relora_phase : {false, true}) {
+      SCOPED_TRACE(std::string(relora_phase ? "relora" : "full") + " D=" +
+                   std::to_string(cfg.model.hidden_size / cfg.model.num_heads));
+      const double want = one_backward(*cpu_, cfg, relora_phase).loss;
+      EXPECT_NEAR(one_backward(*gpu_, cfg, relora_phase).loss, want, 2e-2 * std::fabs(want));
+    }
   }
 }
 
-TEST_F(CudaModel, TwentyUpdatesThroughARestartMatchCpu) {
-  const Config cfg = testing::small_training_config();
+void twenty_updates_match_cpu(const Config& cfg, Ops& cpu, Ops& gpu) {
+  SCOPED_TRACE("D=" + std::to_string(cfg.model.hidden_size / cfg.model.num_heads));
   std::vector<double> losses[2];
-  Ops* backends[2] = {cpu_.get(), gpu_.get()};
+  Ops* backends[2] = {&cpu, &gpu};
   for (int b = 0; b < 2; ++b) {
     auto comm = make_local_comm();
     Llama model(cfg.model, cfg.relora, *backends[b], kMicro);
@@ -125,6 +140,11 @@ TEST_F(CudaModel, TwentyUpdatesThroughARestartMatchCpu) {
   }
   for (size_t i = 0; i < losses[0].size(); ++i)
     EXPECT_NEAR(losses[1][i], losses[0][i], 2e-2 * std::fabs(losses[0][i])) << "update " << i + 1;
+}
+
+TEST_F(CudaModel, TwentyUpdatesThroughARestartMatchCpu) {
+  for (const Config& cfg : {testing::small_training_config(), fused_attention_config()})
+    twenty_updates_match_cpu(cfg, *cpu_, *gpu_);
 }
 
 // W += s B A in fp32 on both backends: equal to fp32 rounding (1e-6 of the largest |W|).

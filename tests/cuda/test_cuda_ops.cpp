@@ -287,7 +287,7 @@ void check_attention(Ops& gpu, Ops& cpu, int B, int T, int H, int D) {
   const Floats q = random_floats(n, 50, -2.0f, 2.0f), k = random_floats(n, 51, -2.0f, 2.0f);
   const Floats v = random_floats(n, 52);
   Floats want_out(n), cpu_saved(cpu.attention_saved_floats(B, T, H));
-  Floats cpu_scratch(cpu.attention_scratch_floats(T, H));
+  Floats cpu_scratch(cpu.attention_scratch_floats(B, T, H, D));
   cpu.attention_forward(want_out.data(), cpu_saved.data(), q.data(), k.data(), v.data(),
                         cpu_scratch.data(), B, T, H, D);
 
@@ -295,7 +295,7 @@ void check_attention(Ops& gpu, Ops& cpu, int B, int T, int H, int D) {
   ASSERT_EQ(gpu.attention_saved_floats(B, T, H), static_cast<int64_t>(B) * H * T);
   Tensor out = Tensor::zeros({static_cast<int64_t>(n)}, Device::cuda);
   Tensor saved = Tensor::zeros({gpu.attention_saved_floats(B, T, H)}, Device::cuda);
-  Tensor scratch = Tensor::zeros({gpu.attention_scratch_floats(T, H)}, Device::cuda);
+  Tensor scratch = Tensor::zeros({gpu.attention_scratch_floats(B, T, H, D)}, Device::cuda);
   scratch.copy_from_host(Floats(scratch.numel(), NAN).data());  // scratch holds nothing useful
   gpu.attention_forward(out.data(), saved.data(), dq_in.data(), dk_in.data(), dv_in.data(),
                         scratch.data(), B, T, H, D);
@@ -324,14 +324,15 @@ void check_attention(Ops& gpu, Ops& cpu, int B, int T, int H, int D) {
   const Floats d_out = random_floats(n, 53);
   Floats want_dq(n), want_dk(n), want_dv(n);
   cpu.attention_backward(want_dq.data(), want_dk.data(), want_dv.data(), d_out.data(),
-                         cpu_saved.data(), q.data(), k.data(), v.data(), cpu_scratch.data(), B, T,
-                         H, D);
+                         want_out.data(), cpu_saved.data(), q.data(), k.data(), v.data(),
+                         cpu_scratch.data(), B, T, H, D);
   Tensor dq = Tensor::zeros({static_cast<int64_t>(n)}, Device::cuda);
   Tensor dk = Tensor::zeros({static_cast<int64_t>(n)}, Device::cuda);
   Tensor dv = Tensor::zeros({static_cast<int64_t>(n)}, Device::cuda);
   scratch.copy_from_host(Floats(scratch.numel(), NAN).data());
-  gpu.attention_backward(dq.data(), dk.data(), dv.data(), upload(d_out).data(), saved.data(),
-                         dq_in.data(), dk_in.data(), dv_in.data(), scratch.data(), B, T, H, D);
+  gpu.attention_backward(dq.data(), dk.data(), dv.data(), upload(d_out).data(), out.data(),
+                         saved.data(), dq_in.data(), dk_in.data(), dv_in.data(), scratch.data(), B,
+                         T, H, D);
   // dq, dk: with T = 1 the reference is exactly 0 (one key), so bf16 noise needs a floor
   const Tolerance bf16_floor{kBf16.rel, 1e-4, true};
   expect_close(dq, want_dq, bf16_floor, "attention dq" + tag);
@@ -339,7 +340,15 @@ void check_attention(Ops& gpu, Ops& cpu, int B, int T, int H, int D) {
   expect_close(dv, want_dv, kBf16, "attention dv" + tag);
 }
 
+// Head sizes 16 and 8 take the cuBLAS path; 64 and 128 the fused kernels (tiles of 64:
+// one partial tile, several with a partial last one, a single position).
 TEST_F(CudaOps, Attention) { check_attention(*gpu, *cpu, 2, 64, 4, 16); }
+TEST_F(CudaOps, FusedAttention) {
+  check_attention(*gpu, *cpu, 2, 37, 3, 64);
+  check_attention(*gpu, *cpu, 2, 200, 2, 64);
+  check_attention(*gpu, *cpu, 1, 130, 2, 128);
+  check_attention(*gpu, *cpu, 3, 1, 2, 64);
+}
 TEST_F(CudaOps, AttentionSingleHeadOddSizes) { check_attention(*gpu, *cpu, 3, 37, 1, 8); }
 TEST_F(CudaOps, AttentionOnePosition) { check_attention(*gpu, *cpu, 2, 1, 4, 16); }
 // T = 6144: one head's scores and their gradient take 302 MB, so a 1 GiB pass holds 3 of

@@ -209,7 +209,8 @@ class CpuOps final : public Ops {
     cpu::attention_forward(out, saved, q, k, v, B, T, H, D);
   }
 
-  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* saved,
+  void attention_backward(float* dq, float* dk, float* dv, const float* d_out,
+                          const float* /*out: the probabilities are saved*/, const float* saved,
                           const float* q, const float* k, const float* v, float* scratch, int B,
                           int T, int H, int D) override {
     cpu::attention_backward(dq, dk, dv, d_out, saved, q, k, v, scratch, B, T, H, D);
@@ -219,7 +220,7 @@ class CpuOps final : public Ops {
     return static_cast<int64_t>(B) * H * T * T;
   }
 
-  int64_t attention_scratch_floats(int T, int /*H*/) const override {
+  int64_t attention_scratch_floats(int /*B*/, int T, int /*H*/, int /*D*/) const override {
     return cpu::attention_scratch_floats(T);
   }
 

@@ -1,7 +1,7 @@
 // CudaOps: the Ops interface (backend/ops.h) on one CUDA device, fp32 storage everywhere.
 // This file holds the process's CUDA context (device, compute stream, cuBLAS handle,
 // reduction scratch), argument checks, the entry points of cuda_backend.h and the peak-FLOP
-// probe; the kernels live in kernels_*.cu, attention.cu and gemm.cu.
+// probe; the kernels live in kernels_*.cu, attention.cu, flash_attention.cu and gemm.cu.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -196,30 +196,40 @@ class CudaOps final : public Ops {
   }
 
   // ---- attention -----------------------------------------------------------------------------
+  // Fused on tensor cores (flash_attention.cu) for head sizes 64 and 128 in bf16; else
+  // cuBLAS products over (T,T) scratch in passes of heads (attention.cu).
   void attention_forward(float* out, float* saved, const float* q, const float* k, const float* v,
                          float* scratch, int B, int T, int H, int D) override {
     check_attention(B, T, H, D);
     bind();
-    cuda::attention_forward(ctx_->cublas, ctx_->stream, training_, out, saved, q, k, v, scratch, B,
-                            T, H, D);
+    if (fused_attention(D))
+      flash_attention_forward(ctx_->stream, out, saved, q, k, v, B, T, H, D);
+    else
+      cuda::attention_forward(ctx_->cublas, ctx_->stream, training_, out, saved, q, k, v, scratch,
+                              B, T, H, D);
   }
 
-  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* saved,
-                          const float* q, const float* k, const float* v, float* scratch, int B,
-                          int T, int H, int D) override {
+  void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* out,
+                          const float* saved, const float* q, const float* k, const float* v,
+                          float* scratch, int B, int T, int H, int D) override {
     check_attention(B, T, H, D);
     bind();
-    cuda::attention_backward(ctx_->cublas, ctx_->stream, training_, dq, dk, dv, d_out, saved, q,
-                             k, v, scratch, B, T, H, D);
+    if (fused_attention(D))
+      flash_attention_backward(ctx_->stream, dq, dk, dv, d_out, out, saved, q, k, v, scratch, B, T,
+                               H, D);
+    else
+      cuda::attention_backward(ctx_->cublas, ctx_->stream, training_, dq, dk, dv, d_out, saved, q,
+                               k, v, scratch, B, T, H, D);
   }
 
-  // The row log-sum-exps lse(B,H,T).
+  // The row log-sum-exps lse(B,H,T), on either path.
   int64_t attention_saved_floats(int B, int T, int H) const override {
     return static_cast<int64_t>(B) * H * T;
   }
 
-  // S(G,T,T) and dP(G,T,T) for the G heads of one pass.
-  int64_t attention_scratch_floats(int T, int H) const override {
+  // Fused: delta(B,H,T). cuBLAS: S(G,T,T) and dP(G,T,T) for the G heads of one pass.
+  int64_t attention_scratch_floats(int B, int T, int H, int D) const override {
+    if (fused_attention(D)) return static_cast<int64_t>(B) * H * T;
     return 2 * static_cast<int64_t>(cuda::attention_heads_per_pass(T, H)) * T * T;
   }
 
@@ -322,6 +332,10 @@ class CudaOps final : public Ops {
     RELORA_CHECK(
         B > 0 && T > 0 && H > 0 && D > 0 && D % 2 == 0,
         "rope shape B=" << B << " T=" << T << " H=" << H << " D=" << D << " (D must be even)");
+  }
+
+  bool fused_attention(int D) const {
+    return training_ == GemmPrecision::bf16 && flash_attention_supported(D);
   }
 
   static void check_attention(int B, int T, int H, int D) {

@@ -92,6 +92,18 @@ void launch_cross_entropy(cudaStream_t stream, float* d_logits, float* losses,
                           const float* logits, const int32_t* targets, int N, int V,
                           float d_loss_scale);
 
+// ---- flash_attention.cu: fused causal attention on tensor cores ------------------------------
+// Head sizes it takes (64, 128); the bf16 training precision only.
+bool flash_attention_supported(int D);
+// out(B,T,H,D) and lse(B,H,T) written.
+void flash_attention_forward(cudaStream_t stream, float* out, float* lse, const float* q,
+                             const float* k, const float* v, int B, int T, int H, int D);
+// dq, dk, dv written; out and lse from the forward; delta: B*H*T floats of scratch.
+void flash_attention_backward(cudaStream_t stream, float* dq, float* dk, float* dv,
+                              const float* d_out, const float* out, const float* lse,
+                              const float* q, const float* k, const float* v, float* delta, int B,
+                              int T, int H, int D);
+
 // ---- attention.cu -------------------------------------------------------------------------
 // lse(B,H,T) saved; scratch holds 2*G*T*T floats, G = attention_heads_per_pass(T, H).
 int attention_heads_per_pass(int T, int H);
