@@ -27,17 +27,19 @@ __global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* x, 
   for (int c = threadIdx.x; c < C; c += blockDim.x) out_row[c] = x_row[c] * r * w[c];
 }
 
-// dw(C) += sum_n d_out[n, c] x[n, c] rstd[n]. Block (32, 32): threadIdx.x picks one of 32
-// adjacent columns (coalesced), threadIdx.y one of 32 interleaved row subsets; the 32 partial
-// sums of a column are then added in a fixed order: deterministic, no atomics.
-// grid.x = ceil(C / 32).
+// dw(C) += sum_n d_out[n, c] x[n, c] rstd[n]. Block (kDwColumns, kDwRowSubsets):
+// threadIdx.x picks one of 8 adjacent columns (one 32-byte sector per row), threadIdx.y one
+// of 128 interleaved row subsets; a column's 128 partial sums are then added in a fixed
+// order: deterministic, no atomics. grid.x = ceil(C / 8): 128 blocks for C = 1024, enough
+// to keep the device's memory busy (32 columns per block left most SMs idle).
+constexpr int kDwColumns = 8, kDwRowSubsets = 128;
 __global__ void rmsnorm_dw_kernel(float* dw, const float* d_out, const float* x,
                                   const float* rstd, int N, int C) {
-  __shared__ float partial[32][33];  // [row subset][column], padded against bank conflicts
-  const int c = blockIdx.x * 32 + threadIdx.x;
+  __shared__ float partial[kDwRowSubsets][kDwColumns + 1];  // padded against bank conflicts
+  const int c = blockIdx.x * kDwColumns + threadIdx.x;
   float sum = 0.0f;
   if (c < C) {
-    for (int n = threadIdx.y; n < N; n += 32) {
+    for (int n = threadIdx.y; n < N; n += kDwRowSubsets) {
       const int64_t i = static_cast<int64_t>(n) * C + c;
       sum += d_out[i] * x[i] * rstd[n];
     }
@@ -46,7 +48,7 @@ __global__ void rmsnorm_dw_kernel(float* dw, const float* d_out, const float* x,
   __syncthreads();
   if (threadIdx.y == 0 && c < C) {
     float total = 0.0f;
-    for (int s = 0; s < 32; ++s) total += partial[s][threadIdx.x];
+    for (int s = 0; s < kDwRowSubsets; ++s) total += partial[s][threadIdx.x];
     dw[c] += total;
   }
 }
@@ -123,7 +125,8 @@ void launch_rmsnorm_backward(cudaStream_t stream, float* dx, float* dw, const fl
                              const float* x, const float* w, const float* rstd, int N, int C) {
   if (N == 0) return;
   if (dw != nullptr) {  // before dx: dx may overwrite d_out
-    rmsnorm_dw_kernel<<<(C + 31) / 32, dim3(32, 32), 0, stream>>>(dw, d_out, x, rstd, N, C);
+    rmsnorm_dw_kernel<<<(C + kDwColumns - 1) / kDwColumns, dim3(kDwColumns, kDwRowSubsets), 0,
+                        stream>>>(dw, d_out, x, rstd, N, C);
     CUDA_CHECK_LAUNCH();
   }
   rmsnorm_dx_kernel<<<N, kRowThreads, 0, stream>>>(dx, d_out, x, w, rstd, C);
