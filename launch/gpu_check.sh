@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, one command on a machine with an NVIDIA GPU (about 3-5 minutes on one
+# The GPU check, one command on a machine with an NVIDIA GPU (about 4-6 minutes on one
 # H100/H200, under 8): the CUDA tests, `relora bench` of each model in both phases (and
 # a --profile of each op for the larger ones, in DIR/profile_*.txt), the memory check
 # (llama_1b, recompute on: peak device memory of the ReLoRA phase over the full one,
@@ -179,7 +179,7 @@ loader_finds() {  # NAME: does the dynamic loader find it (LD_LIBRARY_PATH or ld
   ldconfig -p 2>/dev/null | grep "^[[:space:]]*$1 " >/dev/null  # not -q: no SIGPIPE under pipefail
 }
 # cuBLAS as the binary was linked against (libcublas.so.13 for CUDA 13), and NCCL (dlopened)
-cublas_names="$(ldd "$relora" 2>/dev/null | grep -o 'libcublas[A-Za-z]*\.so\.[0-9]*' | sort -u | tr '\n' ' ')"
+cublas_names="$(ldd "$relora" 2>/dev/null | { grep -o 'libcublas[A-Za-z]*\.so\.[0-9]*' || true; } | sort -u | tr '\n' ' ')"
 for name in ${cublas_names:-libcublas.so.13 libcublasLt.so.13} libnccl.so.2; do
   if ! loader_finds "$name"; then
     if dir="$(find_lib "$name")"; then
@@ -280,7 +280,7 @@ for m in $models; do
     'BEGIN {printf("%.3f", r / f)}') (target <= 0.9); "
 done
 
-step "(2b) where the time goes: relora bench --profile (each op synchronised), ${models/tiny/}"
+step "(2b) where the time goes: relora bench --profile (each op synchronised), models other than tiny"
 for m in $models; do
   [ "$m" != tiny ] || continue
   for phase in full relora; do

@@ -2,6 +2,7 @@
 #include "backend/timed_ops.h"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace relora {
 namespace {
@@ -13,26 +14,28 @@ std::string gemm_key(const char* name, bool trans_a, bool trans_b, int M, int N,
 
 }  // namespace
 
+// Records after the call returns (a call that throws, e.g. on a device error, is not
+// counted, and nothing that can throw runs in a destructor).
 template <typename Call>
 auto TimedOps::timed(const std::string& op, double flops, const Call& call) {
-  using Clock = std::chrono::steady_clock;
   inner_.synchronize();
-  const auto start = Clock::now();
-  struct Record {  // adds the time when the call returns, whatever it returns
-    TimedOps& self;
-    const std::string& op;
-    double flops;
-    Clock::time_point start;
-    ~Record() {
-      self.inner_.synchronize();
-      OpTime& t = self.times_[op];
-      t.op = op;
-      t.calls += 1;
-      t.seconds += std::chrono::duration<double>(Clock::now() - start).count();
-      t.flops += flops;
-    }
-  } record{*this, op, flops, start};
-  return call();
+  const auto start = std::chrono::steady_clock::now();
+  const auto record = [&] {
+    inner_.synchronize();
+    OpTime& t = times_[op];
+    t.op = op;
+    t.calls += 1;
+    t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    t.flops += flops;
+  };
+  if constexpr (std::is_void_v<decltype(call())>) {
+    call();
+    record();
+  } else {
+    const auto result = call();
+    record();
+    return result;
+  }
 }
 
 std::vector<OpTime> TimedOps::times() const {

@@ -84,16 +84,17 @@ class NcclComm final : public Communicator {
   NcclComm(Communicator& host, int64_t timeout_s)
       : host_(host), timeout_s_(timeout_s), watchdog_(timeout_s, "train.comm_timeout", host.rank()) {
     const NcclApi& nccl = nccl_api();
-    ncclUniqueId id;
-    std::memset(&id, 0, sizeof(id));
-    if (host_.rank() == 0) NCCL_CHECK(nccl.get_unique_id(&id));
-    host_.broadcast(&id, sizeof(id), 0);
     int version = 0;
     NCCL_CHECK(nccl.get_version(&version));
     if (version < 21000)
       RELORA_INPUT_ERROR("libnccl.so.2 is NCCL " << version << "; relora needs NCCL 2.10 or newer (ncclAvg)");
     {
-      const Watchdog::Guard guard = watchdog_.guard("NCCL set-up (ncclCommInitRank)");
+      // every rank waits here for the others: for rank 0's id, then in ncclCommInitRank
+      const Watchdog::Guard guard = watchdog_.guard("NCCL set-up (unique id, ncclCommInitRank)");
+      ncclUniqueId id;
+      std::memset(&id, 0, sizeof(id));
+      if (host_.rank() == 0) NCCL_CHECK(nccl.get_unique_id(&id));
+      host_.broadcast(&id, sizeof(id), 0);
       NCCL_CHECK(nccl.comm_init_rank(&comm_, host_.world_size(), id, host_.rank()));
     }
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -106,7 +107,10 @@ class NcclComm final : public Communicator {
     for (cudaEvent_t e : ready_events_) cudaEventDestroy(e);
     cudaEventDestroy(done_);
     cudaStreamDestroy(stream_);
-    if (comm_ != nullptr && !aborted_) nccl_api().comm_destroy(comm_);
+    if (comm_ != nullptr && !aborted_) {
+      const Watchdog::Guard guard = watchdog_.guard("NCCL tear-down (ncclCommDestroy)");
+      nccl_api().comm_destroy(comm_);
+    }
   }
 
   int rank() const override { return host_.rank(); }

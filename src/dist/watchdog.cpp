@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "core/errors.h"
+
 namespace relora {
 
 Watchdog::Watchdog(int64_t timeout_s, std::string setting, int rank)
@@ -21,6 +23,7 @@ Watchdog::~Watchdog() {
 Watchdog::Guard Watchdog::guard(const char* what) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    RELORA_CHECK(what_ == nullptr, "watchdog guards nest: " << what << " inside " << what_);
     what_ = what;
     deadline_ = std::chrono::steady_clock::now() + timeout_;
   }
@@ -49,7 +52,7 @@ void Watchdog::watch() {
                    "is stuck or gone, or the network is down; ending the job\n",
                    rank_, what_, setting_.c_str(), static_cast<long long>(timeout_.count()));
       std::fflush(stderr);
-      std::_Exit(1);
+      std::_Exit(1);  // the guarded call cannot be interrupted; nothing else is flushed
     }
   }
 }

@@ -23,7 +23,8 @@ class Watchdog {
   Watchdog& operator=(const Watchdog&) = delete;
 
   // Arms the deadline for the call described by `what` until the Guard goes out of scope.
-  // Guards do not nest.
+  // Guards do not nest (a second one while one is armed is an InternalError) and must not
+  // outlive their Watchdog.
   class Guard {
    public:
     ~Guard() { dog_.disarm(); }
@@ -35,7 +36,7 @@ class Watchdog {
     explicit Guard(Watchdog& dog) : dog_(dog) {}
     Watchdog& dog_;
   };
-  Guard guard(const char* what);
+  [[nodiscard]] Guard guard(const char* what);
 
  private:
   void disarm();

@@ -61,10 +61,18 @@ int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const O
   return std::max(low_rank.total(), phase_change);
 }
 
-void reserve_device_arena(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                          int max_batch, bool recompute) {
+int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                        int max_batch, bool recompute, bool relora_phase) {
+  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, false);
+  if (!relora_phase) return full.total();
+  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, true);
+  const int64_t adapters_arrive = full.total() - full.optimizer + 2 * low_rank.adapters +
+                                  (low_rank.activations - full.activations);
+  return std::max(low_rank.total(), adapters_arrive);
+}
+
+void reserve_device_arena(const Ops& ops, int64_t peak) {
   if (ops.device() != Device::cuda) return;
-  const int64_t peak = peak_bytes(model, relora, ops, max_batch, recompute);
   device_memory()->reserve(peak + peak / 20 + (64 << 20));
 }
 

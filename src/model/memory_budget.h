@@ -25,19 +25,24 @@ struct MemoryBudget {
 MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
                            int max_batch, bool recompute, bool relora_phase);
 
-// The most a run holds at once: the larger of the ReLoRA phase's budget and the full-rank
-// phase's plus the new adapters, their gradients and activation buffers (at the phase
-// change both are alive until the optimizer drops the frozen tensors' state and the
-// buckets are rebuilt). Eval
-// stays within it too: it builds the model with gradients and loads the optimizer state.
+// The most a training run holds at once: the larger of the ReLoRA phase's budget and the
+// full-rank phase's plus the new adapters, their gradients and activation buffers (at the
+// phase change both are alive until the optimizer drops the frozen tensors' state and the
+// buckets are rebuilt).
 int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
                    int max_batch, bool recompute);
 
-// For a device backend, reserves the arena every device tensor of a run comes from:
-// peak_bytes plus 5% and 64 MiB for alignment and the gaps the phase change leaves. A
-// no-op on the CPU.
-void reserve_device_arena(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                          int max_batch, bool recompute);
+// The most `relora eval` (model_for_eval) holds for a checkpoint of the given phase: it
+// builds the model as training does and loads that phase's optimizer state, so that phase's
+// budget; in the ReLoRA phase also the full-rank model with gradients (no optimizer state)
+// that it starts from while the adapters arrive.
+int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                        int max_batch, bool recompute, bool relora_phase);
+
+// For a device backend, reserves the arena every device tensor of a run comes from: `peak`
+// (peak_bytes or eval_peak_bytes) plus 5% and 64 MiB for alignment and the gaps the phase
+// change leaves. A no-op on the CPU.
+void reserve_device_arena(const Ops& ops, int64_t peak);
 
 // "10.63 GB (weights 5.31, adapters 0.05, gradients 0.05, optimizer 0.11, activations 5.11)"
 std::string describe(const MemoryBudget& budget);

@@ -64,7 +64,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   if (options.profile && comm.rank() == 0) timed = std::make_unique<TimedOps>(*backend);
   Ops* const ops = timed ? timed.get() : backend.get();
   r.device = ops->device_name();
-  reserve_device_arena(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
+  reserve_device_arena(*ops, peak_bytes(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute));
   Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);
@@ -160,17 +160,19 @@ std::string profile_table(const BenchResult& r) {
   double total_s = 0.0;
   for (const OpTime& t : r.profile) total_s += t.seconds;
   std::string out;
-  char line[256];
+  char line[320];
   std::snprintf(line, sizeof(line),
                 "profile of rank 0, per timed step: every op synchronised, so the ops add up to "
-                "%.2f ms (step_ms %.2f)\n  ms/step   share  calls/step  GFLOP/s  op\n",
-                1e3 * total_s / r.steps, r.step_ms);
+                "%.2f ms (step_ms %.2f); attention's GFLOP/s count the whole T x T, as MFU does\n"
+                "  ms/step   share  calls/step  GFLOP/s  op\n",
+                1e3 * total_s / std::max(r.steps, 1), r.step_ms);
   out += line;
   for (const OpTime& t : r.profile) {
     const double gflops = t.flops > 0.0 && t.seconds > 0.0 ? t.flops / t.seconds / 1e9 : 0.0;
-    std::snprintf(line, sizeof(line), "%9.3f  %5.1f%%  %10.1f  %7s  %s\n", 1e3 * t.seconds / r.steps,
+    std::snprintf(line, sizeof(line), "%9.3f  %5.1f%%  %10.1f  %7s  %s\n",
+                  1e3 * t.seconds / std::max(r.steps, 1),
                   total_s > 0.0 ? 100.0 * t.seconds / total_s : 0.0,
-                  static_cast<double>(t.calls) / r.steps,
+                  static_cast<double>(t.calls) / std::max(r.steps, 1),
                   gflops > 0.0 ? std::to_string(static_cast<long>(gflops + 0.5)).c_str() : "-",
                   t.op.c_str());
     out += line;

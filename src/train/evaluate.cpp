@@ -13,12 +13,14 @@ namespace relora {
 std::unique_ptr<Llama> model_for_eval(const Config& cfg, Ops& ops, const std::string& checkpoint,
                                       const RunState& state) {
   const int batch = cfg.train.micro_batch;
-  reserve_device_arena(cfg.model, cfg.relora, ops, batch, false);
-  auto model = std::make_unique<Llama>(cfg.model, cfg.relora, ops, batch);
+  const bool relora_phase = !checkpoint.empty() && state.relora_phase;
+  reserve_device_arena(ops, eval_peak_bytes(cfg.model, cfg.relora, ops, batch,
+                                            cfg.train.recompute, relora_phase));
+  auto model = std::make_unique<Llama>(cfg.model, cfg.relora, ops, batch, cfg.train.recompute);
   model->init_weights(cfg.train.seed);
   if (!checkpoint.empty()) {
     AdamW optimizer(cfg.optimizer, ops);  // read_tensors verifies the state it holds
-    if (state.relora_phase) model->enter_relora_phase(AdapterInit{cfg.train.seed, state.step});
+    if (relora_phase) model->enter_relora_phase(AdapterInit{cfg.train.seed, state.step});
     read_tensors(checkpoint, *model, optimizer);
   }
   return model;

@@ -21,8 +21,8 @@ struct EvalResult {
 
 // The model to evaluate: cfg's model freshly initialised, or, when `checkpoint` is not
 // empty, the one it holds (its phase from `state`, weights and adapters). Reserves the
-// device arena first. Built as training builds it (with gradients, and the checkpoint's
-// optimizer state read too), so it needs no more memory than the run's peak_bytes.
+// device arena first (eval_peak_bytes): built as training builds it, with gradients, and
+// the checkpoint's optimizer state is read too.
 std::unique_ptr<Llama> model_for_eval(const Config& cfg, Ops& ops, const std::string& checkpoint,
                                       const RunState& state);
 

@@ -160,7 +160,7 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
     val_data_ = std::make_unique<Loader>(cfg_.data.val, cfg_.model.vocab_size, cfg_.model.seq_len,
                                          cfg_.train.seed, false);
   if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
-  reserve_device_arena(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
+  reserve_device_arena(*ops_, peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute));
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);

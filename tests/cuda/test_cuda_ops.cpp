@@ -340,14 +340,16 @@ void check_attention(Ops& gpu, Ops& cpu, int B, int T, int H, int D) {
   expect_close(dv, want_dv, kBf16, "attention dv" + tag);
 }
 
-// Head sizes 16 and 8 take the cuBLAS path; 64 and 128 the fused kernels (tiles of 64:
-// one partial tile, several with a partial last one, a single position).
+// Head sizes 16 and 8 take the cuBLAS path; 32..128 the fused kernels (tiles of 64: one
+// partial tile, several with a partial last one, a single position).
 TEST_F(CudaOps, Attention) { check_attention(*gpu, *cpu, 2, 64, 4, 16); }
 TEST_F(CudaOps, FusedAttention) {
   check_attention(*gpu, *cpu, 2, 37, 3, 64);
   check_attention(*gpu, *cpu, 2, 200, 2, 64);
   check_attention(*gpu, *cpu, 1, 130, 2, 128);
   check_attention(*gpu, *cpu, 3, 1, 2, 64);
+  check_attention(*gpu, *cpu, 2, 100, 2, 48);  // llama_250m's head size
+  check_attention(*gpu, *cpu, 1, 70, 3, 32);
 }
 TEST_F(CudaOps, AttentionSingleHeadOddSizes) { check_attention(*gpu, *cpu, 3, 37, 1, 8); }
 TEST_F(CudaOps, AttentionOnePosition) { check_attention(*gpu, *cpu, 2, 1, 4, 16); }

@@ -293,9 +293,10 @@ class CpuOps final : public Ops {
   }
 
   void adamw(const std::vector<AdamwTensor>& tensors, const AdamwHyper& h) override {
-    for (const AdamwTensor& t : tensors) {
+    for (const AdamwTensor& t : tensors)  // all checked before any is updated
       RELORA_CHECK(t.step >= 1 && t.n >= 0,
                    "adamw step " << t.step << " n=" << t.n << " (steps count from 1)");
+    for (const AdamwTensor& t : tensors) {
       const float m_correction = adamw_bias_correction(h.beta1, t.step);
       const float v_correction = adamw_bias_correction(h.beta2, t.step);
       float* param = t.param;

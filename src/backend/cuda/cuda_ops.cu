@@ -196,7 +196,8 @@ class CudaOps final : public Ops {
   }
 
   // ---- attention -----------------------------------------------------------------------------
-  // Fused on tensor cores (flash_attention.cu) for head sizes 64 and 128 in bf16; else
+  // Fused on tensor cores (flash_attention.cu) for head sizes 32..128 (multiples of 16) in
+  // bf16; else
   // cuBLAS products over (T,T) scratch in passes of heads (attention.cu).
   void attention_forward(float* out, float* saved, const float* q, const float* k, const float* v,
                          float* scratch, int B, int T, int H, int D) override {

@@ -1,7 +1,8 @@
 // Fused causal attention on tensor cores, tiled as in FlashAttention-2: bf16 inputs, fp32
-// accumulation and softmax, no (T,T) matrix anywhere. Used for head sizes 64 and 128 in
-// the bf16 training precision; attention.cu's cuBLAS products cover the rest (other head
-// sizes, train.matmul: fp32). The CPU backend's attention is the reference for both.
+// accumulation and softmax, no (T,T) matrix anywhere. Used for head sizes that are
+// multiples of 16 from 32 to 128 in the bf16 training precision; attention.cu's cuBLAS
+// products cover the rest (other head sizes, train.matmul: fp32). The CPU backend's
+// attention is the reference for both.
 //
 // Layout as in attention.cu: q, k, v, out (B,T,H,D), rows of C = H*D floats; lse and
 // delta (B,H,T). A block takes one (b, h) and one tile of 64 rows (queries in forward and
@@ -21,6 +22,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/cuda/check.h"
 #include "backend/cuda/kernels.h"
@@ -383,28 +385,39 @@ void backward(cudaStream_t stream, float* dq, float* dk, float* dv, const float*
 
 }  // namespace
 
-bool flash_attention_supported(int D) { return D == 64 || D == 128; }
+bool flash_attention_supported(int D) { return D % 16 == 0 && D >= 32 && D <= 128; }
+
+// Calls f with std::integral_constant<int, D> for a supported D.
+template <typename F>
+void with_head_size(int D, int T, const F& f) {
+  RELORA_CHECK(flash_attention_supported(D) && static_cast<int64_t>(T) <= 65535 * kTile,
+               "flash attention D=" << D << " T=" << T);
+  switch (D) {
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 48: return f(std::integral_constant<int, 48>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 80: return f(std::integral_constant<int, 80>{});
+    case 96: return f(std::integral_constant<int, 96>{});
+    case 112: return f(std::integral_constant<int, 112>{});
+    default: return f(std::integral_constant<int, 128>{});
+  }
+}
 
 void flash_attention_forward(cudaStream_t stream, float* out, float* lse, const float* q,
                              const float* k, const float* v, int B, int T, int H, int D) {
-  RELORA_CHECK(flash_attention_supported(D) && static_cast<int64_t>(T) <= 65535 * kTile,
-               "flash attention D=" << D << " T=" << T);
-  if (D == 64)
-    forward<64>(stream, out, lse, q, k, v, B, T, H);
-  else
-    forward<128>(stream, out, lse, q, k, v, B, T, H);
+  with_head_size(D, T, [&](auto head_size) {
+    forward<decltype(head_size)::value>(stream, out, lse, q, k, v, B, T, H);
+  });
 }
 
 void flash_attention_backward(cudaStream_t stream, float* dq, float* dk, float* dv,
                               const float* d_out, const float* out, const float* lse,
                               const float* q, const float* k, const float* v, float* delta, int B,
                               int T, int H, int D) {
-  RELORA_CHECK(flash_attention_supported(D) && static_cast<int64_t>(T) <= 65535 * kTile,
-               "flash attention D=" << D << " T=" << T);
-  if (D == 64)
-    backward<64>(stream, dq, dk, dv, d_out, out, lse, q, k, v, delta, B, T, H);
-  else
-    backward<128>(stream, dq, dk, dv, d_out, out, lse, q, k, v, delta, B, T, H);
+  with_head_size(D, T, [&](auto head_size) {
+    backward<decltype(head_size)::value>(stream, dq, dk, dv, d_out, out, lse, q, k, v, delta, B,
+                                         T, H);
+  });
 }
 
 }  // namespace relora::cuda

@@ -93,7 +93,7 @@ void launch_cross_entropy(cudaStream_t stream, float* d_logits, float* losses,
                           float d_loss_scale);
 
 // ---- flash_attention.cu: fused causal attention on tensor cores ------------------------------
-// Head sizes it takes (64, 128); the bf16 training precision only.
+// Head sizes it takes (multiples of 16 from 32 to 128); the bf16 training precision only.
 bool flash_attention_supported(int D);
 // out(B,T,H,D) and lse(B,H,T) written.
 void flash_attention_forward(cudaStream_t stream, float* out, float* lse, const float* q,
