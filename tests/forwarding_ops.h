@@ -97,6 +97,8 @@ class ForwardingOps : public Ops {
   double sum_squares(const float* x, int64_t n) override { return cpu_->sum_squares(x, n); }
   void scale(float* x, int64_t n, float s) override { cpu_->scale(x, n, s); }
   void axpy(float* y, const float* x, int64_t n, float alpha) override { cpu_->axpy(y, x, n, alpha); }
+  void to_bf16(uint16_t* dst, const float* src, int64_t n) override { cpu_->to_bf16(dst, src, n); }
+  void from_bf16(float* dst, const uint16_t* src, int64_t n) override { cpu_->from_bf16(dst, src, n); }
 
  private:
   Device device_;

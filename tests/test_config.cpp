@@ -77,6 +77,7 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.devices, b.train.devices);
   EXPECT_EQ(a.train.recompute, b.train.recompute);
   EXPECT_EQ(a.train.matmul, b.train.matmul);
+  EXPECT_EQ(a.train.allreduce_dtype, b.train.allreduce_dtype);
   EXPECT_EQ(a.train.comm_timeout, b.train.comm_timeout);
   EXPECT_EQ(a.train.threads, b.train.threads);
   EXPECT_EQ(a.data.train, b.data.train);
@@ -125,6 +126,7 @@ Config unusual_config() {
   c.train.devices = 4;
   c.train.recompute = true;
   c.train.matmul = "fp32";
+  c.train.allreduce_dtype = "bf16";
   c.train.comm_timeout = "90s";
   c.train.threads = 3;
   c.data.train = "*.bin";
@@ -363,6 +365,7 @@ TEST(ConfigValidation, EachRuleNamesKeyAndAllowedValues) {
       {{"train.device=gpu"}, {"train.device", "auto, cpu or cuda", "'gpu'"}},
       {{"train.devices=-1"}, {"train.devices", "at least 0"}},
       {{"train.matmul=tf32"}, {"train.matmul", "bf16 or fp32", "'tf32'"}},
+      {{"train.allreduce_dtype=fp16"}, {"train.allreduce_dtype", "fp32 or bf16", "'fp16'"}},
       {{"train.threads=-1"}, {"train.threads", "at least 0"}},
       {{"data.eval_every=-1"}, {"data.eval_every", "at least 0"}},
       {{"data.eval_batches=0"}, {"data.eval_batches", "at least 1"}},
@@ -437,7 +440,7 @@ TEST(ConfigYaml, ListsEveryKeyWithItsDoc) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 47);
+  EXPECT_EQ(keys, 48);
   EXPECT_NE(yaml.find("rank: 128"), std::string::npos);
   EXPECT_NE(yaml.find("# adapter rank r; 0: no adapters"), std::string::npos);
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "budget_check.h"
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "core/rng.h"
@@ -36,11 +37,11 @@ struct TrainedRun {
 
 TrainedRun train(Ops& ops, const Config& cfg) {
   auto comm = make_local_comm();
-  reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, false));
+  reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, false, false));
   Llama model(cfg.model, cfg.relora, ops, kMicro);
   model.init_weights(1);
   AdamW optimizer(cfg.optimizer, ops);
-  TrainStep step(model, optimizer, ops, *comm, 1.0f, kMicro, 2, 2LL * kMicro * cfg.model.seq_len);
+  TrainStep step(model, optimizer, ops, *comm, 1.0f, DType::f32, kMicro, 2, 2LL * kMicro * cfg.model.seq_len);
   step.rebuild();
   TrainedRun run;
   int64_t update = 0;
@@ -76,41 +77,19 @@ TEST(DevicePaths, TrainingMatchesHostTensorsBitForBit) {
 }
 
 TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
+  auto comm = make_local_comm();
   for (bool recompute : {false, true}) {
     for (const char* embeddings : {"lora", "full", "frozen"}) {
       SCOPED_TRACE(std::string(embeddings) + (recompute ? " recompute" : ""));
       Config cfg = testing::small_training_config();
       cfg.relora.embeddings = embeddings;
-      testing::HostDeviceMemory memory;
-      set_device_memory(&memory);
-      {
-        testing::ForwardingOps ops(Device::cuda);
-        auto comm = make_local_comm();
-        reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, recompute));
-        Llama model(cfg.model, cfg.relora, ops, kMicro, recompute);
-        model.init_weights(1);
-        AdamW optimizer(cfg.optimizer, ops);
-        TrainStep step(model, optimizer, ops, *comm, 1.0f, kMicro, 1, 1LL * kMicro * cfg.model.seq_len);
-        step.rebuild();
-        int64_t update = 0;
-        const MicroBatchSource source = testing::random_micro_batches(cfg.model, kMicro, &update);
-        step.accumulate(source);
-        step.apply(1e-2f, 1.0f);  // AdamW state exists from the first update on
-        const MemoryBudget full = memory_budget(cfg.model, cfg.relora, ops, kMicro, recompute, false);
-        EXPECT_EQ(memory.bytes_in_use(), full.total()) << describe(full);
-        start_adapters(model, optimizer, 1, 1);
-        step.rebuild();
-        step.accumulate(source);
-        step.apply(1e-2f, 1.0f);
-        const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, ops, kMicro, recompute, true);
-        EXPECT_EQ(memory.bytes_in_use(), relora.total()) << describe(relora);
-        // the phase change held both phases' tensors at once: exactly peak_bytes
-        EXPECT_GT(memory.peak_bytes_in_use(), full.total());
-        EXPECT_EQ(memory.peak_bytes_in_use(), peak_bytes(cfg.model, cfg.relora, ops, kMicro, recompute));
-      }
-      set_device_memory(nullptr);
+      testing::expect_budget_is_allocated(*comm, cfg, recompute);
     }
   }
+  // a bf16 all-reduce at world size 1 communicates nothing and stages nothing
+  Config cfg = testing::small_training_config();
+  cfg.train.allreduce_dtype = "bf16";
+  testing::expect_budget_is_allocated(*comm, cfg, false);
 }
 
 // A checkpoint saved from device tensors (weights, adapters, Adam state) loads into host
@@ -130,10 +109,10 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
       Llama model;
       AdamW optimizer;
     };
-    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false));
+    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false, false));
     Run trained(device_ops, cfg);
     auto comm = make_local_comm();
-    TrainStep step(trained.model, trained.optimizer, device_ops, *comm, 1.0f, kMicro, 1,
+    TrainStep step(trained.model, trained.optimizer, device_ops, *comm, 1.0f, DType::f32, kMicro, 1,
                    1LL * kMicro * cfg.model.seq_len);
     step.rebuild();
     int64_t update = 0;
@@ -214,7 +193,7 @@ TEST(DevicePaths, EvalModelFromACheckpointFitsItsPeak) {
       const int micro = cfg.train.micro_batch;
       const int64_t peak = eval_peak_bytes(cfg.model, cfg.relora, device_ops, micro, false, relora_phase);
       const int64_t phase_total =
-          memory_budget(cfg.model, cfg.relora, device_ops, micro, false, relora_phase).total();
+          memory_budget(cfg.model, cfg.relora, device_ops, micro, false, false, relora_phase).total();
       EXPECT_LE(memory.peak_bytes_in_use(), peak);
       EXPECT_GE(memory.peak_bytes_in_use(), phase_total);
       if (!relora_phase) {
@@ -232,8 +211,8 @@ TEST(MemoryBudget, ReloraPhaseOfTheBillionModelFitsInSixtyPercent) {
   Config cfg = load_config(testing::source_dir() + "/configs/llama_1b.yaml");
   cfg.model.seq_len = 512;
   auto ops = make_cpu_ops();
-  const MemoryBudget full = memory_budget(cfg.model, cfg.relora, *ops, 4, true, false);
-  const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, *ops, 4, true, true);
+  const MemoryBudget full = memory_budget(cfg.model, cfg.relora, *ops, 4, true, false, false);
+  const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, *ops, 4, true, false, true);
   EXPECT_LE(static_cast<double>(relora.total()), 0.6 * static_cast<double>(full.total()))
       << "full " << describe(full) << ", relora " << describe(relora);
   EXPECT_EQ(full.weights, relora.weights);

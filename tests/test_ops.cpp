@@ -7,12 +7,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/vec_math.h"
 #include "backend/ops.h"
+#include "core/bf16.h"
 #include "core/rng.h"
 
 namespace relora {
@@ -623,6 +626,51 @@ TEST_F(CpuOpsTest, SumSquaresScaleAxpy) {
   Doubles want_axpy(n);
   for (int64_t i = 0; i < n; ++i) want_axpy[i] = y[i] + 0.7 * x[i];
   expect_close(updated, want_axpy, {1e-6, 1e-7}, "axpy");
+}
+
+// Rounding to nearest with ties to even, specials kept; widening is exact, so every bf16
+// word survives the round trip.
+TEST_F(CpuOpsTest, Bf16ConversionsRoundToNearestEven) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float one_ulp = std::ldexp(1.0f, -7);  // bf16's spacing at 1
+  // (value, bf16 word): exact; below/above the halfway point; ties to even (down from an
+  // even word, up from an odd one); overflow to inf; signed zero; a subnormal; inf.
+  const std::vector<std::pair<float, uint16_t>> cases = {
+      {1.0f, 0x3f80},
+      {1.0f + 0.49f * one_ulp, 0x3f80},
+      {1.0f + 0.51f * one_ulp, 0x3f81},
+      {1.0f + 0.5f * one_ulp, 0x3f80},
+      {1.0f + 1.5f * one_ulp, 0x3f82},
+      {-2.5f, 0xc020},
+      {std::numeric_limits<float>::max(), 0x7f80},
+      {-0.0f, 0x8000},
+      {std::ldexp(1.0f, -130), 0x0008},
+      {inf, 0x7f80},
+      {-inf, 0xff80},
+  };
+  std::vector<float> values;
+  for (const auto& c : cases) values.push_back(c.first);
+  values.push_back(nan);
+  const int64_t n = static_cast<int64_t>(values.size());
+  std::vector<uint16_t> words(values.size());
+  ops->to_bf16(words.data(), values.data(), n);
+  for (size_t i = 0; i < cases.size(); ++i)
+    EXPECT_EQ(words[i], cases[i].second) << "value " << cases[i].first << " (case " << i << ")";
+  Floats widened(values.size());
+  ops->from_bf16(widened.data(), words.data(), n);
+  EXPECT_TRUE(std::isnan(widened.back()));
+  for (size_t i = 0; i < cases.size(); ++i)
+    EXPECT_EQ(float_to_bf16(widened[i]), words[i]) << "round trip of case " << i;
+  // every finite word: widening then rounding gives it back, also on many threads
+  std::vector<uint16_t> all;
+  for (uint32_t w = 0; w < 0x10000; ++w)
+    if ((w & 0x7f80u) != 0x7f80u) all.push_back(static_cast<uint16_t>(w));
+  Floats wide(all.size());
+  std::vector<uint16_t> back(all.size());
+  ops->from_bf16(wide.data(), all.data(), static_cast<int64_t>(all.size()));
+  ops->to_bf16(back.data(), wide.data(), static_cast<int64_t>(all.size()));
+  EXPECT_EQ(back, all);
 }
 
 }  // namespace

@@ -146,6 +146,12 @@ class Ops {
   virtual void scale(float* x, int64_t n, float s) = 0;
   // y += alpha * x
   virtual void axpy(float* y, const float* x, int64_t n, float alpha) = 0;
+
+  // ---- bf16 words (the staging of a bf16 gradient all-reduce) ------------------------
+  // dst(n) = src rounded to bf16: nearest, ties to even, NaN stays NaN (core/bf16.h).
+  virtual void to_bf16(uint16_t* dst, const float* src, int64_t n) = 0;
+  // dst(n) = src widened to fp32 (exact).
+  virtual void from_bf16(float* dst, const uint16_t* src, int64_t n) = 0;
 };
 
 // The CPU backend: BLAS for products, OpenMP across rows/heads.

@@ -134,5 +134,11 @@ void TimedOps::scale(float* x, int64_t n, float s) {
 void TimedOps::axpy(float* y, const float* x, int64_t n, float alpha) {
   timed("axpy", 0, [&] { inner_.axpy(y, x, n, alpha); });
 }
+void TimedOps::to_bf16(uint16_t* dst, const float* src, int64_t n) {
+  timed("to_bf16", 0, [&] { inner_.to_bf16(dst, src, n); });
+}
+void TimedOps::from_bf16(float* dst, const uint16_t* src, int64_t n) {
+  timed("from_bf16", 0, [&] { inner_.from_bf16(dst, src, n); });
+}
 
 }  // namespace relora

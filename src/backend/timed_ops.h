@@ -79,6 +79,8 @@ class TimedOps final : public Ops {
   double sum_squares(const float* x, int64_t n) override;
   void scale(float* x, int64_t n, float s) override;
   void axpy(float* y, const float* x, int64_t n, float alpha) override;
+  void to_bf16(uint16_t* dst, const float* src, int64_t n) override;
+  void from_bf16(float* dst, const uint16_t* src, int64_t n) override;
 
  private:
   // Runs call() between two synchronisations and adds its time to `op`.

@@ -59,6 +59,7 @@ struct TrainConfig {
   std::string comm_timeout = "10m";  // NCCL: a collective waiting longer ends the job
   int threads = 0;             // 0: every core in this process's affinity mask
   float bucket_mb = 25.0f;     // gradient all-reduce bucket size (MB)
+  std::string allreduce_dtype = "fp32";  // gradient all-reduce: fp32 | bf16 (half the bytes)
   std::string time_limit;      // "3h50m", "90m", "45s"; empty: none
 };
 

@@ -78,6 +78,8 @@ const std::vector<ConfigKey> kKeys = {
                       "CPU threads per process; 0: every core this process may use"),
     RELORA_CONFIG_KEY(train, bucket_mb,
                       "size of a gradient all-reduce bucket in MB (multi-rank runs)"),
+    RELORA_CONFIG_KEY(train, allreduce_dtype,
+                      "gradient all-reduce in fp32, or bf16: half the bytes, gradients rounded to bf16 (multi-rank runs)"),
     RELORA_CONFIG_KEY(train, time_limit,
                       "stop, checkpoint and exit 0 after this long, e.g. 3h50m; empty: no limit"),
 

@@ -207,6 +207,9 @@ void check_train(const Checker& check, const TrainConfig& train) {
     check.fail("train.matmul", "must be bf16 or fp32, got '" + train.matmul + "'");
   }
   check.at_least("train.threads", train.threads, 0);
+  if (train.allreduce_dtype != "fp32" && train.allreduce_dtype != "bf16") {
+    check.fail("train.allreduce_dtype", "must be fp32 or bf16, got '" + train.allreduce_dtype + "'");
+  }
   if (!(train.bucket_mb > 0.0f && train.bucket_mb <= 4096.0f)) {
     check.fail("train.bucket_mb", "must be in (0, 4096], got " + float_text(train.bucket_mb));
   }

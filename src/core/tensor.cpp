@@ -20,6 +20,8 @@ DeviceMemory& installed_device_memory() {
 
 }  // namespace
 
+size_t element_size(DType dtype) { return dtype == DType::bf16 ? 2 : 4; }
+
 void set_device_memory(DeviceMemory* memory) { g_device_memory = memory; }
 DeviceMemory* device_memory() { return g_device_memory; }
 
@@ -50,17 +52,27 @@ Tensor Tensor::zeros(std::vector<int64_t> shape, Device device, DType dtype) {
 }
 
 int32_t* Tensor::i32() {
-  RELORA_CHECK(dtype_ == DType::i32, "i32() of an f32 tensor " << shape_str());
+  RELORA_CHECK(dtype_ == DType::i32, "i32() of a tensor of another dtype " << shape_str());
   return reinterpret_cast<int32_t*>(data_.get());
 }
 
 const int32_t* Tensor::i32() const {
-  RELORA_CHECK(dtype_ == DType::i32, "i32() of an f32 tensor " << shape_str());
+  RELORA_CHECK(dtype_ == DType::i32, "i32() of a tensor of another dtype " << shape_str());
   return reinterpret_cast<const int32_t*>(data_.get());
 }
 
+uint16_t* Tensor::bf16() {
+  RELORA_CHECK(dtype_ == DType::bf16, "bf16() of a tensor of another dtype " << shape_str());
+  return reinterpret_cast<uint16_t*>(data_.get());
+}
+
+const uint16_t* Tensor::bf16() const {
+  RELORA_CHECK(dtype_ == DType::bf16, "bf16() of a tensor of another dtype " << shape_str());
+  return reinterpret_cast<const uint16_t*>(data_.get());
+}
+
 void Tensor::fill(float value) {
-  RELORA_CHECK(dtype_ == DType::f32, "fill of an i32 tensor");
+  RELORA_CHECK(dtype_ == DType::f32, "fill of a tensor that is not f32");
   if (on_host()) {
     std::fill(data(), data() + numel_, value);
     return;
@@ -110,7 +122,10 @@ Tensor Tensor::view(int64_t offset, std::vector<int64_t> shape) const {
   t.numel_ = n;
   t.dtype_ = dtype_;
   t.device_ = device_;
-  t.data_ = std::shared_ptr<float>(data_, data_.get() + offset);
+  // the offset in bytes: elements are 2 or 4 bytes
+  char* base = reinterpret_cast<char*>(data_.get());
+  t.data_ = std::shared_ptr<float>(
+      data_, reinterpret_cast<float*>(base + offset * static_cast<int64_t>(element_size(dtype_))));
   return t;
 }
 

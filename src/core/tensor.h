@@ -1,4 +1,5 @@
-// Tensor: a shape and an owned, contiguous row-major buffer of f32 (or i32: token ids), in
+// Tensor: a shape and an owned, contiguous row-major buffer of f32 (or i32: token ids; bf16:
+// raw 16-bit words, the staging of a bf16 all-reduce), in
 // host memory (64-byte aligned) or in device memory. Device memory comes from the
 // DeviceMemory the CUDA backend installs at start-up, so core needs no CUDA headers. Host
 // code reads or writes a device tensor only through copy_to_host/copy_from_host (or
@@ -12,7 +13,9 @@
 
 namespace relora {
 
-enum class DType { f32, i32 };
+enum class DType { f32, i32, bf16 };
+// Bytes of one element: 4 (f32, i32) or 2 (bf16).
+size_t element_size(DType dtype);
 enum class Device { cpu, cuda };
 
 // Allocation and copies for Device::cuda. Every allocation comes from one arena reserved
@@ -51,10 +54,13 @@ class Tensor {
   // The buffer as token ids (dtype i32 only).
   int32_t* i32();
   const int32_t* i32() const;
+  // The buffer as bf16 words (dtype bf16 only).
+  uint16_t* bf16();
+  const uint16_t* bf16() const;
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_.at(i); }
   int64_t numel() const { return numel_; }
-  size_t bytes() const { return static_cast<size_t>(numel_) * 4; }  // f32 and i32: 4 bytes
+  size_t bytes() const { return static_cast<size_t>(numel_) * element_size(dtype_); }
   bool empty() const { return numel_ == 0; }
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }

@@ -7,8 +7,13 @@
 
 namespace relora {
 
-GradSync::GradSync(Communicator& comm, float bucket_mb)
-    : comm_(comm), bucket_floats_(static_cast<int64_t>(bucket_mb * 1024.0 * 1024.0 / sizeof(float))) {
+GradSync::GradSync(Communicator& comm, Ops& ops, float bucket_mb, DType reduce_dtype)
+    : comm_(comm),
+      ops_(ops),
+      reduce_dtype_(reduce_dtype),
+      bucket_floats_(static_cast<int64_t>(bucket_mb * 1024.0 * 1024.0 / sizeof(float))) {
+  RELORA_CHECK(reduce_dtype == DType::f32 || reduce_dtype == DType::bf16,
+               "gradient all-reduce in f32 or bf16");
   if (bucket_floats_ < 1) bucket_floats_ = 1;
 }
 
@@ -33,6 +38,7 @@ void GradSync::rebuild(const std::vector<Param*>& params) {
     for (Param* p : group) floats += p->value.numel();
     Bucket b;
     b.buffer = Tensor::zeros({floats}, group.front()->value.device());
+    if (staged()) b.staging = Tensor::zeros({floats}, b.buffer.device(), DType::bf16);
     b.tensors = static_cast<int>(group.size());
     int64_t offset = 0;
     for (Param* p : group) {
@@ -54,7 +60,13 @@ void GradSync::zero() {
 
 void GradSync::start(Bucket& b) {
   b.started = true;
-  if (comm_.world_size() > 1) comm_.all_reduce_sum_start(b.buffer.data(), b.buffer.numel());
+  if (comm_.world_size() <= 1) return;
+  if (staged()) {
+    ops_.to_bf16(b.staging.bf16(), b.buffer.data(), b.buffer.numel());
+    comm_.all_reduce_sum_start(b.staging.bf16(), b.staging.numel(), DType::bf16);
+  } else {
+    comm_.all_reduce_sum_start(b.buffer.data(), b.buffer.numel(), DType::f32);
+  }
 }
 
 void GradSync::mark_ready(const Param* p) {
@@ -77,6 +89,7 @@ void GradSync::finish() {
   comm_.wait_all();
   last_wait_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   for (Bucket& b : buckets_) {
+    if (staged()) ops_.from_bf16(b.buffer.data(), b.staging.bf16(), b.buffer.numel());
     b.ready = 0;
     b.started = false;
   }
@@ -93,7 +106,8 @@ std::vector<Tensor> GradSync::buffers() const {
 int64_t GradSync::bytes_per_update() const {
   if (comm_.world_size() <= 1) return 0;
   int64_t bytes = 0;
-  for (const Bucket& b : buckets_) bytes += static_cast<int64_t>(b.buffer.bytes());
+  for (const Bucket& b : buckets_)
+    bytes += static_cast<int64_t>(staged() ? b.staging.bytes() : b.buffer.bytes());
   return bytes;
 }
 

@@ -11,12 +11,14 @@ extern "C" {
 #endif
 
 // Raise on any change to the struct or the meaning of its functions.
-#define RELORA_MPI_API_VERSION 2
+#define RELORA_MPI_API_VERSION 3
 #define RELORA_MPI_ERROR_LEN 512
 // The plugin's one exported symbol.
 #define RELORA_MPI_API_SYMBOL "relora_mpi_api"
 
-enum RelMpiType { REL_MPI_FLOAT, REL_MPI_DOUBLE, REL_MPI_UINT64 };
+// REL_MPI_BF16: raw 16-bit bfloat16 words (non-blocking sums only), summed in fp32 and
+// rounded back to nearest-even by a user-defined MPI operation.
+enum RelMpiType { REL_MPI_FLOAT, REL_MPI_DOUBLE, REL_MPI_UINT64, REL_MPI_BF16 };
 enum RelMpiOp { REL_MPI_SUM, REL_MPI_MIN, REL_MPI_MAX };
 
 typedef struct RelMpiApi {
@@ -25,8 +27,9 @@ typedef struct RelMpiApi {
   int (*init)(int* rank, int* world_size, int* local_rank, int* local_size, char* err);
   // In-place blocking all-reduce over MPI_COMM_WORLD.
   int (*all_reduce)(void* data, int count, enum RelMpiType type, enum RelMpiOp op, char* err);
-  // In-place non-blocking float sum; the plugin keeps the request until wait_all.
-  int (*all_reduce_sum_start)(float* data, int count, char* err);
+  // In-place non-blocking sum of REL_MPI_FLOAT or REL_MPI_BF16 elements; the plugin keeps
+  // the request until wait_all.
+  int (*all_reduce_sum_start)(void* data, int count, enum RelMpiType type, char* err);
   // Tests the pending requests (MPI progresses only inside MPI calls).
   int (*progress)(char* err);
   // Completes and forgets the pending requests.

@@ -109,9 +109,13 @@ class MpiComm final : public Communicator {
     reduce(data, n, REL_MPI_UINT64, plugin_op(op));
   }
 
-  void all_reduce_sum_start(float* data, int64_t n) override {
+  void all_reduce_sum_start(void* data, int64_t n, DType dtype) override {
+    RELORA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "all_reduce_sum_start: f32 or bf16");
+    const RelMpiType type = dtype == DType::bf16 ? REL_MPI_BF16 : REL_MPI_FLOAT;
+    char* bytes = static_cast<char*>(data);
+    const int64_t element = static_cast<int64_t>(element_size(dtype));
     for (int64_t done = 0; done < n; done += kMaxCount)
-      PLUGIN_CHECK(api_.all_reduce_sum_start(data + done, piece(n - done), err_));
+      PLUGIN_CHECK(api_.all_reduce_sum_start(bytes + done * element, piece(n - done), type, err_));
   }
   void progress() override { PLUGIN_CHECK(api_.progress(err_)); }
   void wait_all() override { PLUGIN_CHECK(api_.wait_all(err_)); }

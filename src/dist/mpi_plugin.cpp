@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/bf16.h"
 #include "dist/mpi_api.h"
 
 // Returns 1 from the enclosing function, with "file:line: call failed: MPI's message" in
@@ -34,14 +35,24 @@ namespace {
 
 bool g_owns_mpi = false;                // init called MPI_Init_thread
 std::vector<MPI_Request> g_requests;    // non-blocking all-reduces until wait_all
+MPI_Op g_bf16_sum = MPI_OP_NULL;        // created by init, freed by finalize
 
 MPI_Datatype mpi_type(RelMpiType type) {
   switch (type) {
     case REL_MPI_FLOAT: return MPI_FLOAT;
     case REL_MPI_DOUBLE: return MPI_DOUBLE;
     case REL_MPI_UINT64: return MPI_UINT64_T;
+    case REL_MPI_BF16: return MPI_UINT16_T;
   }
   return MPI_DATATYPE_NULL;
+}
+
+// The MPI operation of REL_MPI_BF16 sums: inout[i] = bf16(float(in[i]) + float(inout[i])).
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i)
+    b[i] = relora::float_to_bf16(relora::bf16_to_float(a[i]) + relora::bf16_to_float(b[i]));
 }
 
 MPI_Op mpi_op(RelMpiOp op) {
@@ -68,22 +79,32 @@ int init(int* rank, int* world_size, int* local_rank, int* local_size, char* err
   MPI_CHECK(MPI_Comm_rank(node, local_rank));
   MPI_CHECK(MPI_Comm_size(node, local_size));
   MPI_CHECK(MPI_Comm_free(&node));
+  if (g_bf16_sum == MPI_OP_NULL) MPI_CHECK(MPI_Op_create(bf16_sum, 1, &g_bf16_sum));
   return 0;
 }
 
 int all_reduce(void* data, int count, RelMpiType type, RelMpiOp op, char* err) {
+  if (type == REL_MPI_BF16) {
+    std::snprintf(err, RELORA_MPI_ERROR_LEN, "%s:%d: blocking all-reduce of bf16 is not offered", __FILE__, __LINE__);
+    return 1;
+  }
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, count, mpi_type(type), mpi_op(op), MPI_COMM_WORLD));
   return 0;
 }
 
-int all_reduce_sum_start(float* data, int count, char* err) {
+int all_reduce_sum_start(void* data, int count, RelMpiType type, char* err) {
+  if (type != REL_MPI_FLOAT && type != REL_MPI_BF16) {
+    std::snprintf(err, RELORA_MPI_ERROR_LEN, "%s:%d: non-blocking sums of float or bf16 only", __FILE__, __LINE__);
+    return 1;
+  }
   try {
     g_requests.emplace_back();
   } catch (const std::bad_alloc&) {
     std::snprintf(err, RELORA_MPI_ERROR_LEN, "%s:%d: out of memory for an MPI request", __FILE__, __LINE__);
     return 1;
   }
-  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g_requests.back()));
+  const MPI_Op op = type == REL_MPI_BF16 ? g_bf16_sum : MPI_SUM;
+  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, mpi_type(type), op, MPI_COMM_WORLD, &g_requests.back()));
   return 0;
 }
 
@@ -117,6 +138,7 @@ void abort_job(int exit_code) {
 }
 
 int finalize(char* err) {
+  if (g_bf16_sum != MPI_OP_NULL) MPI_CHECK(MPI_Op_free(&g_bf16_sum));
   if (!g_owns_mpi) return 0;
   g_owns_mpi = false;
   MPI_CHECK(MPI_Finalize());

@@ -123,15 +123,16 @@ class NcclComm final : public Communicator {
   void all_reduce(float* data, int64_t n, ReduceOp op) override {
     if (!is_device_pointer(data)) return host_.all_reduce(data, n, op);
     RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "float all_reduce: sum or avg");
-    start(data, n, op == ReduceOp::avg ? ncclAvg : ncclSum);
+    start(data, n, ncclFloat, op == ReduceOp::avg ? ncclAvg : ncclSum);
     wait_all();
   }
   void all_reduce(double* data, int64_t n, ReduceOp op) override { host_.all_reduce(data, n, op); }
   void all_reduce(uint64_t* data, int64_t n, ReduceOp op) override { host_.all_reduce(data, n, op); }
 
-  void all_reduce_sum_start(float* data, int64_t n) override {
+  void all_reduce_sum_start(void* data, int64_t n, DType dtype) override {
     RELORA_CHECK(is_device_pointer(data), "NCCL all-reduce of a host buffer");
-    start(data, n, ncclSum);
+    RELORA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "all_reduce_sum_start: f32 or bf16");
+    start(data, n, dtype == DType::bf16 ? ncclBfloat16 : ncclFloat, ncclSum);
   }
   void progress() override {}  // NCCL moves on by itself
   // Waits for every started all-reduce, then orders the compute stream after them.
@@ -177,7 +178,7 @@ class NcclComm final : public Communicator {
     aborted_ = true;
   }
   // Queues an all-reduce of data(n) on the NCCL stream after the compute stream's work so far.
-  void start(float* data, int64_t n, ncclRedOp_t op) {
+  void start(void* data, int64_t n, ncclDataType_t type, ncclRedOp_t op) {
     if (started_ == static_cast<int>(ready_events_.size())) {
       ready_events_.emplace_back();
       CUDA_CHECK(cudaEventCreateWithFlags(&ready_events_.back(), cudaEventDisableTiming));
@@ -186,7 +187,7 @@ class NcclComm final : public Communicator {
     CUDA_CHECK(cudaEventRecord(ready, cuda::compute_stream()));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
     const Watchdog::Guard guard = watchdog_.guard("queueing an NCCL all-reduce (ncclAllReduce)");
-    NCCL_CHECK(nccl_api().all_reduce(data, data, static_cast<size_t>(n), ncclFloat, op, comm_, stream_));
+    NCCL_CHECK(nccl_api().all_reduce(data, data, static_cast<size_t>(n), type, op, comm_, stream_));
   }
 
   Communicator& host_;

@@ -10,7 +10,7 @@
 namespace relora {
 
 MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                           int max_batch, bool recompute, bool relora_phase) {
+                           int max_batch, bool recompute, bool bf16_staging, bool relora_phase) {
   constexpr int64_t kFloat = 4;
   const int64_t V = model.vocab_size, C = model.hidden_size, F = model.intermediate_size,
                 L = model.num_layers, T = model.seq_len, H = model.num_heads, r = relora.rank;
@@ -44,18 +44,19 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
   MemoryBudget budget;
   budget.weights = kFloat * parameters;
   budget.adapters = kFloat * adapter_elements;
-  budget.gradients = kFloat * trainable;
+  budget.gradients = kFloat * trainable + (bf16_staging ? 2 * trainable : 0);
   budget.optimizer = 2 * kFloat * trainable;
   budget.activations = kFloat * activations;
   return budget;
 }
 
 int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                   int max_batch, bool recompute) {
-  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, false);
-  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, true);
+                   int max_batch, bool recompute, bool bf16_staging) {
+  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, bf16_staging, false);
+  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, bf16_staging, true);
   // At the phase change: everything of the full-rank phase, the adapters with gradients of
-  // their own (moved into new buckets by the rebuild), and the adapters' activation buffers.
+  // their own (moved into new buckets by the rebuild, which frees the old staging first),
+  // and the adapters' activation buffers.
   const int64_t phase_change =
       full.total() + 2 * low_rank.adapters + (low_rank.activations - full.activations);
   return std::max(low_rank.total(), phase_change);
@@ -63,9 +64,9 @@ int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const O
 
 int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
                         int max_batch, bool recompute, bool relora_phase) {
-  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, false);
+  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, false, false);
   if (!relora_phase) return full.total();
-  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, true);
+  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, false, true);
   const int64_t adapters_arrive = full.total() - full.optimizer + 2 * low_rank.adapters +
                                   (low_rank.activations - full.activations);
   return std::max(low_rank.total(), adapters_arrive);

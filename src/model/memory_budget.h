@@ -14,28 +14,30 @@ namespace relora {
 struct MemoryBudget {
   int64_t weights = 0;      // base weights and norms
   int64_t adapters = 0;     // LoRA A and B (ReLoRA phase)
-  int64_t gradients = 0;    // gradients of the trainable tensors (the all-reduce buckets)
+  int64_t gradients = 0;    // gradients of the trainable tensors (the all-reduce buckets,
+                            // and their bf16 staging with a bf16 all-reduce)
   int64_t optimizer = 0;    // AdamW moments of the trainable tensors
   int64_t activations = 0;  // saved activations, backward and attention scratch, token ids
   int64_t total() const { return weights + adapters + gradients + optimizer + activations; }
 };
 
 // Activations for micro-batches of max_batch sequences; ops decides attention's saved state
-// and scratch sizes; recompute as train.recompute.
+// and scratch sizes; recompute as train.recompute; bf16_staging: the gradient buckets have
+// bf16 staging buffers (train.allreduce_dtype bf16 at world size > 1).
 MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                           int max_batch, bool recompute, bool relora_phase);
+                           int max_batch, bool recompute, bool bf16_staging, bool relora_phase);
 
 // The most a training run holds at once: the larger of the ReLoRA phase's budget and the
 // full-rank phase's plus the new adapters, their gradients and activation buffers (at the
 // phase change both are alive until the optimizer drops the frozen tensors' state and the
 // buckets are rebuilt).
 int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                   int max_batch, bool recompute);
+                   int max_batch, bool recompute, bool bf16_staging);
 
 // The most `relora eval` (model_for_eval) holds for a checkpoint of the given phase: it
 // builds the model as training does and loads that phase's optimizer state, so that phase's
-// budget; in the ReLoRA phase also the full-rank model with gradients (no optimizer state)
-// that it starts from while the adapters arrive.
+// budget (without all-reduce staging); in the ReLoRA phase also the full-rank model with
+// gradients (no optimizer state) that it starts from while the adapters arrive.
 int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
                         int max_batch, bool recompute, bool relora_phase);
 

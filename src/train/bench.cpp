@@ -64,15 +64,28 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   if (options.profile && comm.rank() == 0) timed = std::make_unique<TimedOps>(*backend);
   Ops* const ops = timed ? timed.get() : backend.get();
   r.device = ops->device_name();
-  reserve_device_arena(*ops, peak_bytes(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute));
+  // The FLOP probes, all ranks at once (together they share the machine). On a GPU before
+  // the arena is reserved: their operands (768 MiB) need not fit beside a run sized to the
+  // device. On the CPU after the steps, so that the max RSS does not count their 48 MB.
+  double peaks[2] = {0.0, 0.0};
+  const auto probe = [&] {
+    comm.barrier();
+    peaks[0] = ops->measure_peak_flops() / 1e9;
+    peaks[1] = ops->measure_training_product_flops() / 1e9;
+    comm.all_reduce(peaks, 2, ReduceOp::sum);
+  };
+  const bool probe_first = ops->device() == Device::cuda;
+  if (probe_first) probe();
+  reserve_device_arena(*ops, peak_bytes(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute,
+                                        bf16_staging(cfg.train, world)));
   Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);
   if (options.relora_phase) start_adapters(model, optimizer, cfg.train.seed, 0);
   std::unique_ptr<Communicator> grad_comm =
       make_gradient_communicator(comm, ops->device(), comm_timeout_seconds(cfg));
-  TrainStep step(model, optimizer, *ops, grad_comm ? *grad_comm : comm, cfg.train.bucket_mb, micro, 1,
-                 r.tokens_per_step);
+  TrainStep step(model, optimizer, *ops, grad_comm ? *grad_comm : comm, cfg.train.bucket_mb,
+                 allreduce_dtype(cfg.train), micro, 1, r.tokens_per_step);
   step.rebuild();
 
   // Step s, rank k: micro windows of T+1 uniform tokens; inputs are a window's first T,
@@ -111,17 +124,14 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   double wall_s = seconds_since(start);
   if (timed) r.profile = timed->times();
   // Memory: the host's peak RSS, or on a GPU the device memory the run holds (allocated
-  // once before the first step; nothing is freed inside steps). Before the probe's buffers.
+  // once before the first step; nothing is freed inside steps).
   const int64_t rss = ops->device() == Device::cuda ? device_memory()->bytes_in_use() : peak_rss_bytes();
 
   comm.all_reduce(stages, 4, ReduceOp::avg);
   comm.all_reduce(&wall_s, 1, ReduceOp::max);
   double largest_rss = static_cast<double>(rss);
   comm.all_reduce(&largest_rss, 1, ReduceOp::max);
-  comm.barrier();
-  // All ranks at once: together they share the machine.
-  double peaks[2] = {ops->measure_peak_flops() / 1e9, ops->measure_training_product_flops() / 1e9};
-  comm.all_reduce(peaks, 2, ReduceOp::sum);
+  if (!probe_first) probe();
   const double peak = peaks[0];
   r.train_product_gflops = peaks[1];
 

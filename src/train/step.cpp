@@ -15,13 +15,22 @@ double ms_since(Clock::time_point t) {
 
 }  // namespace
 
+DType allreduce_dtype(const TrainConfig& train) {
+  return train.allreduce_dtype == "bf16" ? DType::bf16 : DType::f32;
+}
+
+bool bf16_staging(const TrainConfig& train, int world_size) {
+  return allreduce_dtype(train) == DType::bf16 && world_size > 1;
+}
+
 TrainStep::TrainStep(Llama& model, AdamW& optimizer, Ops& ops, Communicator& comm, float bucket_mb,
-                     int micro_batch, int accumulation, int64_t tokens_per_update)
+                     DType reduce_dtype, int micro_batch, int accumulation,
+                     int64_t tokens_per_update)
     : model_(model),
       optimizer_(optimizer),
       ops_(ops),
       comm_(comm),
-      grad_sync_(comm, bucket_mb),
+      grad_sync_(comm, ops, bucket_mb, reduce_dtype),
       micro_batch_(micro_batch),
       accumulation_(accumulation),
       tokens_per_update_(tokens_per_update),

@@ -27,12 +27,19 @@ struct StepTimes {
 // of the update.
 using MicroBatchSource = std::function<void(int m, int32_t* inputs, int32_t* targets)>;
 
+// The dtype of the gradient all-reduce, train.allreduce_dtype of a validated config.
+DType allreduce_dtype(const TrainConfig& train);
+// Whether the gradient buckets get bf16 staging buffers (memory_budget's bf16_staging):
+// a bf16 all-reduce with more than one rank.
+bool bf16_staging(const TrainConfig& train, int world_size);
+
 class TrainStep {
  public:
-  // accumulation: micro-batches per rank per update; tokens_per_update: target tokens of the
-  // whole update over all ranks (each token's loss gradient is scaled by its inverse).
+  // bucket_mb, reduce_dtype: GradSync's. accumulation: micro-batches per rank per update;
+  // tokens_per_update: target tokens of the whole update over all ranks (each token's loss
+  // gradient is scaled by its inverse).
   TrainStep(Llama& model, AdamW& optimizer, Ops& ops, Communicator& comm, float bucket_mb,
-            int micro_batch, int accumulation, int64_t tokens_per_update);
+            DType reduce_dtype, int micro_batch, int accumulation, int64_t tokens_per_update);
 
   // Takes the model's trainable set and lays out its gradient buckets: at the start and
   // after every change of the set (the switch to adapters).

@@ -26,6 +26,7 @@
 #include "relora/restart.h"
 #include "train/evaluate.h"
 #include "train/metrics.h"
+#include "train/step.h"
 #include "train/threads.h"
 
 namespace relora {
@@ -160,7 +161,8 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
     val_data_ = std::make_unique<Loader>(cfg_.data.val, cfg_.model.vocab_size, cfg_.model.seq_len,
                                          cfg_.train.seed, false);
   if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
-  reserve_device_arena(*ops_, peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute));
+  reserve_device_arena(*ops_, peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute,
+                                         bf16_staging(cfg_.train, world)));
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
@@ -321,7 +323,8 @@ TrainSummary Trainer::run() {
   // Collective from here on: the gradient communicator (NCCL on GPUs) connects the ranks.
   grad_comm_ = make_gradient_communicator(comm_, ops_->device(), comm_timeout_seconds(cfg_));
   step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *ops_, grad_comm_ ? *grad_comm_ : comm_,
-                                      cfg_.train.bucket_mb, cfg_.train.micro_batch, accumulation_,
+                                      cfg_.train.bucket_mb, allreduce_dtype(cfg_.train),
+                                      cfg_.train.micro_batch, accumulation_,
                                       static_cast<int64_t>(cfg_.train.global_batch) * cfg_.model.seq_len);
   const bool lead = comm_.rank() == 0;
   const std::string dir = cfg_.checkpoint.dir;
@@ -350,8 +353,9 @@ TrainSummary Trainer::run() {
   say(line);
   for (bool relora_phase : {false, true}) {
     if (relora_phase && cfg_.relora.rank == 0) continue;
-    const MemoryBudget budget = memory_budget(cfg_.model, cfg_.relora, *ops_, cfg_.train.micro_batch,
-                                              cfg_.train.recompute, relora_phase);
+    const MemoryBudget budget =
+        memory_budget(cfg_.model, cfg_.relora, *ops_, cfg_.train.micro_batch, cfg_.train.recompute,
+                      bf16_staging(cfg_.train, comm_.world_size()), relora_phase);
     std::snprintf(line, sizeof(line), "relora: memory per rank, %s phase: %s",
                   relora_phase ? "ReLoRA" : "full-rank", describe(budget).c_str());
     say(line);

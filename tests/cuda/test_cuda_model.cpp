@@ -16,6 +16,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/ops.h"
 #include "config/config.h"
+#include "core/bf16.h"
 #include "core/rng.h"
 #include "dist/communicator.h"
 #include "model/llama.h"
@@ -124,7 +125,7 @@ void twenty_updates_match_cpu(const Config& cfg, Ops& cpu, Ops& gpu) {
     Llama model(cfg.model, cfg.relora, *backends[b], kMicro);
     model.init_weights(1);
     AdamW optimizer(cfg.optimizer, *backends[b]);
-    TrainStep step(model, optimizer, *backends[b], *comm, 1.0f, kMicro, 2, 2LL * kMicro * cfg.model.seq_len);
+    TrainStep step(model, optimizer, *backends[b], *comm, 1.0f, DType::f32, kMicro, 2, 2LL * kMicro * cfg.model.seq_len);
     step.rebuild();
     int64_t update = 0;
     const MicroBatchSource source = testing::random_micro_batches(cfg.model, kMicro, &update);
@@ -174,7 +175,7 @@ TEST_F(CudaModel, MergeIsExactFp32) {
 }
 
 // NCCL at world size 1: all-reduce leaves a device buffer as it is (sum and avg), the
-// overlapped start/wait path too, and host values pass through to the host communicator.
+// overlapped start/wait path too (fp32 and bf16), and host values pass through to the host communicator.
 TEST_F(CudaModel, NcclAllReduceWithOneRank) {
   auto local = make_local_comm();
   std::unique_ptr<Communicator> nccl = make_nccl_comm(*local, 60);
@@ -185,10 +186,20 @@ TEST_F(CudaModel, NcclAllReduceWithOneRank) {
   buffer.copy_from_host(values.data());
   nccl->all_reduce(buffer.data(), 1000, ReduceOp::sum);
   nccl->all_reduce(buffer.data(), 1000, ReduceOp::avg);
-  nccl->all_reduce_sum_start(buffer.data(), 500);
-  nccl->all_reduce_sum_start(buffer.data() + 500, 500);
+  nccl->all_reduce_sum_start(buffer.data(), 500, DType::f32);
+  nccl->all_reduce_sum_start(buffer.data() + 500, 500, DType::f32);
   nccl->wait_all();
   EXPECT_EQ(host_copy(buffer), values);
+  // bf16 words (ncclBfloat16) through the overlapped path
+  std::vector<uint16_t> words(1000);
+  for (size_t i = 0; i < words.size(); ++i) words[i] = float_to_bf16(values[i]);
+  Tensor staging = Tensor::zeros({1000}, Device::cuda, DType::bf16);
+  staging.copy_from_host(words.data());
+  nccl->all_reduce_sum_start(staging.bf16(), 1000, DType::bf16);
+  nccl->wait_all();
+  std::vector<uint16_t> words_back(1000);
+  staging.copy_to_host(words_back.data());
+  EXPECT_EQ(words_back, words);
   double host_value = 2.5;
   nccl->all_reduce(&host_value, 1, ReduceOp::sum);
   EXPECT_EQ(host_value, 2.5);

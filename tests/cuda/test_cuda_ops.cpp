@@ -8,11 +8,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/ops.h"
+#include "core/bf16.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 
@@ -493,6 +495,33 @@ TEST_F(CudaOps, ScaleAndAxpy) {
   Tensor d_y = upload(y);
   gpu->axpy(d_y.data(), upload(x).data(), n, 1.7f);
   expect_close(d_y, want_y, kFp32, "axpy");
+}
+
+// The device conversions give the CPU's words bit for bit, specials included.
+TEST_F(CudaOps, Bf16Conversions) {
+  Floats x = random_floats(100003, 102, -1e4f, 1e4f);
+  x[0] = std::numeric_limits<float>::infinity();
+  x[1] = -0.0f;
+  x[2] = std::numeric_limits<float>::max();
+  x[3] = std::ldexp(1.0f, -130);
+  x[4] = 1.0f + std::ldexp(1.0f, -8);  // a tie: rounds to even
+  x[5] = std::numeric_limits<float>::quiet_NaN();
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<uint16_t> want(x.size()), got(x.size());
+  cpu->to_bf16(want.data(), x.data(), n);
+  Tensor words = Tensor::zeros({n}, Device::cuda, DType::bf16);
+  gpu->to_bf16(words.bf16(), upload(x).data(), n);
+  words.copy_to_host(got.data());
+  EXPECT_TRUE(std::isnan(bf16_to_float(got[5])));
+  got[5] = want[5];  // NaN payloads may differ
+  EXPECT_EQ(got, want);
+  Floats want_wide(x.size());
+  cpu->from_bf16(want_wide.data(), want.data(), n);
+  Tensor wide = Tensor::zeros({n}, Device::cuda);
+  gpu->from_bf16(wide.data(), words.bf16(), n);
+  Floats got_wide = download(wide);
+  got_wide[5] = want_wide[5];  // NaN
+  EXPECT_EQ(got_wide, want_wide);
 }
 
 }  // namespace

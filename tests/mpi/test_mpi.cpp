@@ -11,8 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "budget_check.h"
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
+#include "core/bf16.h"
 #include "core/errors.h"
 #include "core/rng.h"
 #include "data/shard.h"
@@ -67,33 +69,56 @@ TEST(Mpi, AllReduceAndBroadcast) {
   EXPECT_EQ(text, "from rank 0");
 }
 
+// Buckets in fp32 sum exactly; in bf16 each rank's gradient is rounded to bf16 and the two
+// are added in fp32 and rounded again (one addition with two ranks, so the result is exact
+// to predict), and half the bytes cross the network.
 TEST(Mpi, GradSyncBucketsSumKnownValues) {
-  // 5 tensors of 100 floats; buckets of 1000 bytes hold 2 tensors each: 3 buckets.
-  std::vector<Param> params(5);
-  std::vector<Param*> ptrs;
-  for (int i = 0; i < 5; ++i) {
-    params[i].name = "t" + std::to_string(i);
-    params[i].value = Tensor::zeros({10, 10});
-    params[i].set_role(Role::full);
-    ptrs.push_back(&params[i]);
+  auto ops = make_cpu_ops();
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype == DType::bf16 ? "bf16" : "f32");
+    // 5 tensors of 100 floats; buckets of 1000 bytes hold 2 tensors each: 3 buckets.
+    std::vector<Param> params(5);
+    std::vector<Param*> ptrs;
+    for (int i = 0; i < 5; ++i) {
+      params[i].name = "t" + std::to_string(i);
+      params[i].value = Tensor::zeros({10, 10});
+      params[i].set_role(Role::full);
+      ptrs.push_back(&params[i]);
+    }
+    GradSync sync(*g_comm, *ops, 1000.0f / (1024 * 1024), dtype);
+    sync.rebuild(ptrs);
+    EXPECT_EQ(sync.num_buckets(), 3);
+    EXPECT_EQ(sync.bytes_per_update(), 5 * 100 * static_cast<int64_t>(element_size(dtype)));
+    // the last two tensors (reverse order) share the first bucket: contiguous storage
+    EXPECT_EQ(params[4].grad.data() + 100, params[3].grad.data());
+    // rank r holds (r + 1) * x with x = 0.1 * (i * 100 + j) + 1/3: not bf16-exact
+    auto value = [](int rank, int i, int j) { return (rank + 1) * (0.1f * (i * 100 + j) + 1.0f / 3); };
+    for (int i = 0; i < 5; ++i)
+      for (int j = 0; j < 100; ++j) params[i].grad.data()[j] = value(g_comm->rank(), i, j);
+    // tensors 4 and 3 complete the first bucket, which starts before finish()
+    sync.mark_ready(&params[4]);
+    sync.mark_ready(&params[3]);
+    sync.finish();
+    EXPECT_EQ(sync.started_before_finish(), 1);
+    for (int i = 0; i < 5; ++i)
+      for (int j = 0; j < 100; ++j) {
+        const float a = value(0, i, j), b = value(1, i, j);
+        const float want = dtype == DType::f32
+                               ? a + b
+                               : bf16_to_float(float_to_bf16(bf16_to_float(float_to_bf16(a)) +
+                                                             bf16_to_float(float_to_bf16(b))));
+        ASSERT_EQ(params[i].grad.data()[j], want) << i << " " << j;
+      }
+    sync.zero();
+    EXPECT_EQ(params[2].grad.data()[7], 0.0f);
   }
-  GradSync sync(*g_comm, 1000.0f / (1024 * 1024));
-  sync.rebuild(ptrs);
-  EXPECT_EQ(sync.num_buckets(), 3);
-  EXPECT_EQ(sync.bytes_per_update(), 5 * 100 * 4);
-  // the last two tensors (reverse order) share the first bucket: contiguous storage
-  EXPECT_EQ(params[4].grad.data() + 100, params[3].grad.data());
-  for (int i = 0; i < 5; ++i)
-    for (int j = 0; j < 100; ++j) params[i].grad.data()[j] = (g_comm->rank() + 1) * (i * 100 + j);
-  // tensors 4 and 3 complete the first bucket, which starts before finish()
-  sync.mark_ready(&params[4]);
-  sync.mark_ready(&params[3]);
-  sync.finish();
-  EXPECT_EQ(sync.started_before_finish(), 1);
-  for (int i = 0; i < 5; ++i)
-    for (int j = 0; j < 100; ++j) ASSERT_EQ(params[i].grad.data()[j], 3.0f * (i * 100 + j)) << i << " " << j;
-  sync.zero();
-  EXPECT_EQ(params[2].grad.data()[7], 0.0f);
+}
+
+// With two ranks the bf16 staging buffers are in the budget and in the arena it sizes.
+TEST(Mpi, MemoryBudgetCountsBf16Staging) {
+  Config cfg = testing::small_training_config();
+  cfg.train.allreduce_dtype = "bf16";
+  testing::expect_budget_is_allocated(*g_comm, cfg, false);
 }
 
 TEST(Mpi, ReplicaChecksNameTheDifference) {
@@ -175,6 +200,22 @@ TEST(Mpi, TwoRanksComputeTheSameRunAsOne) {
   EXPECT_EQ(two.comm_bytes_relora, 4 * counts.relora_phase);
   // buckets of 10 KB: some complete, and start, while backward still runs
   EXPECT_GE(two.buckets_started_early, 1);
+
+  // train.allreduce_dtype bf16: the same run within bf16's rounding of the gradients (the
+  // replica checks at the restart pass: the ranks still agree bit for bit), half the bytes
+  std::vector<std::string> overrides = run_overrides(dir, "pair_bf16");
+  overrides.push_back("train.allreduce_dtype=bf16");
+  Trainer pair_bf16(config_from_overrides(overrides), *g_comm);
+  TrainSummary rounded = pair_bf16.run();
+  ASSERT_EQ(rounded.losses.size(), 30u);
+  double worst = 0.0;
+  for (size_t i = 0; i < 30; ++i)
+    worst = std::max(worst, std::fabs(one.losses[i] - rounded.losses[i]) / one.losses[i]);
+  EXPECT_LT(worst, 2e-3);
+  EXPECT_GT(worst, 0.0);  // the rounding is real
+  EXPECT_EQ(rounded.comm_bytes_full, 2 * counts.full_phase);
+  EXPECT_EQ(rounded.comm_bytes_relora, 2 * counts.relora_phase);
+  if (g_comm->rank() == 0) std::printf("bf16 all-reduce: worst relative loss difference %.2e\n", worst);
 }
 
 void expect_close_losses(const std::vector<double>& got, const std::vector<double>& want, size_t offset) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/attention.h"
+#include "core/bf16.h"
 #include "backend/cpu/vec_math.h"
 #include "backend/ops.h"
 #include "core/errors.h"
@@ -365,6 +366,16 @@ class CpuOps final : public Ops {
   void axpy(float* y, const float* x, int64_t n, float alpha) override {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+  }
+
+  void to_bf16(uint16_t* dst, const float* src, int64_t n) override {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
+  }
+
+  void from_bf16(float* dst, const uint16_t* src, int64_t n) override {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
   }
 
  private:

@@ -307,6 +307,18 @@ class CudaOps final : public Ops {
     launch_axpy(ctx_->stream, y, x, n, alpha);
   }
 
+  void to_bf16(uint16_t* dst, const float* src, int64_t n) override {
+    RELORA_CHECK(n >= 0, "to_bf16 n=" << n);
+    bind();
+    launch_to_bf16(ctx_->stream, dst, src, n);
+  }
+
+  void from_bf16(float* dst, const uint16_t* src, int64_t n) override {
+    RELORA_CHECK(n >= 0, "from_bf16 n=" << n);
+    bind();
+    launch_from_bf16(ctx_->stream, dst, src, n);
+  }
+
  private:
   // The calling thread's current device: ops may be called from any host thread.
   void bind() const { CUDA_CHECK(cudaSetDevice(ctx_->device)); }

@@ -63,6 +63,9 @@ void launch_swiglu_backward(cudaStream_t stream, float* dg, float* du, const flo
                             const float* g, const float* u, int64_t n);
 void launch_scale(cudaStream_t stream, float* x, int64_t n, float s);
 void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float alpha);
+// Ops::to_bf16 (__float2bfloat16_rn) and Ops::from_bf16; dst and src do not overlap.
+void launch_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_t n);
+void launch_from_bf16(cudaStream_t stream, float* dst, const uint16_t* src, int64_t n);
 // *result = sum x[i]^2 in double; partials holds kSumSquaresBlocks doubles of scratch.
 constexpr int kSumSquaresBlocks = 256;
 void launch_sum_squares(cudaStream_t stream, double* result, double* partials, const float* x,

@@ -1,6 +1,6 @@
 // Elementwise and gather/scatter kernels: embedding, adapter columns, RoPE, SwiGLU,
-// scale, axpy, sum of squares, and the bf16 and fp32 fills of the FLOP probes. One thread per
-// element in grid-stride loops (int64 indices), fp32 math as in the CPU backend. Token ids are
+// scale, axpy, sum of squares, bf16 conversions, and the bf16 and fp32 fills of the FLOP
+// probes. One thread per element in grid-stride loops (int64 indices), fp32 math as in the CPU backend. Token ids are
 // not range-checked here: the data loader validated them against the vocabulary.
 #include <cuda_bf16.h>
 
@@ -92,6 +92,14 @@ __global__ void scale_kernel(float* x, int64_t n, float s) {
 
 __global__ void axpy_kernel(float* y, const float* x, int64_t n, float alpha) {
   GRID_STRIDE_LOOP(i, n) y[i] += alpha * x[i];
+}
+
+__global__ void to_bf16_kernel(uint16_t* dst, const float* src, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
+}
+
+__global__ void from_bf16_kernel(float* dst, const uint16_t* src, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) dst[i] = __bfloat162float(__ushort_as_bfloat16(src[i]));
 }
 
 // Pass 1: partials[block] = sum over the block's grid-stride share of x[i]^2, in double.
@@ -194,6 +202,18 @@ void launch_scale(cudaStream_t stream, float* x, int64_t n, float s) {
 void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float alpha) {
   if (n == 0) return;
   axpy_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(y, x, n, alpha);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_t n) {
+  if (n == 0) return;
+  to_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(dst, src, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_from_bf16(cudaStream_t stream, float* dst, const uint16_t* src, int64_t n) {
+  if (n == 0) return;
+  from_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(dst, src, n);
   CUDA_CHECK_LAUNCH();
 }
 
