@@ -34,9 +34,9 @@ class ForwardingOps : public Ops {
   void gather_columns(float* cols, const float* a, const int32_t* tokens, int N, int r, int V) override {
     cpu_->gather_columns(cols, a, tokens, N, r, V);
   }
-  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N, int r,
-                           int V) override {
-    cpu_->scatter_add_columns(d_a, d_cols, tokens, N, r, V);
+  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens,
+                           const int32_t* order, int N, int r, int V) override {
+    cpu_->scatter_add_columns(d_a, d_cols, tokens, order, N, r, V);
   }
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc) override {
@@ -45,8 +45,9 @@ class ForwardingOps : public Ops {
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C) override {
     cpu_->embedding_forward(out, tokens, table, N, C);
   }
-  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens, int N, int C) override {
-    cpu_->embedding_backward(d_table, d_out, tokens, N, C);
+  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
+                          const int32_t* order, int N, int C) override {
+    cpu_->embedding_backward(d_table, d_out, tokens, order, N, C);
   }
   void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) override {
     cpu_->rmsnorm_forward(out, rstd, x, w, N, C, eps);

@@ -268,7 +268,10 @@ TEST_F(CpuOpsTest, EmbeddingForwardCopiesRowsAndBackwardAccumulatesRepeats) {
   const Floats R = random_floats(N * C, 11);
   const Floats d_table_before = random_floats(V * C, 12);
   Floats d_table = d_table_before;
-  ops->embedding_backward(d_table.data(), R.data(), tokens.data(), N, C);
+  std::vector<int32_t> order(tokens.size());
+  token_order(order.data(), tokens.data(), N);
+  EXPECT_EQ(order, (std::vector<int32_t>{3, 1, 6, 7, 0, 2, 5, 4}));  // by token, ties by position
+  ops->embedding_backward(d_table.data(), R.data(), tokens.data(), order.data(), N, C);
   auto loss = [&](const Doubles& table_d) {
     Doubles gathered(N * C);
     for (int n = 0; n < N; ++n)
@@ -280,18 +283,27 @@ TEST_F(CpuOpsTest, EmbeddingForwardCopiesRowsAndBackwardAccumulatesRepeats) {
   expect_close(d_table, want, kGradTol, "d_table");
 }
 
-TEST_F(CpuOpsTest, EmbeddingBackwardSplitAcrossThreadsMatchesDirectSum) {
-  // N*C above the single-thread threshold: threads split the channels
-  const int V = 5, C = 2100, N = 24;
-  std::vector<int32_t> tokens(N);
+// Above the single-thread threshold threads take different tokens' runs; each token's rows
+// are still added in position order, so the result is the plain loop's bit for bit.
+TEST_F(CpuOpsTest, ScattersOverThreadsAddInPositionOrder) {
+  const int V = 5, C = 2100, N = 24, r = 1500;
+  std::vector<int32_t> tokens(N), order(N);
   for (int n = 0; n < N; ++n) tokens[n] = (n * 3) % V;
+  token_order(order.data(), tokens.data(), N);
   const Floats d_out = random_floats(static_cast<size_t>(N) * C, 13);
   Floats d_table(static_cast<size_t>(V) * C, 1.0f);
-  ops->embedding_backward(d_table.data(), d_out.data(), tokens.data(), N, C);
-  Doubles want(d_table.size(), 1.0);
+  ops->embedding_backward(d_table.data(), d_out.data(), tokens.data(), order.data(), N, C);
+  Floats want(d_table.size(), 1.0f);
   for (int n = 0; n < N; ++n)
     for (int c = 0; c < C; ++c) want[tokens[n] * C + c] += d_out[n * C + c];
-  expect_close(d_table, want, kForwardTol, "d_table");
+  EXPECT_EQ(d_table, want);
+
+  const Floats d_cols = random_floats(static_cast<size_t>(N) * r, 14);
+  Floats d_a = random_floats(static_cast<size_t>(r) * V, 15), want_a = d_a;
+  ops->scatter_add_columns(d_a.data(), d_cols.data(), tokens.data(), order.data(), N, r, V);
+  for (int n = 0; n < N; ++n)
+    for (int j = 0; j < r; ++j) want_a[j * V + tokens[n]] += d_cols[n * r + j];
+  EXPECT_EQ(d_a, want_a);
 }
 
 TEST_F(CpuOpsTest, RmsnormForwardAndBackward) {

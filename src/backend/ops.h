@@ -70,14 +70,17 @@ class Ops {
   virtual void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
                                  int C) = 0;
   // d_table(V,C)[tokens[n]] += d_out(N,C)[n]   (repeated tokens add up)
+  // order(N): token_order() of tokens. Each token's rows are added in position order, one
+  // after the other (no atomics), so every backend gives the same bits.
   virtual void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
-                                  int N, int C) = 0;
+                                  const int32_t* order, int N, int C) = 0;
   // The embedding adapter's columns: cols(N,r)[n, j] = a(r,V)[j, tokens[n]]
   virtual void gather_columns(float* cols, const float* a, const int32_t* tokens, int N, int r,
                               int V) = 0;
-  // d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]   (repeated tokens add up)
-  virtual void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N,
-                                   int r, int V) = 0;
+  // d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]   (repeated tokens add up, in position
+  // order along order(N) = token_order() of tokens, as embedding_backward)
+  virtual void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens,
+                                   const int32_t* order, int N, int r, int V) = 0;
 
   // ---- RMSNorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps) -------------------
   // x(N,C), w(C) -> out(N,C), rstd(N) (saved for backward)
@@ -156,6 +159,11 @@ class Ops {
 
 // The CPU backend: BLAS for products, OpenMP across rows/heads.
 std::unique_ptr<Ops> make_cpu_ops();
+
+// order(N) = the positions 0..N-1 sorted by tokens[position], ties by position (a stable
+// sort), on the host: the walk of embedding_backward and scatter_add_columns. A token's
+// positions are then one run of order, its first entry where the token changes.
+void token_order(int32_t* order, const int32_t* tokens, int N);
 
 // cos/sin(T, D/2) tables for rope_*: angle(t, i) = t * theta^(-2i/D), computed in double.
 void rope_tables(float* cos, float* sin, int T, int D, float theta);

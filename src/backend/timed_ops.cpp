@@ -64,16 +64,18 @@ void TimedOps::embedding_forward(float* out, const int32_t* tokens, const float*
   timed("embedding_forward", 0, [&] { inner_.embedding_forward(out, tokens, table, N, C); });
 }
 void TimedOps::embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
-                                  int N, int C) {
-  timed("embedding_backward", 0, [&] { inner_.embedding_backward(d_table, d_out, tokens, N, C); });
+                                  const int32_t* order, int N, int C) {
+  timed("embedding_backward", 0,
+        [&] { inner_.embedding_backward(d_table, d_out, tokens, order, N, C); });
 }
 void TimedOps::gather_columns(float* cols, const float* a, const int32_t* tokens, int N, int r,
                               int V) {
   timed("gather_columns", 0, [&] { inner_.gather_columns(cols, a, tokens, N, r, V); });
 }
-void TimedOps::scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N,
-                                   int r, int V) {
-  timed("scatter_add_columns", 0, [&] { inner_.scatter_add_columns(d_a, d_cols, tokens, N, r, V); });
+void TimedOps::scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens,
+                                   const int32_t* order, int N, int r, int V) {
+  timed("scatter_add_columns", 0,
+        [&] { inner_.scatter_add_columns(d_a, d_cols, tokens, order, N, r, V); });
 }
 void TimedOps::rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N,
                                int C, float eps) {

@@ -43,12 +43,12 @@ class TimedOps final : public Ops {
                   int lda, const float* B, int ldb, float beta, float* C, int ldc) override;
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
                          int C) override;
-  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens, int N,
-                          int C) override;
+  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
+                          const int32_t* order, int N, int C) override;
   void gather_columns(float* cols, const float* a, const int32_t* tokens, int N, int r,
                       int V) override;
-  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N, int r,
-                           int V) override;
+  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens,
+                           const int32_t* order, int N, int r, int V) override;
   void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C,
                        float eps) override;
   void rmsnorm_backward(float* dx, float* dw, const float* d_out, const float* x, const float* w,

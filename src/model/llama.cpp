@@ -153,6 +153,8 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   rope_sin_.copy_from_host(sin.data());
   inputs_ = Tensor::zeros({N}, dev, DType::i32);
   targets_ = Tensor::zeros({N}, dev, DType::i32);
+  token_order_ = Tensor::zeros({N}, dev, DType::i32);
+  token_order_host_.resize(static_cast<size_t>(N));
   final_rstd_ = Tensor::zeros({N}, dev);
   final_norm_out_ = Tensor::zeros({N, C}, dev);
   residual_out_ = Tensor::zeros({N, C}, dev);
@@ -333,6 +335,10 @@ double Llama::forward(const int32_t* inputs, const int32_t* targets, int B, bool
   const int T = cfg_.seq_len, C = cfg_.hidden_size, N = B * T, V = cfg_.vocab_size;
   inputs_.view(0, {N}).copy_from_host(inputs);
   targets_.view(0, {N}).copy_from_host(targets);
+  if (for_backward) {  // the embedding gradient's walk over the tokens
+    token_order(token_order_host_.data(), inputs, N);
+    token_order_.view(0, {N}).copy_from_host(token_order_host_.data());
+  }
   embedding_->forward(ops_, inputs_.i32(), blocks_.empty() ? residual_out_.data() : blocks_[0]->x.data(), N);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     float* out = (l + 1 < blocks_.size()) ? blocks_[l + 1]->x.data() : residual_out_.data();
@@ -393,7 +399,7 @@ void Llama::backward(int B, const GradReadyFn& on_ready) {
     for (LoraLinear* lin : b.linears()) ready_linear(lin);
     ready({b.norm1, b.norm2});
   }
-  embedding_->backward(ops_, inputs_.i32(), d_res_.data(), scratch, N);
+  embedding_->backward(ops_, inputs_.i32(), token_order_.i32(), d_res_.data(), scratch, N);
   ready({embed_, embedding_->lora_a(), embedding_->lora_b()});
 }
 

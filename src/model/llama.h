@@ -119,6 +119,8 @@ class Llama {
   // activations shared by all blocks
   Tensor rope_cos_, rope_sin_;  // (T, D/2)
   Tensor inputs_, targets_;     // (N) i32: the micro-batch's tokens in ops' memory
+  Tensor token_order_;          // (N) i32: token_order() of inputs_, for backward
+  std::vector<int32_t> token_order_host_;  // (N) its host copy
   Tensor final_rstd_;           // (N)
   Tensor final_norm_out_;       // (N,C)
   Tensor logits_;               // (N,V); d_logits after forward(for_backward)

@@ -133,9 +133,10 @@ void LoraEmbedding::forward(Ops& ops, const int32_t* tokens, float* out, int N) 
            channels_);
 }
 
-void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const float* d_out, float* scratch,
-                             int N) {
-  if (table_->trainable()) ops.embedding_backward(table_->grad.data(), d_out, tokens, N, channels_);
+void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const int32_t* order,
+                             const float* d_out, float* scratch, int N) {
+  if (table_->trainable())
+    ops.embedding_backward(table_->grad.data(), d_out, tokens, order, N, channels_);
   if (!a_) return;
   // dB(C,r) += s d_out^T a_cols;  d_cols(N,r) = s d_out B;  dA[j, tokens[n]] += d_cols[n, j]
   ops.gemm(true, false, channels_, rank_, N, scale_, d_out, channels_, a_cols_.data(), rank_, 1.0f,
@@ -143,7 +144,7 @@ void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const float* d_out
   float* d_cols = scratch;
   ops.gemm(false, false, N, rank_, channels_, scale_, d_out, channels_, b_->value.data(), rank_,
            0.0f, d_cols, rank_);
-  ops.scatter_add_columns(a_->grad.data(), d_cols, tokens, N, rank_, vocab_);
+  ops.scatter_add_columns(a_->grad.data(), d_cols, tokens, order, N, rank_, vocab_);
 }
 
 }  // namespace relora

@@ -76,8 +76,9 @@ class LoraEmbedding {
   // tokens(N) -> out(N,C)
   void forward(Ops& ops, const int32_t* tokens, float* out, int N);
   // d_out(N,C) -> gradients of the trainable tensors among E, A, B (added to).
-  // scratch: at least N*r floats.
-  void backward(Ops& ops, const int32_t* tokens, const float* d_out, float* scratch, int N);
+  // order(N): token_order() of tokens. scratch: at least N*r floats.
+  void backward(Ops& ops, const int32_t* tokens, const int32_t* order, const float* d_out,
+                float* scratch, int N);
 
  private:
   Param* table_;

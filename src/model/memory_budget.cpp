@@ -29,7 +29,7 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
                         ops.attention_saved_floats(max_batch, static_cast<int>(T), static_cast<int>(H));
   int64_t activations = L * N * C + (recompute ? (L > 0 ? saved : 0) : L * saved);
   activations += 2 * T * (D / 2)           // RoPE tables
-                 + 2 * N                   // token ids (i32)
+                 + 3 * N                   // token ids and their order (i32)
                  + 2 * N + 2 * N * C       // final rstd, losses; final norm out, residual out
                  + N * V                   // logits
                  + 6 * N * C + 3 * N * F   // backward buffers

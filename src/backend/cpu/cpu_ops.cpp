@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -102,18 +103,20 @@ class CpuOps final : public Ops {
 
   // d_table(V,C)[tokens[n]] += d_out(N,C)[n]; threads split the channels, so repeated
   // tokens never race and the sum order is fixed.
-  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens, int N,
-                          int C) override {
+  // One run of `order` (a token's positions) per iteration: its rows go into the token's
+  // row in position order; runs touch different rows, so they spread over threads freely.
+  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
+                          const int32_t* order, int N, int C) override {
     check_tokens(tokens, N);
-    const bool parallel = static_cast<int64_t>(N) * C >= kParallelMin;
-#pragma omp parallel if (parallel)
-    {
-      const ColumnRange cols = column_range(C, omp_get_thread_num(), omp_get_num_threads());
-      for (int n = 0; n < N; ++n) {
-        float* dst = d_table + static_cast<int64_t>(tokens[n]) * C;
-        const float* src = d_out + static_cast<int64_t>(n) * C;
+#pragma omp parallel for schedule(dynamic, 64) if (static_cast<int64_t>(N) * C >= kParallelMin)
+    for (int i = 0; i < N; ++i) {
+      const int32_t token = tokens[order[i]];
+      if (i > 0 && tokens[order[i - 1]] == token) continue;  // not the start of a run
+      float* dst = d_table + static_cast<int64_t>(token) * C;
+      for (int k = i; k < N && tokens[order[k]] == token; ++k) {
+        const float* src = d_out + static_cast<int64_t>(order[k]) * C;
 #pragma omp simd
-        for (int64_t c = cols.begin; c < cols.end; ++c) dst[c] += src[c];
+        for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
       }
     }
   }
@@ -129,13 +132,18 @@ class CpuOps final : public Ops {
   }
 
   // d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]; each thread owns whole rows of d_a: no races.
-  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N, int r,
-                           int V) override {
+  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens,
+                           const int32_t* order, int N, int r, int V) override {
     check_tokens(tokens, N);
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * r >= kParallelMin)
-    for (int j = 0; j < r; ++j)
-      for (int n = 0; n < N; ++n)
-        d_a[static_cast<int64_t>(j) * V + tokens[n]] += d_cols[static_cast<int64_t>(n) * r + j];
+#pragma omp parallel for schedule(dynamic, 64) if (static_cast<int64_t>(N) * r >= kParallelMin)
+    for (int i = 0; i < N; ++i) {
+      const int32_t token = tokens[order[i]];
+      if (i > 0 && tokens[order[i - 1]] == token) continue;  // not the start of a run
+      for (int k = i; k < N && tokens[order[k]] == token; ++k) {
+        const float* src = d_cols + static_cast<int64_t>(order[k]) * r;
+        for (int j = 0; j < r; ++j) d_a[static_cast<int64_t>(j) * V + token] += src[j];
+      }
+    }
   }
 
   // x(N,C), w(C) -> out(N,C), rstd(N)
@@ -460,6 +468,11 @@ void rope_tables(float* cos, float* sin, int T, int D, float theta) {
       sin[static_cast<int64_t>(t) * half + i] = static_cast<float>(std::sin(angle));
     }
   }
+}
+
+void token_order(int32_t* order, const int32_t* tokens, int N) {
+  std::iota(order, order + N, 0);
+  std::stable_sort(order, order + N, [tokens](int32_t a, int32_t b) { return tokens[a] < tokens[b]; });
 }
 
 }  // namespace relora

@@ -143,11 +143,11 @@ class CudaOps final : public Ops {
     launch_embedding_forward(ctx_->stream, out, tokens, table, N, C);
   }
 
-  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens, int N,
-                          int C) override {
+  void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
+                          const int32_t* order, int N, int C) override {
     RELORA_CHECK(N >= 0 && C >= 0, "embedding N=" << N << " C=" << C);
     bind();
-    launch_embedding_backward(ctx_->stream, d_table, d_out, tokens, N, C);
+    launch_embedding_backward(ctx_->stream, d_table, d_out, tokens, order, N, C);
   }
 
   void gather_columns(float* cols, const float* a, const int32_t* tokens, int N, int r,
@@ -157,12 +157,12 @@ class CudaOps final : public Ops {
     launch_gather_columns(ctx_->stream, cols, a, tokens, N, r, V);
   }
 
-  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens, int N, int r,
-                           int V) override {
+  void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens,
+                           const int32_t* order, int N, int r, int V) override {
     RELORA_CHECK(N >= 0 && r >= 0 && V >= 0,
                  "scatter_add_columns N=" << N << " r=" << r << " V=" << V);
     bind();
-    launch_scatter_add_columns(ctx_->stream, d_a, d_cols, tokens, N, r, V);
+    launch_scatter_add_columns(ctx_->stream, d_a, d_cols, tokens, order, N, r, V);
   }
 
   // ---- RMSNorm -------------------------------------------------------------------------------

@@ -48,12 +48,13 @@ void launch_scale_matrix(cudaStream_t stream, float* C, int M, int N, int ldc, f
 // ---- kernels_elementwise.cu ---------------------------------------------------------------
 void launch_embedding_forward(cudaStream_t stream, float* out, const int32_t* tokens,
                               const float* table, int N, int C);
+// Blocks (N, ceil(C / 256)) over the runs of order (Ops::embedding_backward); C < 2^24.
 void launch_embedding_backward(cudaStream_t stream, float* d_table, const float* d_out,
-                               const int32_t* tokens, int N, int C);
+                               const int32_t* tokens, const int32_t* order, int N, int C);
 void launch_gather_columns(cudaStream_t stream, float* cols, const float* a, const int32_t* tokens,
                            int N, int r, int V);
 void launch_scatter_add_columns(cudaStream_t stream, float* d_a, const float* d_cols,
-                                const int32_t* tokens, int N, int r, int V);
+                                const int32_t* tokens, const int32_t* order, int N, int r, int V);
 // direction +1: forward rotation, -1: inverse rotation
 void launch_rope(cudaStream_t stream, float* x, const float* cos, const float* sin, int B, int T,
                  int H, int D, float direction);

@@ -4,6 +4,8 @@
 // not range-checked here: the data loader validated them against the vocabulary.
 #include <cuda_bf16.h>
 
+#include <algorithm>
+
 #include "backend/cuda/check.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/reduce.cuh"
@@ -20,13 +22,23 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* tokens, cons
   }
 }
 
-// d_table(V,C)[tokens[n], c] += d_out(N,C)[n, c]; atomics add repeated tokens up.
-__global__ void embedding_backward_kernel(float* d_table, const float* d_out,
-                                          const int32_t* tokens, int N, int C) {
-  GRID_STRIDE_LOOP(i, static_cast<int64_t>(N) * C) {
-    const int64_t n = i / C, c = i % C;
-    atomicAdd(d_table + static_cast<int64_t>(tokens[n]) * C + c, d_out[i]);
-  }
+// The gradient scatters, dst[token, c] += src(N,width)[n, c], without atomics. Block
+// (i, y): when order[i] starts a token's run (its positions, in position order), one thread
+// per column c of slice y adds the run's rows one after the other, as the CPU does, so the
+// sums are the CPU's bit for bit; other blocks return at once. dst's element (token, c) is
+// at token * token_stride + c * column_stride: the embedding table's rows (C, 1), or the
+// embedding adapter A's columns (1, V). A frequent token's run is spread over the slices.
+__global__ void scatter_runs_kernel(float* dst, const float* src, const int32_t* tokens,
+                                    const int32_t* order, int N, int width,
+                                    int64_t token_stride, int64_t column_stride) {
+  const int i = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+  const int32_t token = tokens[order[i]];
+  if ((i > 0 && tokens[order[i - 1]] == token) || c >= width) return;
+  float* out = dst + token * token_stride + c * column_stride;
+  float sum = *out;
+  for (int k = i; k < N && tokens[order[k]] == token; ++k)
+    sum += src[static_cast<int64_t>(order[k]) * width + c];
+  *out = sum;
 }
 
 // cols(N,r)[n, j] = a(r,V)[j, tokens[n]]
@@ -35,15 +47,6 @@ __global__ void gather_columns_kernel(float* cols, const float* a, const int32_t
   GRID_STRIDE_LOOP(i, static_cast<int64_t>(N) * r) {
     const int64_t n = i / r, j = i % r;
     cols[i] = a[j * V + tokens[n]];
-  }
-}
-
-// d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]
-__global__ void scatter_add_columns_kernel(float* d_a, const float* d_cols, const int32_t* tokens,
-                                           int N, int r, int V) {
-  GRID_STRIDE_LOOP(i, static_cast<int64_t>(N) * r) {
-    const int64_t n = i / r, j = i % r;
-    atomicAdd(d_a + j * V + tokens[n], d_cols[i]);
   }
 }
 
@@ -142,13 +145,26 @@ void launch_embedding_forward(cudaStream_t stream, float* out, const int32_t* to
   CUDA_CHECK_LAUNCH();
 }
 
-void launch_embedding_backward(cudaStream_t stream, float* d_table, const float* d_out,
-                               const int32_t* tokens, int N, int C) {
-  const int64_t total = static_cast<int64_t>(N) * C;
-  if (total == 0) return;
-  embedding_backward_kernel<<<grid_stride_blocks(total), kElementwiseThreads, 0, stream>>>(
-      d_table, d_out, tokens, N, C);
+namespace {
+
+// scatter_runs_kernel over src(N,width): one block row per entry of order, slices of at
+// most 256 threads (whole warps) across the width.
+void launch_scatter_runs(cudaStream_t stream, float* dst, const float* src, const int32_t* tokens,
+                         const int32_t* order, int N, int width, int64_t token_stride,
+                         int64_t column_stride) {
+  if (N == 0 || width == 0) return;
+  const int threads = std::min(256, (width + 31) / 32 * 32);
+  const dim3 blocks(static_cast<unsigned>(N), static_cast<unsigned>((width + threads - 1) / threads));
+  scatter_runs_kernel<<<blocks, threads, 0, stream>>>(dst, src, tokens, order, N, width,
+                                                      token_stride, column_stride);
   CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_embedding_backward(cudaStream_t stream, float* d_table, const float* d_out,
+                               const int32_t* tokens, const int32_t* order, int N, int C) {
+  launch_scatter_runs(stream, d_table, d_out, tokens, order, N, C, C, 1);
 }
 
 void launch_gather_columns(cudaStream_t stream, float* cols, const float* a, const int32_t* tokens,
@@ -161,12 +177,8 @@ void launch_gather_columns(cudaStream_t stream, float* cols, const float* a, con
 }
 
 void launch_scatter_add_columns(cudaStream_t stream, float* d_a, const float* d_cols,
-                                const int32_t* tokens, int N, int r, int V) {
-  const int64_t total = static_cast<int64_t>(N) * r;
-  if (total == 0) return;
-  scatter_add_columns_kernel<<<grid_stride_blocks(total), kElementwiseThreads, 0, stream>>>(
-      d_a, d_cols, tokens, N, r, V);
-  CUDA_CHECK_LAUNCH();
+                                const int32_t* tokens, const int32_t* order, int N, int r, int V) {
+  launch_scatter_runs(stream, d_a, d_cols, tokens, order, N, r, 1, V);
 }
 
 void launch_rope(cudaStream_t stream, float* x, const float* cos, const float* sin, int B, int T,
