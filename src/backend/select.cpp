@@ -33,12 +33,15 @@ Backend make_backend(const std::string& device, int devices, const std::string& 
     RELORA_INPUT_ERROR("train.devices: " << devices << " GPUs per node asked for, but this process sees "
                        << visible << "; set train.devices to at most " << visible << " (or 0: all)");
   const int per_node = devices > 0 ? devices : visible;
-  if (local_size > per_node)
+  // A rank that sees a single GPU binds to it: launchers that give each rank its own GPU
+  // (srun --gpus-per-task=1, a per-rank CUDA_VISIBLE_DEVICES) show every rank one device.
+  // Several ranks that truly share one GPU are refused by NCCL when it connects them.
+  if (per_node > 1 && local_size > per_node)
     RELORA_INPUT_ERROR("train.device: " << device << ": " << local_size << " ranks on this node but "
                        << per_node << " GPU(s) to bind them to (train.devices " << devices << ", "
                        << visible << " visible); each rank needs a GPU of its own: start at most "
                        << per_node << " ranks per node, or use train.device=cpu");
-  const int index = local_rank % per_node;
+  const int index = local_rank % per_node;  // 0 when it sees one
 #ifdef RELORA_HAVE_CUDA
   backend.ops = cuda::make_cuda_ops(index, matmul == "fp32");
 #else

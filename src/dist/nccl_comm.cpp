@@ -95,7 +95,12 @@ class NcclComm final : public Communicator {
       std::memset(&id, 0, sizeof(id));
       if (host_.rank() == 0) NCCL_CHECK(nccl.get_unique_id(&id));
       host_.broadcast(&id, sizeof(id), 0);
-      NCCL_CHECK(nccl.comm_init_rank(&comm_, host_.world_size(), id, host_.rank()));
+      const ncclResult_t rc = nccl.comm_init_rank(&comm_, host_.world_size(), id, host_.rank());
+      if (rc == ncclInvalidUsage)  // most often two ranks on one GPU
+        RELORA_INPUT_ERROR("NCCL refused to connect the ranks (ncclCommInitRank: " << nccl.error_string(rc)
+                           << "): does every rank have a GPU of its own? Ranks that each see one GPU "
+                              "must see different ones; NCCL_DEBUG=WARN names the problem");
+      NCCL_CHECK(rc);
     }
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
