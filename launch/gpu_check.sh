@@ -20,8 +20,9 @@
 #                    (default: a new directory /tmp/relora-gpu-check.XXXXXX)
 #     --work DIR     the unpacked bundle, the synthetic data and checkpoints (hundreds of MB;
 #                    default: a new directory /tmp/relora-gpu-work.XXXXXX)
-#     --deadline S   stop starting steps S seconds after the start and print the summary
-#                    (default 480); every step's time limit is cut to what is left
+#     --deadline S   stop starting steps S seconds after the start (a build from a checkout
+#                    included) and print the summary (default 480); every step's time limit
+#                    is cut to what is left
 # Finds cuBLAS (the soname the binary needs) / libnccl.so.2 under /usr/local/cuda*, /usr/lib/x86_64-linux-gnu and
 # pip's nvidia/*/lib when the loader does not, and prepends them to the LD_LIBRARY_PATH the
 # relora binaries (only they) run with.
@@ -176,11 +177,15 @@ else
   if [ -n "$need" ] && [ -n "$have" ] && [ "$(printf '%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; then
     # The bundled libstdc++/libgcc_s are what need the newer glibc; the binaries themselves
     # need less. Use the system's when it is new enough for them (gcc 12's, GLIBCXX_3.4.30).
-    system_stdcxx="$(ldconfig -p 2>/dev/null | awk -F'=> ' '/libstdc\+\+\.so\.6 .*x86-64/ {print $2; exit}')"
+    # (awk reads to the end: quitting early would SIGPIPE ldconfig, fatal under pipefail)
+    system_stdcxx="$(ldconfig -p 2>/dev/null | awk -F'=> ' '!found && /libstdc\+\+\.so\.6 .*x86-64/ {print $2; found = 1}')"
     if [ -n "$system_stdcxx" ] && grep -a GLIBCXX_3.4.30 "$system_stdcxx" >/dev/null 2>&1; then
-      echo "glibc $have < $need: setting the bundled libstdc++.so.6 and libgcc_s.so.1 aside for $system_stdcxx"
-      mkdir -p "$tree/lib/unused"
-      mv -f "$tree/lib/libstdc++.so.6"* "$tree/lib/libgcc_s.so.1" "$tree/lib/unused/" 2>/dev/null || true
+      echo "glibc $have < $need: the bundle's libraries without its libstdc++.so.6 and libgcc_s.so.1 (in $work/lib), the system's $system_stdcxx instead"
+      mkdir -p "$work/lib"
+      for f in "$tree"/lib/*; do
+        case "$(basename "$f")" in libstdc++.so.6*|libgcc_s.so.1) ;; *) ln -sf "$f" "$work/lib/" ;; esac
+      done
+      libpath="$work/lib${libpath#"$tree/lib"}"
     else
       fail "the bundle needs glibc >= $need, this machine has $have and no libstdc++ with GLIBCXX_3.4.30 to use instead"
     fi
@@ -329,7 +334,7 @@ bench() {  # LABEL TIMEOUT ARGS...: relora bench; its JSON line (labelled) to be
   echo "{\"label\":\"$label\",${line#\{}" >>"$jsonl"
   last="$line"
 }
-ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN {printf("%.3f", a / b)}'; }  # A / B
+ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 == 0) print "nan"; else printf("%.3f", a / b)}'; }  # A / B
 at_most() { awk -v x="$1" -v y="$2" 'BEGIN {exit !(x <= y)}'; }           # X <= Y ?
 
 step "(2) relora bench: ${models}"
@@ -390,6 +395,14 @@ if [[ "${mem[full]:-}" =~ ^[0-9]+$ && "${mem[relora]:-}" =~ ^[0-9]+$ && "${mem[f
   r="$(ratio_of "${mem[relora]}" "${mem[full]}")"
   at_most "$r" 0.60 && verdict=met || verdict=MISSED
   targets+=("llama_1b: ReLoRA/full device memory of the tensors $r (${mem[relora]} / ${mem[full]} bytes; target <= 0.60: $verdict)")
+fi
+# the same ReLoRA phase with relora.master_on_host (bf16 block weights, fp32 masters on the host)
+if bench "llama_1b-mem/relora-host-masters" 150 --config configs/llama_1b.yaml --set train.device=cuda \
+  --set train.micro_batch=4 --set model.seq_len=512 --set train.recompute=true \
+  --set relora.master_on_host=true --steps 2 --warmup 1 --phase relora &&
+  [[ "${mem[full]:-}" =~ ^[0-9]+$ && "${mem[full]}" -gt 0 ]]; then
+  host_mem="$(field "$last" peak_mem_bytes)"
+  targets+=("llama_1b: ReLoRA/full device memory with relora.master_on_host $(ratio_of "$host_mem" "${mem[full]}") (no target; step $(field "$last" step_ms) ms)")
 fi
 
 # (4) A real run on the GPU: synthetic text (a fixed random Markov chain over 400 made-up
@@ -467,22 +480,22 @@ smoke_run || true
 # ---- summary ------------------------------------------------------------------------------
 step "summary"
 echo "tests: $tests_summary"
-printf '%-20s %-7s %12s %9s %9s %7s %10s\n' run phase tokens/s step_ms gflops mfu tensor_GiB
+printf '%-34s %-7s %12s %9s %9s %7s %10s\n' run phase tokens/s step_ms gflops mfu tensor_GiB
 while read -r line; do
   label="$(field "$line" label)"
-  awk -v r="${label%/*}" -v p="$(field "$line" phase)" -v t="$(field "$line" tokens_per_s)" \
+  awk -v r="$label" -v p="$(field "$line" phase)" -v t="$(field "$line" tokens_per_s)" \
     -v s="$(field "$line" step_ms)" -v g="$(field "$line" achieved_gflops)" -v m="$(field "$line" mfu)" \
     -v b="$(field "$line" peak_mem_bytes)" \
-    'BEGIN {printf "%-20s %-7s %12.0f %9.1f %9.0f %7.3f %10.2f\n", r, p, t, s, g, m, b / 1073741824}'
+    'BEGIN {printf "%-34s %-7s %12.0f %9.1f %9.0f %7.3f %10.2f\n", r, p, t, s, g, m, b / 1073741824}'
 done <"$jsonl"
 if [ -n "${peak_line:-}" ]; then
   echo "products: peak (bf16 8192^3) $(field "$peak_line" peak_gflops) GFLOP/s, training gemm on fp32 tensors $(field "$peak_line" train_product_gflops) GFLOP/s"
   echo "device: $(field "$peak_line" device)"
 fi
-for line in "${targets[@]}"; do echo "target: $line"; done
+for line in ${targets[@]+"${targets[@]}"}; do echo "target: $line"; done
 echo "GPU run: $resume_summary"
 echo "$(nvidia-smi -L | head -1); JSON lines: $jsonl; log: $log; $((SECONDS - started)) s in all"
-for line in "${targets[@]}"; do
+for line in ${targets[@]+"${targets[@]}"}; do
   case "$line" in *MISSED*) problem "target missed: $line" ;; esac
 done
 if [ "${#problems[@]}" -gt 0 ]; then

@@ -17,7 +17,8 @@
 namespace relora::testing {
 
 // Expects the bytes in use after each phase's update to equal memory_budget's total for
-// that phase and the most ever in use to equal peak_bytes.
+// that phase, the most ever in use to equal peak_bytes, and the pinned host bytes to equal
+// the host masters (relora.master_on_host).
 inline void expect_budget_is_allocated(Communicator& comm, const Config& cfg, bool recompute) {
   constexpr int kMicro = 2;
   const bool staging = bf16_staging(cfg.train, comm.world_size());
@@ -44,6 +45,7 @@ inline void expect_budget_is_allocated(Communicator& comm, const Config& cfg, bo
     step.apply(1e-2f, 1.0f);
     const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, ops, kMicro, recompute, staging, true);
     EXPECT_EQ(memory.bytes_in_use(), relora.total()) << describe(relora);
+    EXPECT_EQ(memory.pinned_bytes(), relora.host_masters) << describe(relora);
     // the phase change held both phases' tensors at once: exactly peak_bytes
     EXPECT_GT(memory.peak_bytes_in_use(), full.total());
     EXPECT_EQ(memory.peak_bytes_in_use(), peak_bytes(cfg.model, cfg.relora, ops, kMicro, recompute, staging));

@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,10 @@ class ForwardingOps : public Ops {
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc) override {
     cpu_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A, const uint16_t* W,
+                 int ldw, float beta, float* C, int ldc, uint16_t* a_words) override {
+    cpu_->gemm_bf16(trans_w, M, N, K, alpha, A, W, ldw, beta, C, ldc, a_words);
   }
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C) override {
     cpu_->embedding_forward(out, tokens, table, N, C);
@@ -129,9 +134,18 @@ class HostDeviceMemory final : public DeviceMemory {
   void zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
   int64_t bytes_in_use() const override { return arena_ ? arena_->requested_in_use() : 0; }
   int64_t peak_bytes_in_use() const { return peak_; }  // the most bytes_in_use has been
+  // Pinning is bookkeeping here: the host bytes pinned now.
+  void pin(void* p, size_t bytes) override { pinned_[p] = static_cast<int64_t>(bytes); }
+  void unpin(void* p) noexcept override { pinned_.erase(p); }
+  int64_t pinned_bytes() const {
+    int64_t total = 0;
+    for (const auto& entry : pinned_) total += entry.second;
+    return total;
+  }
 
  private:
   int64_t peak_ = 0;
+  std::map<void*, int64_t> pinned_;
   std::vector<char> block_;
   std::unique_ptr<Arena> arena_;
 };

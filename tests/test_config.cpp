@@ -61,6 +61,7 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.relora.reset_every, b.relora.reset_every);
   EXPECT_EQ(a.relora.optimizer_prune, b.relora.optimizer_prune);
   EXPECT_EQ(a.relora.restart_warmup_steps, b.relora.restart_warmup_steps);
+  EXPECT_EQ(a.relora.master_on_host, b.relora.master_on_host);
   EXPECT_EQ(a.optimizer.lr, b.optimizer.lr);
   EXPECT_EQ(a.optimizer.beta1, b.optimizer.beta1);
   EXPECT_EQ(a.optimizer.beta2, b.optimizer.beta2);
@@ -110,6 +111,7 @@ Config unusual_config() {
   c.relora.reset_every = 13;
   c.relora.optimizer_prune = 0.123456789f;
   c.relora.restart_warmup_steps = 3;
+  c.relora.master_on_host = true;
   c.optimizer.lr = 2.5e-4f;
   c.optimizer.beta1 = 0.85f;
   c.optimizer.beta2 = 0.95f;
@@ -440,7 +442,7 @@ TEST(ConfigYaml, ListsEveryKeyWithItsDoc) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 48);
+  EXPECT_EQ(keys, 49);
   EXPECT_NE(yaml.find("rank: 128"), std::string::npos);
   EXPECT_NE(yaml.find("# adapter rank r; 0: no adapters"), std::string::npos);
 }

@@ -90,6 +90,15 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
   Config cfg = testing::small_training_config();
   cfg.train.allreduce_dtype = "bf16";
   testing::expect_budget_is_allocated(*comm, cfg, false);
+  // bf16 block weights on the device, their masters on the host (two targets: the frozen
+  // projections without adapters move too)
+  for (bool recompute : {false, true}) {
+    SCOPED_TRACE(std::string("master_on_host") + (recompute ? " recompute" : ""));
+    cfg = testing::small_training_config();
+    cfg.relora.master_on_host = true;
+    cfg.relora.targets = {"v_proj", "down_proj"};
+    testing::expect_budget_is_allocated(*comm, cfg, recompute);
+  }
 }
 
 // A checkpoint saved from device tensors (weights, adapters, Adam state) loads into host

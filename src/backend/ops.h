@@ -65,6 +65,14 @@ class Ops {
                           const float* A, int lda, const float* B, int ldb, float beta, float* C,
                           int ldc) = 0;
 
+  // C(M,N) = alpha * A(M,K) op(W) + beta * C with W a weight stored as bf16 words
+  // (relora.master_on_host): op(W) = W(K,N), or with trans_w W(N,K)^T; ldw its row stride.
+  // A (contiguous fp32) is first rounded to bf16 into a_words (M*K words of scratch); the
+  // products are exact, the sums fp32 — the numbers gemm gives for A and the fp32 weight.
+  virtual void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,
+                         const uint16_t* W, int ldw, float beta, float* C, int ldc,
+                         uint16_t* a_words) = 0;
+
   // ---- embedding -------------------------------------------------------------------
   // out(N,C) = table(V,C)[tokens(N)]
   virtual void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,

@@ -52,6 +52,13 @@ void TimedOps::gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha
     inner_.gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   });
 }
+void TimedOps::gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,
+                         const uint16_t* W, int ldw, float beta, float* C, int ldc,
+                         uint16_t* a_words) {
+  timed(gemm_key("gemm_bf16", false, trans_w, M, N, K), 2.0 * M * N * K, [&] {
+    inner_.gemm_bf16(trans_w, M, N, K, alpha, A, W, ldw, beta, C, ldc, a_words);
+  });
+}
 void TimedOps::gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                           const float* A, int lda, const float* B, int ldb, float beta, float* C,
                           int ldc) {

@@ -41,6 +41,9 @@ class TimedOps final : public Ops {
             const float* B, int ldb, float beta, float* C, int ldc) override;
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                   int lda, const float* B, int ldb, float beta, float* C, int ldc) override;
+  void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,
+                 const uint16_t* W, int ldw, float beta, float* C, int ldc,
+                 uint16_t* a_words) override;
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
                          int C) override;
   void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,

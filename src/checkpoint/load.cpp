@@ -191,6 +191,7 @@ void read_tensors(const std::string& path, Llama& model, AdamW& optimizer) {
     h5::Id group(H5_CHECK_READ(where, H5Gopen2(file.get(), group_path.c_str(), H5P_DEFAULT)), H5Gclose);
     optimizer.state(p->name)->step = h5::read_int64_attribute(group.get(), group_path, "step", where);
   }
+  model.refresh_bf16_weights();  // host masters (relora.master_on_host) were read
 }
 
 }  // namespace relora

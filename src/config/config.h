@@ -31,6 +31,7 @@ struct ReloraConfig {
   int reset_every = 2000;  // 0: no restarts
   float optimizer_prune = 0.99f;
   int restart_warmup_steps = 50;
+  bool master_on_host = false;  // GPU: frozen block weights bf16 on the device, fp32 on the host
 };
 
 struct OptimizerConfig {

@@ -45,6 +45,9 @@ const std::vector<ConfigKey> kKeys = {
         "fraction of adapter Adam moments zeroed (smallest first) at a restart, in [0,1)"),
     RELORA_CONFIG_KEY(relora, restart_warmup_steps,
                       "steps re-warming the lr from 0 after a restart; 0: no re-warm"),
+    RELORA_CONFIG_KEY(relora, master_on_host,
+                      "GPU, ReLoRA phase: frozen block weights as bf16 on the device, their fp32 masters "
+                      "(for merges) in pinned host memory; no effect on the CPU"),
 
     RELORA_CONFIG_KEY(optimizer, lr, "peak learning rate"),
     RELORA_CONFIG_KEY(optimizer, beta1, "AdamW first-moment decay, in [0,1)"),

@@ -51,6 +51,17 @@ Tensor Tensor::zeros(std::vector<int64_t> shape, Device device, DType dtype) {
   return t;
 }
 
+Tensor Tensor::pinned(std::vector<int64_t> shape) {
+  Tensor t = zeros(std::move(shape), Device::cpu);
+  if (t.numel_ == 0) return t;
+  DeviceMemory& memory = installed_device_memory();
+  memory.pin(t.data(), t.bytes());
+  // unpin before the host buffer goes: the aligned_alloc deleter runs after this one
+  std::shared_ptr<float> buffer = t.data_;
+  t.data_ = std::shared_ptr<float>(buffer.get(), [buffer, &memory](float* p) { memory.unpin(p); });
+  return t;
+}
+
 int32_t* Tensor::i32() {
   RELORA_CHECK(dtype_ == DType::i32, "i32() of a tensor of another dtype " << shape_str());
   return reinterpret_cast<int32_t*>(data_.get());

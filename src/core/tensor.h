@@ -36,6 +36,10 @@ class DeviceMemory {
   virtual void zero(void* p, size_t bytes) = 0;
   // Bytes currently allocated through this object.
   virtual int64_t bytes_in_use() const = 0;
+  // Page-locks host memory for fast copies to and from the device (relora.master_on_host's
+  // fp32 masters), and releases it again; unpin never throws.
+  virtual void pin(void* p, size_t bytes) = 0;
+  virtual void unpin(void* p) noexcept = 0;
 };
 // Installs (or with nullptr removes) the device memory; Tensor::zeros(.., Device::cuda)
 // needs one installed.
@@ -48,6 +52,9 @@ class Tensor {
   // A zero-filled tensor of the given shape, f32 on the CPU unless told otherwise.
   static Tensor zeros(std::vector<int64_t> shape, Device device = Device::cpu,
                       DType dtype = DType::f32);
+  // A zero-filled f32 host tensor in page-locked memory (pinned through the installed
+  // DeviceMemory): the host master of a weight whose device copy is bf16.
+  static Tensor pinned(std::vector<int64_t> shape);
 
   float* data() { return data_.get(); }
   const float* data() const { return data_.get(); }

@@ -35,7 +35,7 @@ namespace {
 
 bool g_owns_mpi = false;                // init called MPI_Init_thread
 std::vector<MPI_Request> g_requests;    // non-blocking all-reduces until wait_all
-MPI_Op g_bf16_sum = MPI_OP_NULL;        // created by init, freed by finalize
+MPI_Op g_bf16_sum = MPI_OP_NULL;        // made by the first bf16 sum, freed by finalize
 
 MPI_Datatype mpi_type(RelMpiType type) {
   switch (type) {
@@ -79,7 +79,6 @@ int init(int* rank, int* world_size, int* local_rank, int* local_size, char* err
   MPI_CHECK(MPI_Comm_rank(node, local_rank));
   MPI_CHECK(MPI_Comm_size(node, local_size));
   MPI_CHECK(MPI_Comm_free(&node));
-  if (g_bf16_sum == MPI_OP_NULL) MPI_CHECK(MPI_Op_create(bf16_sum, 1, &g_bf16_sum));
   return 0;
 }
 
@@ -103,6 +102,7 @@ int all_reduce_sum_start(void* data, int count, RelMpiType type, char* err) {
     std::snprintf(err, RELORA_MPI_ERROR_LEN, "%s:%d: out of memory for an MPI request", __FILE__, __LINE__);
     return 1;
   }
+  if (type == REL_MPI_BF16 && g_bf16_sum == MPI_OP_NULL) MPI_CHECK(MPI_Op_create(bf16_sum, 1, &g_bf16_sum));
   const MPI_Op op = type == REL_MPI_BF16 ? g_bf16_sum : MPI_SUM;
   MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, mpi_type(type), op, MPI_COMM_WORLD, &g_requests.back()));
   return 0;
@@ -138,6 +138,12 @@ void abort_job(int exit_code) {
 }
 
 int finalize(char* err) {
+  int finalized = 0;
+  MPI_CHECK(MPI_Finalized(&finalized));
+  if (finalized) {  // whoever owned MPI ended it, and its objects with it
+    g_bf16_sum = MPI_OP_NULL;
+    return 0;
+  }
   if (g_bf16_sum != MPI_OP_NULL) MPI_CHECK(MPI_Op_free(&g_bf16_sum));
   if (!g_owns_mpi) return 0;
   g_owns_mpi = false;

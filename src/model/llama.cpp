@@ -253,6 +253,19 @@ void Llama::enter_relora_phase(const AdapterInit& init) {
         return true;
     return false;
   };
+  // relora.master_on_host on a device: every block projection is frozen from here on; each
+  // one's fp32 master moves to pinned host memory and a bf16 copy stays for the products.
+  // Before the adapters arrive: the device memory this frees is there for them.
+  if (relora_.master_on_host && ops_.device() != Device::cpu) {
+    const int64_t widest = std::max(cfg_.hidden_size, cfg_.intermediate_size);
+    weight_words_scratch_ = Tensor::zeros({static_cast<int64_t>(max_batch_) * cfg_.seq_len * widest},
+                                          ops_.device(), DType::bf16);
+    for (auto& blk : blocks_)
+      for (LoraLinear* lin : blk->linears()) {
+        lin->weight()->set_role(Role::frozen);
+        lin->keep_master_on_host(ops_, weight_words_scratch_.bf16());
+      }
+  }
   auto adapt = [&](LoraLinear* lin) {
     lin->weight()->set_role(Role::frozen);
     Param* a = add_param(lin->module() + "/A", {r, lin->in_features()}, false);
@@ -287,6 +300,11 @@ void Llama::enter_relora_phase(const AdapterInit& init) {
   lora_scratch_ = Tensor::zeros({static_cast<int64_t>(max_batch_) * cfg_.seq_len, r}, ops_.device());
   relora_phase_ = true;
   rebuild_param_list();
+}
+
+void Llama::refresh_bf16_weights() {
+  for (auto& blk : blocks_)
+    for (LoraLinear* lin : blk->linears()) lin->refresh_bf16_weight();
 }
 
 void Llama::merge_and_reinit(const AdapterInit& init) {

@@ -65,10 +65,15 @@ class Llama {
   bool relora_phase() const { return relora_phase_; }
 
   // Full-rank -> ReLoRA: freeze the targets (and embedding/lm_head per config), attach
-  // adapters initialised with init. Requires relora.rank > 0.
+  // adapters initialised with init. Requires relora.rank > 0. With relora.master_on_host on
+  // a device, the block projections' fp32 values move to pinned host memory (Param::value)
+  // and bf16 copies on the device serve the products.
   void enter_relora_phase(const AdapterInit& init);
   // Merge every adapter into its weight (fp32), then re-initialise all adapters with init.
   void merge_and_reinit(const AdapterInit& init);
+  // With relora.master_on_host: rounds the host masters into the device's bf16 copies
+  // again, after something wrote the masters (a checkpoint load, a broadcast).
+  void refresh_bf16_weights();
   // Adapters of the current phase (empty in the full-rank phase), in parameter order.
   std::vector<Param*> adapter_params() const;
 
@@ -128,6 +133,8 @@ class Llama {
   Tensor residual_out_;         // (N,C) output of the last block
   // backward scratch
   Tensor d_res_, d_tmp_, d_q_, d_k_, d_v_, d_attn_, d_g_, d_u_, d_act_, att_scratch_, lora_scratch_;
+  // (N * max(C, F)) bf16: a product's fp32 input rounded for a bf16 weight (master_on_host)
+  Tensor weight_words_scratch_;
 };
 
 }  // namespace relora

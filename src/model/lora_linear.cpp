@@ -2,6 +2,7 @@
 #include "model/lora_linear.h"
 
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "core/errors.h"
@@ -9,6 +10,12 @@
 
 namespace relora {
 namespace {
+
+// The CPU backend, for the merges of masters kept on the host.
+Ops& host_ops() {
+  static const std::unique_ptr<Ops> ops = make_cpu_ops();
+  return *ops;
+}
 
 RngKey adapter_key(const AdapterInit& init, const std::string& name) {
   return RngKey{init.seed, RngPurpose::adapter, tensor_id(name), static_cast<uint64_t>(init.step)};
@@ -48,7 +55,7 @@ void LoraLinear::attach(Param* a, Param* b, float scale) {
   scale_ = scale;
   rank_ = static_cast<int>(a->value.dim(0));
   if (xa_.numel() != static_cast<int64_t>(max_rows_) * rank_)
-    xa_ = Tensor::zeros({max_rows_, rank_}, weight_->value.device());
+    xa_ = Tensor::zeros({max_rows_, rank_}, a->value.device());
 }
 
 void LoraLinear::init_adapters(const AdapterInit& init) {
@@ -58,15 +65,54 @@ void LoraLinear::init_adapters(const AdapterInit& init) {
 }
 
 void LoraLinear::merge(Ops& ops) {
+  if (master_on_host()) {
+    // W(out,in) += s B A on the host master, in fp32 (the CPU backend), then the new bf16 copy
+    const Tensor a = a_->value.to_host(), b = b_->value.to_host();
+    host_ops().gemm_exact(false, false, out_, in_, rank_, scale_, b.data(), rank_, a.data(), in_,
+                          1.0f, weight_->value.data(), in_);
+    refresh_bf16_weight();
+    return;
+  }
   // W(out,in) += s B(out,r) A(r,in), in full fp32
   ops.gemm_exact(false, false, out_, in_, rank_, scale_, b_->value.data(), rank_, a_->value.data(), in_,
            1.0f, weight_->value.data(), in_);
 }
 
+void LoraLinear::keep_master_on_host(Ops& ops, uint16_t* words_scratch) {
+  RELORA_CHECK(!weight_->trainable() && !master_on_host() && !weight_->value.on_host(),
+               module_ << ": only a frozen device weight moves its master to the host");
+  words_ = Tensor::zeros(weight_->value.shape(), weight_->value.device(), DType::bf16);
+  ops.to_bf16(words_.bf16(), weight_->value.data(), weight_->value.numel());
+  Tensor master = Tensor::pinned(weight_->value.shape());
+  weight_->value.copy_to_host(master.data());
+  weight_->value = master;  // the device fp32 copy is freed
+  words_scratch_ = words_scratch;
+}
+
+void LoraLinear::refresh_bf16_weight() {
+  if (!master_on_host()) return;
+  const Tensor& master = weight_->value;
+  std::vector<uint16_t> words(static_cast<size_t>(master.numel()));
+  host_ops().to_bf16(words.data(), master.data(), master.numel());
+  words_.copy_from_host(words.data());
+}
+
+void LoraLinear::times_weight(Ops& ops, bool transpose, const float* in, float* out, int N,
+                              float beta) {
+  // transpose: out(N,out_) = in(N,in_) W^T; else out(N,in_) = in(N,out_) W
+  const int cols = transpose ? out_ : in_, inner = transpose ? in_ : out_;
+  if (master_on_host())
+    ops.gemm_bf16(transpose, N, cols, inner, 1.0f, in, words_.bf16(), in_, beta, out, cols,
+                  words_scratch_);
+  else
+    ops.gemm(false, transpose, N, cols, inner, 1.0f, in, inner, weight_->value.data(), in_, beta,
+             out, cols);
+}
+
 void LoraLinear::forward(Ops& ops, const float* x, float* y, int N) {
   RELORA_CHECK(N <= max_rows_, module_ << ": " << N << " rows > " << max_rows_);
   // y(N,out) = x(N,in) W^T
-  ops.gemm(false, true, N, out_, in_, 1.0f, x, in_, weight_->value.data(), in_, 0.0f, y, out_);
+  times_weight(ops, true, x, y, N, 0.0f);
   if (!a_) return;
   // xa(N,r) = x A^T;  y += s xa B^T
   ops.gemm(false, true, N, rank_, in_, 1.0f, x, in_, a_->value.data(), in_, 0.0f, xa_.data(), rank_);
@@ -77,8 +123,7 @@ void LoraLinear::forward(Ops& ops, const float* x, float* y, int N) {
 void LoraLinear::backward(Ops& ops, const float* x, const float* dy, float* dx, bool accumulate_dx,
                           float* scratch, int N) {
   // dx(N,in) (+)= dy(N,out) W(out,in)
-  ops.gemm(false, false, N, in_, out_, 1.0f, dy, out_, weight_->value.data(), in_,
-           accumulate_dx ? 1.0f : 0.0f, dx, in_);
+  times_weight(ops, false, dy, dx, N, accumulate_dx ? 1.0f : 0.0f);
   // dW(out,in) += dy^T x
   if (weight_->trainable())
     ops.gemm(true, false, out_, in_, N, 1.0f, dy, out_, x, in_, 1.0f, weight_->grad.data(), in_);

@@ -1,5 +1,7 @@
 // LoraLinear: y = x W^T + s (x A^T) B^T with W(out,in) and, while adapters are on,
-// A(r,in), B(out,r), s = alpha/r. LoraEmbedding: the token embedding with PEFT's adapter
+// A(r,in), B(out,r), s = alpha/r. A frozen W can live as a bf16 copy on the device with its
+// fp32 master in pinned host memory (relora.master_on_host): products then take the bf16
+// copy, merges update the host master in fp32 and round it to bf16 again. LoraEmbedding: the token embedding with PEFT's adapter
 // shapes, out[n] = E[tok] + s * B A[:, tok] with E(V,C), A(r,V), B(C,r).
 // Both keep what backward needs (x A^T, or the gathered columns of A) in buffers sized once
 // for the largest batch, so a training step allocates nothing.
@@ -40,6 +42,14 @@ class LoraLinear {
   // W += s B A (fp32).
   void merge(Ops& ops);
 
+  // Moves the (frozen) weight's fp32 value to pinned host memory, the weight's Param::value
+  // from now on, and keeps a bf16 copy in ops' memory for the products. words_scratch:
+  // max_rows * max(in, out) bf16 words, shared by the model's linears.
+  void keep_master_on_host(Ops& ops, uint16_t* words_scratch);
+  bool master_on_host() const { return !words_.empty(); }
+  // Rounds the host master into the bf16 copy again (after a load or a broadcast).
+  void refresh_bf16_weight();
+
   // x(N,in) -> y(N,out)
   void forward(Ops& ops, const float* x, float* y, int N);
   // dy(N,out) -> dx(N,in) (written, or added to when accumulate_dx), and the gradients of
@@ -53,8 +63,13 @@ class LoraLinear {
   Param* a_ = nullptr;
   Param* b_ = nullptr;
   float scale_ = 0.0f;
+  // y(N,out) (beta 0) or dx(N,in) (beta 0 or 1) through W: fp32 W, or its bf16 copy.
+  void times_weight(Ops& ops, bool transpose, const float* in, float* out, int N, float beta);
+
   int in_, out_, rank_ = 0, max_rows_;
-  Tensor xa_;  // (max_rows, r): x A^T of the last forward
+  Tensor xa_;     // (max_rows, r): x A^T of the last forward
+  Tensor words_;  // (out,in) bf16 copy of a weight whose master is on the host; else empty
+  uint16_t* words_scratch_ = nullptr;
 };
 
 class LoraEmbedding {

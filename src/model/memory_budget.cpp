@@ -4,10 +4,56 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <vector>
 
 #include "model/llama.h"
 
 namespace relora {
+namespace {
+
+// relora.master_on_host takes effect: a device backend in the ReLoRA phase.
+bool bf16_masters(const ReloraConfig& relora, const Ops& ops, bool relora_phase) {
+  return relora_phase && relora.rank > 0 && relora.master_on_host && ops.device() != Device::cpu;
+}
+
+// Elements of each block projection, in the order the model moves them to the host.
+std::vector<int64_t> block_projections(const ModelConfig& model) {
+  const int64_t C = model.hidden_size, F = model.intermediate_size;
+  std::vector<int64_t> sizes;
+  for (int l = 0; l < model.num_layers; ++l)
+    for (int64_t n : {C * C, C * C, C * C, C * C, F * C, F * C, C * F}) sizes.push_back(n);
+  return sizes;
+}
+
+// Bytes of the bf16 scratch a product's input is rounded into (Llama::weight_words_scratch_).
+int64_t words_scratch_bytes(const ModelConfig& model, int max_batch) {
+  return 2 * static_cast<int64_t>(max_batch) * model.seq_len *
+         std::max(model.hidden_size, model.intermediate_size);
+}
+
+// The most the switch to the ReLoRA phase holds, `base` being what is alive before it. With
+// bf16 masters, first the scratch, then each projection's bf16 copy arrives just before its
+// fp32 value leaves; then (in any case) the adapters with gradients of their own (moved
+// into new buckets by the rebuild, which frees the old staging first) and their activation
+// buffers, while the full-rank phase's gradients and Adam state are still alive.
+int64_t phase_change_bytes(int64_t base, const MemoryBudget& full, const MemoryBudget& low_rank,
+                           const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                           int max_batch) {
+  int64_t moving_masters = 0;
+  if (bf16_masters(relora, ops, true)) {
+    int64_t freed = 0, most = 0;
+    for (int64_t n : block_projections(model)) {
+      most = std::max(most, 2 * n - freed);
+      freed += 2 * n;  // 4 bytes leave, 2 stay
+    }
+    moving_masters = base + words_scratch_bytes(model, max_batch) + most;
+  }
+  const int64_t adapters_arrive = base - (full.weights - low_rank.weights) + 2 * low_rank.adapters +
+                                  (low_rank.activations - full.activations);
+  return std::max(moving_masters, adapters_arrive);
+}
+
+}  // namespace
 
 MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
                            int max_batch, bool recompute, bool bf16_staging, bool relora_phase) {
@@ -43,10 +89,17 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
   }
   MemoryBudget budget;
   budget.weights = kFloat * parameters;
+  if (bf16_masters(relora, ops, relora_phase)) {
+    int64_t projections = 0;
+    for (int64_t n : block_projections(model)) projections += n;
+    budget.weights -= 2 * projections;  // bf16 on the device
+    budget.host_masters = kFloat * projections;
+  }
   budget.adapters = kFloat * adapter_elements;
   budget.gradients = kFloat * trainable + (bf16_staging ? 2 * trainable : 0);
   budget.optimizer = 2 * kFloat * trainable;
   budget.activations = kFloat * activations;
+  if (bf16_masters(relora, ops, relora_phase)) budget.activations += words_scratch_bytes(model, max_batch);
   return budget;
 }
 
@@ -54,12 +107,8 @@ int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const O
                    int max_batch, bool recompute, bool bf16_staging) {
   const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, bf16_staging, false);
   const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, bf16_staging, true);
-  // At the phase change: everything of the full-rank phase, the adapters with gradients of
-  // their own (moved into new buckets by the rebuild, which frees the old staging first),
-  // and the adapters' activation buffers.
-  const int64_t phase_change =
-      full.total() + 2 * low_rank.adapters + (low_rank.activations - full.activations);
-  return std::max(low_rank.total(), phase_change);
+  return std::max(low_rank.total(),
+                  phase_change_bytes(full.total(), full, low_rank, model, relora, ops, max_batch));
 }
 
 int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
@@ -67,9 +116,9 @@ int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, co
   const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, false, false);
   if (!relora_phase) return full.total();
   const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, false, true);
-  const int64_t adapters_arrive = full.total() - full.optimizer + 2 * low_rank.adapters +
-                                  (low_rank.activations - full.activations);
-  return std::max(low_rank.total(), adapters_arrive);
+  // the full-rank model with gradients, no optimizer state, switching phase
+  return std::max(low_rank.total(), phase_change_bytes(full.total() - full.optimizer, full,
+                                                       low_rank, model, relora, ops, max_batch));
 }
 
 void reserve_device_arena(const Ops& ops, int64_t peak) {
@@ -79,11 +128,13 @@ void reserve_device_arena(const Ops& ops, int64_t peak) {
 
 std::string describe(const MemoryBudget& b) {
   auto gb = [](int64_t bytes) { return static_cast<double>(bytes) / 1e9; };
-  char text[200];
-  std::snprintf(text, sizeof(text),
-                "%.2f GB (weights %.2f, adapters %.2f, gradients %.2f, optimizer %.2f, activations %.2f)",
-                gb(b.total()), gb(b.weights), gb(b.adapters), gb(b.gradients), gb(b.optimizer),
-                gb(b.activations));
+  char text[240];
+  int length = std::snprintf(
+      text, sizeof(text),
+      "%.2f GB (weights %.2f, adapters %.2f, gradients %.2f, optimizer %.2f, activations %.2f)",
+      gb(b.total()), gb(b.weights), gb(b.adapters), gb(b.gradients), gb(b.optimizer), gb(b.activations));
+  if (b.host_masters > 0 && length > 0 && length < static_cast<int>(sizeof(text)))
+    std::snprintf(text + length, sizeof(text) - length, "; host masters %.2f GB", gb(b.host_masters));
   return text;
 }
 

@@ -1,7 +1,8 @@
 // What one rank holds in its backend's memory for a model, by category and phase, from the
 // config alone: what `relora train` prints at start, and (tested) exactly what the model,
-// the gradient buckets and AdamW allocate. fp32 throughout: weights double as the merge
-// masters, so there is no separate master copy.
+// the gradient buckets and AdamW allocate. fp32, the weights doubling as the merge masters;
+// except with relora.master_on_host on a device, where the ReLoRA phase keeps the block
+// projections as bf16 on the device and their fp32 masters in pinned host memory.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,6 +19,7 @@ struct MemoryBudget {
                             // and their bf16 staging with a bf16 all-reduce)
   int64_t optimizer = 0;    // AdamW moments of the trainable tensors
   int64_t activations = 0;  // saved activations, backward and attention scratch, token ids
+  int64_t host_masters = 0; // pinned host memory: fp32 masters of bf16 weights (not in total)
   int64_t total() const { return weights + adapters + gradients + optimizer + activations; }
 };
 
@@ -46,7 +48,8 @@ int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, co
 // change leaves. A no-op on the CPU.
 void reserve_device_arena(const Ops& ops, int64_t peak);
 
-// "10.63 GB (weights 5.31, adapters 0.05, gradients 0.05, optimizer 0.11, activations 5.11)"
+// "10.63 GB (weights 5.31, adapters 0.05, gradients 0.05, optimizer 0.11, activations 5.11)",
+// and "; host masters 4.83 GB" when there are some
 std::string describe(const MemoryBudget& budget);
 
 }  // namespace relora

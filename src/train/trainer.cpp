@@ -254,6 +254,7 @@ void Trainer::broadcast_state() {
     broadcast_tensor(comm_, st.exp_avg_sq, 0);
     comm_.broadcast(&st.step, sizeof(st.step), 0);
   }
+  model_->refresh_bf16_weights();  // host masters (relora.master_on_host) arrived
 }
 
 std::string Trainer::save_checkpoint_at(int64_t step) {
@@ -351,6 +352,8 @@ TrainSummary Trainer::run() {
   std::snprintf(line, sizeof(line), "relora: backend %s (%s)", ops_->device_name().c_str(),
                 backend_reason_.c_str());
   say(line);
+  if (cfg_.relora.master_on_host && ops_->device() == Device::cpu)
+    say("relora: relora.master_on_host has no effect on the CPU (the weights are in host memory already)");
   for (bool relora_phase : {false, true}) {
     if (relora_phase && cfg_.relora.rank == 0) continue;
     const MemoryBudget budget =

@@ -148,6 +148,14 @@ TEST_F(CudaModel, TwentyUpdatesThroughARestartMatchCpu) {
     twenty_updates_match_cpu(cfg, *cpu_, *gpu_);
 }
 
+// relora.master_on_host: bf16 block weights on the GPU, fp32 masters in pinned host memory,
+// merges on the host: the same run as the CPU's fp32 one within bf16 tolerance.
+TEST_F(CudaModel, TwentyUpdatesWithMastersOnTheHostMatchCpu) {
+  Config cfg = fused_attention_config();
+  cfg.relora.master_on_host = true;
+  twenty_updates_match_cpu(cfg, *cpu_, *gpu_);
+}
+
 // W += s B A in fp32 on both backends: equal to fp32 rounding (1e-6 of the largest |W|).
 TEST_F(CudaModel, MergeIsExactFp32) {
   const Config cfg = testing::small_training_config();

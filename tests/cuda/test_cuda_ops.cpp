@@ -159,6 +159,32 @@ void check_gemm(Ops& gpu, Ops& cpu, bool exact) {
 TEST_F(CudaOps, Gemm) { check_gemm(*gpu, *cpu, false); }
 TEST_F(CudaOps, GemmExact) { check_gemm(*gpu, *cpu, true); }
 
+// A bf16 weight (relora.master_on_host): both backends multiply the same bf16 values
+// exactly and sum in fp32, so they agree to fp32 summation order; the input's rounding
+// (a_words) is bit for bit the CPU's. W padded (ldw), C padded (ldc), beta 1.
+TEST_F(CudaOps, GemmBf16) {
+  for (bool trans_w : {false, true}) {
+    const int M = 67, N = 45, K = 300, ldw = (trans_w ? K : N) + 3, ldc = N + 5;
+    const Floats A = random_floats(static_cast<size_t>(M) * K, 4);
+    const Floats W = random_floats(static_cast<size_t>(trans_w ? N : K) * ldw, 5);
+    const Floats C0 = random_floats(static_cast<size_t>(M) * ldc, 6);
+    std::vector<uint16_t> w_words(W.size()), want_a_words(A.size()), got_a_words(A.size());
+    cpu->to_bf16(w_words.data(), W.data(), static_cast<int64_t>(W.size()));
+    Floats want = C0;
+    cpu->gemm_bf16(trans_w, M, N, K, 0.5f, A.data(), w_words.data(), ldw, 1.0f, want.data(), ldc,
+                   want_a_words.data());
+    Tensor d_w = Tensor::zeros({static_cast<int64_t>(W.size())}, Device::cuda, DType::bf16);
+    d_w.copy_from_host(w_words.data());
+    Tensor d_a_words = Tensor::zeros({static_cast<int64_t>(A.size())}, Device::cuda, DType::bf16);
+    Tensor C = upload(C0);
+    gpu->gemm_bf16(trans_w, M, N, K, 0.5f, upload(A).data(), d_w.bf16(), ldw, 1.0f, C.data(), ldc,
+                   d_a_words.bf16());
+    expect_close(C, want, kFp32Sum, trans_w ? "gemm_bf16 W^T" : "gemm_bf16 W");
+    d_a_words.copy_to_host(got_a_words.data());
+    EXPECT_EQ(got_a_words, want_a_words);
+  }
+}
+
 TEST_F(CudaOps, GemmEmptyKScalesAndBetaZeroIgnoresOldContents) {
   const Tensor A = upload(Floats{1, 2, 3, 4}), B = upload(Floats{5, 6, 7, 8});  // (2,2) each
   Tensor C = upload(Floats(4, NAN));

@@ -89,6 +89,22 @@ class CpuOps final : public Ops {
     gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
+  // The CUDA product's reference: A rounded to bf16 (into a_words, as there), both operands
+  // widened to fp32, then sgemm. Allocates its fp32 copies: only the tests call it.
+  void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,
+                 const uint16_t* W, int ldw, float beta, float* C, int ldc,
+                 uint16_t* a_words) override {
+    RELORA_CHECK(M >= 0 && N >= 0 && K >= 0 && ldw >= std::max(1, trans_w ? K : N),
+                 "gemm_bf16 sizes M=" << M << " N=" << N << " K=" << K << " ldw=" << ldw);
+    const int64_t a_count = static_cast<int64_t>(M) * K;
+    const int64_t w_count = static_cast<int64_t>(trans_w ? N : K) * ldw;
+    to_bf16(a_words, A, a_count);
+    std::vector<float> a(static_cast<size_t>(a_count)), w(static_cast<size_t>(w_count));
+    from_bf16(a.data(), a_words, a_count);
+    from_bf16(w.data(), W, w_count);
+    gemm(false, trans_w, M, N, K, alpha, a.data(), std::max(1, K), w.data(), ldw, beta, C, ldc);
+  }
+
   // out(N,C) = table(V,C)[tokens(N)]
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
                          int C) override {
@@ -107,7 +123,7 @@ class CpuOps final : public Ops {
   // row in position order; runs touch different rows, so they spread over threads freely.
   void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
                           const int32_t* order, int N, int C) override {
-    check_tokens(tokens, N);
+    check_order(tokens, order, N);
 #pragma omp parallel for schedule(dynamic, 64) if (static_cast<int64_t>(N) * C >= kParallelMin)
     for (int i = 0; i < N; ++i) {
       const int32_t token = tokens[order[i]];
@@ -134,7 +150,7 @@ class CpuOps final : public Ops {
   // d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]; each thread owns whole rows of d_a: no races.
   void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens,
                            const int32_t* order, int N, int r, int V) override {
-    check_tokens(tokens, N);
+    check_order(tokens, order, N);
 #pragma omp parallel for schedule(dynamic, 64) if (static_cast<int64_t>(N) * r >= kParallelMin)
     for (int i = 0; i < N; ++i) {
       const int32_t token = tokens[order[i]];
@@ -410,6 +426,17 @@ class CpuOps final : public Ops {
   static void check_tokens(const int32_t* tokens, int N) {
     for (int n = 0; n < N; ++n) {
       RELORA_CHECK(tokens[n] >= 0, "embedding token " << tokens[n] << " at row " << n);
+    }
+  }
+
+  // order groups the tokens (token_order()): in range and sorted by token, else two runs of
+  // one token would race.
+  static void check_order(const int32_t* tokens, const int32_t* order, int N) {
+    check_tokens(tokens, N);
+    for (int i = 0; i < N; ++i) {
+      RELORA_CHECK(order[i] >= 0 && order[i] < N && (i == 0 || tokens[order[i - 1]] <= tokens[order[i]]),
+                   "token order entry " << i << " = " << order[i] << " does not sort the " << N
+                                        << " tokens (token_order makes it)");
     }
   }
 

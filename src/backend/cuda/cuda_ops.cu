@@ -140,6 +140,24 @@ class CudaOps final : public Ops {
     product(GemmPrecision::fp32, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
+  void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,
+                 const uint16_t* W, int ldw, float beta, float* C, int ldc,
+                 uint16_t* a_words) override {
+    RELORA_CHECK(M >= 0 && N >= 0 && K >= 0 && ldw >= std::max(1, trans_w ? K : N) &&
+                     ldc >= std::max(1, N),
+                 "gemm_bf16 sizes M=" << M << " N=" << N << " K=" << K << " ldw=" << ldw
+                                      << " ldc=" << ldc);
+    if (M == 0 || N == 0) return;
+    bind();
+    if (K == 0) {
+      launch_scale_matrix(ctx_->stream, C, M, N, ldc, beta);
+      return;
+    }
+    launch_to_bf16(ctx_->stream, a_words, A, static_cast<int64_t>(M) * K);
+    gemm_rowmajor(ctx_->cublas, GemmPrecision::bf16_words, false, trans_w, M, N, K, alpha, a_words,
+                  K, 0, W, ldw, 0, beta, C, ldc, 0, 1);
+  }
+
   // ---- embedding -----------------------------------------------------------------------------
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
                          int C) override {

@@ -12,9 +12,10 @@
 //     the transpose of that column-major view -> CUBLAS_OP_T, ldb >= K.
 //   - likewise A: not transposed -> CUBLAS_OP_N (lda >= K), transposed -> CUBLAS_OP_T (lda >= M).
 //   - cuBLAS sizes: m = N, n = M, k = K; C^T(N,M) column-major has leading dimension ldc >= N.
-// fp32 storage everywhere; the compute type picks the multiplication precision:
+// fp32 storage, the compute type picking the multiplication precision:
 // CUBLAS_COMPUTE_32F_FAST_16BF (inputs rounded to bf16, tensor cores, fp32 accumulation) or
-// CUBLAS_COMPUTE_32F (full fp32).
+// CUBLAS_COMPUTE_32F (full fp32); or bf16 operands (CUDA_R_16BF) with CUBLAS_COMPUTE_32F,
+// C always fp32.
 #include "backend/cuda/check.h"
 #include "backend/cuda/kernels.h"
 
@@ -23,6 +24,9 @@ namespace {
 
 cublasComputeType_t compute_type(GemmPrecision precision) {
   return precision == GemmPrecision::bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+}
+cudaDataType_t operand_type(GemmPrecision precision) {
+  return precision == GemmPrecision::bf16_words ? CUDA_R_16BF : CUDA_R_32F;
 }
 
 // C(M,N) with row stride ldc: one thread per element, grid-stride.
@@ -39,19 +43,20 @@ __global__ void scale_matrix_kernel(float* C, int M, int N, int ldc, float beta)
 }  // namespace
 
 void gemm_rowmajor(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b,
-                   int M, int N, int K, float alpha, const float* A, int lda, int64_t stride_a,
-                   const float* B, int ldb, int64_t stride_b, float beta, float* C, int ldc,
+                   int M, int N, int K, float alpha, const void* A, int lda, int64_t stride_a,
+                   const void* B, int ldb, int64_t stride_b, float beta, float* C, int ldc,
                    int64_t stride_c, int batch) {
   const cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;   // from B's memory
   const cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // from A's memory
+  const cudaDataType_t type = operand_type(precision);
   if (batch == 1) {
-    CUBLAS_CHECK(cublasGemmEx(handle, op_first, op_second, N, M, K, &alpha, B, CUDA_R_32F, ldb, A,
-                              CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, compute_type(precision),
+    CUBLAS_CHECK(cublasGemmEx(handle, op_first, op_second, N, M, K, &alpha, B, type, ldb, A, type,
+                              lda, &beta, C, CUDA_R_32F, ldc, compute_type(precision),
                               CUBLAS_GEMM_DEFAULT));
   } else {
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-        handle, op_first, op_second, N, M, K, &alpha, B, CUDA_R_32F, ldb,
-        static_cast<long long>(stride_b), A, CUDA_R_32F, lda, static_cast<long long>(stride_a),
+        handle, op_first, op_second, N, M, K, &alpha, B, type, ldb,
+        static_cast<long long>(stride_b), A, type, lda, static_cast<long long>(stride_a),
         &beta, C, CUDA_R_32F, ldc, static_cast<long long>(stride_c), batch,
         compute_type(precision), CUBLAS_GEMM_DEFAULT));
   }

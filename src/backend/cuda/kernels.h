@@ -33,14 +33,16 @@ inline unsigned grid_stride_blocks(int64_t n) {
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // ---- gemm.cu: cuBLAS products, row-major ------------------------------------------------
-// Precision of a product's multiplications: bf16 inputs with fp32 accumulation (training),
-// or pure fp32 (ReLoRA merges).
-enum class GemmPrecision { bf16, fp32 };
+// Precision of a product's multiplications: fp32 operands rounded to bf16 with fp32
+// accumulation (training), pure fp32 (ReLoRA merges), or operands stored as bf16 words
+// (a frozen weight kept in bf16; fp32 accumulation). C is fp32 in every case.
+enum class GemmPrecision { bf16, fp32, bf16_words };
 // For b in [0, batch): C_b(M,N) = alpha op(A_b) op(B_b) + beta C_b with X_b = X + b*stride_x,
-// lda/ldb/ldc the row strides as stored. Sizes must be validated by the caller; M, N, K > 0.
+// lda/ldb/ldc the row strides as stored, strides in elements. A and B are float, or bf16
+// words for bf16_words. Sizes must be validated by the caller; M, N, K > 0.
 void gemm_rowmajor(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b,
-                   int M, int N, int K, float alpha, const float* A, int lda, int64_t stride_a,
-                   const float* B, int ldb, int64_t stride_b, float beta, float* C, int ldc,
+                   int M, int N, int K, float alpha, const void* A, int lda, int64_t stride_a,
+                   const void* B, int ldb, int64_t stride_b, float beta, float* C, int ldc,
                    int64_t stride_c, int batch);
 // C(M,N) with row stride ldc: C = beta * C (exact zeros when beta == 0): a product with K == 0.
 void launch_scale_matrix(cudaStream_t stream, float* C, int M, int N, int ldc, float beta);
@@ -48,7 +50,8 @@ void launch_scale_matrix(cudaStream_t stream, float* C, int M, int N, int ldc, f
 // ---- kernels_elementwise.cu ---------------------------------------------------------------
 void launch_embedding_forward(cudaStream_t stream, float* out, const int32_t* tokens,
                               const float* table, int N, int C);
-// Blocks (N, ceil(C / 256)) over the runs of order (Ops::embedding_backward); C < 2^24.
+// Blocks (N, ceil(C / 256)) over the runs of order (Ops::embedding_backward); order is
+// trusted (the CPU backend checks it); C <= 65535 * 256.
 void launch_embedding_backward(cudaStream_t stream, float* d_table, const float* d_out,
                                const int32_t* tokens, const int32_t* order, int N, int C);
 void launch_gather_columns(cudaStream_t stream, float* cols, const float* a, const int32_t* tokens,

@@ -94,6 +94,15 @@ class CudaMemory final : public DeviceMemory {
     return arena_ ? arena_->requested_in_use() : 0;
   }
 
+  void pin(void* p, size_t bytes) override {
+    CUDA_CHECK(cudaSetDevice(device_));
+    CUDA_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterDefault));
+  }
+
+  void unpin(void* p) noexcept override {
+    if (cudaHostUnregister(p) != cudaSuccess) cudaGetLastError();  // in a deleter: never throw
+  }
+
  private:
   const int device_;
   mutable std::mutex mutex_;
