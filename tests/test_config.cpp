@@ -111,7 +111,6 @@ Config unusual_config() {
   c.relora.reset_every = 13;
   c.relora.optimizer_prune = 0.123456789f;
   c.relora.restart_warmup_steps = 3;
-  c.relora.master_on_host = true;
   c.optimizer.lr = 2.5e-4f;
   c.optimizer.beta1 = 0.85f;
   c.optimizer.beta2 = 0.95f;
@@ -368,6 +367,7 @@ TEST(ConfigValidation, EachRuleNamesKeyAndAllowedValues) {
       {{"train.devices=-1"}, {"train.devices", "at least 0"}},
       {{"train.matmul=tf32"}, {"train.matmul", "bf16 or fp32", "'tf32'"}},
       {{"train.allreduce_dtype=fp16"}, {"train.allreduce_dtype", "fp32 or bf16", "'fp16'"}},
+      {{"train.matmul=fp32", "relora.master_on_host=true"}, {"relora.master_on_host", "bf16", "train.matmul: fp32"}},
       {{"train.threads=-1"}, {"train.threads", "at least 0"}},
       {{"data.eval_every=-1"}, {"data.eval_every", "at least 0"}},
       {{"data.eval_batches=0"}, {"data.eval_batches", "at least 1"}},

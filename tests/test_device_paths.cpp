@@ -164,11 +164,14 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
 
 // `relora eval`'s model from a checkpoint of either phase, in device memory: the weights
 // (and adapters) the run saved, within eval_peak_bytes (exactly that for the full-rank
-// phase; in the ReLoRA phase at least that phase's budget).
+// phase; in the ReLoRA phase at least that phase's budget); with relora.master_on_host the
+// block projections' masters on the host, pinned as the budget says.
 TEST(DevicePaths, EvalModelFromACheckpointFitsItsPeak) {
-  for (bool relora_phase : {false, true}) {
-    SCOPED_TRACE(relora_phase ? "relora" : "full");
-    const Config cfg = testing::small_training_config();
+  for (int variant : {0, 1, 2}) {
+    const bool relora_phase = variant > 0;
+    SCOPED_TRACE(variant == 0 ? "full" : variant == 1 ? "relora" : "relora, master_on_host");
+    Config cfg = testing::small_training_config();
+    cfg.relora.master_on_host = variant == 2;
     testing::TempDir dir;
     RunState state;
     state.relora_phase = relora_phase;
@@ -207,6 +210,13 @@ TEST(DevicePaths, EvalModelFromACheckpointFitsItsPeak) {
       EXPECT_GE(memory.peak_bytes_in_use(), phase_total);
       if (!relora_phase) {
         EXPECT_EQ(peak, phase_total);
+      }
+      EXPECT_EQ(memory.pinned_bytes(),
+                memory_budget(cfg.model, cfg.relora, device_ops, micro, false, false, relora_phase).host_masters);
+      for (const Param* p : loaded->params()) {
+        if (p->name.find("_proj.weight") != std::string::npos) {
+          EXPECT_EQ(p->value.on_host(), cfg.relora.master_on_host) << p->name;
+        }
       }
     }
     set_device_memory(nullptr);

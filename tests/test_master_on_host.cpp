@@ -1,11 +1,13 @@
 // relora.master_on_host, on the CPU through the device code paths (ForwardingOps claiming
 // Device::cuda, HostDeviceMemory): the block projections' fp32 masters move to pinned host
 // memory and bf16 copies serve the products; merges update the masters in fp32 exactly as
-// the device merge would; checkpoints hold the masters, and a resumed run is bit-identical;
-// the products round as the CPU reference of gemm_bf16 says; and the loss stays within bf16
-// rounding of the fp32 model's.
+// the device merge would and refresh the copies; checkpoints hold the masters and a resumed
+// run is bit-identical; the products round as the CPU reference of gemm_bf16 says; loss and
+// gradients stay within bf16 rounding of fp32's. (The budget and `relora eval`'s model with
+// masters on the host: DevicePaths.*)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -37,6 +39,14 @@ Floats host_copy(const Tensor& t) {
 
 bool is_block_projection(const Param& p) {
   return p.name.rfind("model.layers.", 0) == 0 && p.name.find("_proj.weight") != std::string::npos;
+}
+
+// The loss of a fixed batch, forward only.
+double loss_of(Llama& model, const ModelConfig& config) {
+  int64_t batch = 99;
+  std::vector<int32_t> inputs(static_cast<size_t>(kMicro) * config.seq_len), targets(inputs.size());
+  testing::random_micro_batches(config, kMicro, &batch)(0, inputs.data(), targets.data());
+  return model.forward(inputs.data(), targets.data(), kMicro, false, 0.0f);
 }
 
 Config master_on_host_config() {
@@ -142,7 +152,10 @@ TEST(MasterOnHost, MastersMoveToTheHostAndMergeInFp32) {
       if (!is_block_projection(*p) || !run.model.find(p->name.substr(0, p->name.size() - 7) + "/A")) continue;
       EXPECT_EQ(host_copy(p->value), want[i++]) << p->name;
     }
-    run.update_once();  // the products use the merged bf16 copies
+    // the products use the merged masters' bf16 copies, not stale ones
+    const double after_merge = loss_of(run.model, cfg.model);
+    run.model.refresh_bf16_weights();
+    EXPECT_EQ(loss_of(run.model, cfg.model), after_merge);
   }
   EXPECT_EQ(memory.pinned_bytes(), 0);  // unpinned when the masters went
   set_device_memory(nullptr);
@@ -202,6 +215,48 @@ TEST(MasterOnHost, TracksFp32AndResumesExactly) {
     for (size_t i = 0; i < whole.model.params().size(); ++i)
       EXPECT_EQ(host_copy(resumed.model.params()[i]->value), host_copy(whole.model.params()[i]->value))
           << whole.model.params()[i]->name;
+  }
+  set_device_memory(nullptr);
+}
+
+// The trainable gradients of one backward in the ReLoRA phase (adapters drawn away from
+// zero so that every product matters).
+std::vector<Floats> relora_gradients(Ops& ops, const Config& cfg) {
+  Llama model(cfg.model, cfg.relora, ops, kMicro);
+  model.init_weights(1);
+  model.enter_relora_phase(AdapterInit{1, 0});
+  for (Param* p : model.adapter_params()) {
+    Floats values(static_cast<size_t>(p->value.numel()));
+    fill_normal(values.data(), p->value.numel(), 0.0f, 0.2f, {7, RngPurpose::test, tensor_id(p->name), 0});
+    p->value.copy_from_host(values.data());
+  }
+  int64_t batch = 0;
+  std::vector<int32_t> inputs(static_cast<size_t>(kMicro) * cfg.model.seq_len), targets(inputs.size());
+  testing::random_micro_batches(cfg.model, kMicro, &batch)(0, inputs.data(), targets.data());
+  model.forward(inputs.data(), targets.data(), kMicro, true, 1.0f / static_cast<float>(inputs.size()));
+  model.backward(kMicro);
+  std::vector<Floats> gradients;
+  for (const Param* p : model.trainable()) gradients.push_back(host_copy(p->grad));
+  return gradients;
+}
+
+// Every trainable gradient within 3e-2 of its tensor's largest fp32 gradient (bf16 inputs
+// to the block products); a backward that overwrote instead of adding would be far off.
+TEST(MasterOnHost, GradientsTrackFp32) {
+  testing::HostDeviceMemory memory;
+  set_device_memory(&memory);
+  {
+    testing::ForwardingOps device_ops(Device::cuda);
+    const Config cfg = master_on_host_config(), fp32 = testing::small_training_config();
+    reserve_device_arena(device_ops, 2 * peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false, false));
+    const std::vector<Floats> got = relora_gradients(device_ops, cfg), want = relora_gradients(device_ops, fp32);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t t = 0; t < want.size(); ++t) {
+      float scale = 0.0f;
+      for (float g : want[t]) scale = std::max(scale, std::fabs(g));
+      for (size_t i = 0; i < want[t].size(); ++i)
+        ASSERT_NEAR(got[t][i], want[t][i], 3e-2f * scale) << "tensor " << t << " [" << i << "]";
+    }
   }
   set_device_memory(nullptr);
 }

@@ -68,7 +68,8 @@ class Ops {
   // C(M,N) = alpha * A(M,K) op(W) + beta * C with W a weight stored as bf16 words
   // (relora.master_on_host): op(W) = W(K,N), or with trans_w W(N,K)^T; ldw its row stride.
   // A (contiguous fp32) is first rounded to bf16 into a_words (M*K words of scratch); the
-  // products are exact, the sums fp32 — the numbers gemm gives for A and the fp32 weight.
+  // products are exact, the sums fp32 — gemm's bf16 products of A and the fp32 weight,
+  // summed in another order.
   virtual void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,
                          const uint16_t* W, int ldw, float beta, float* C, int ldc,
                          uint16_t* a_words) = 0;

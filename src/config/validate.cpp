@@ -223,6 +223,10 @@ void validate_config(const Config& cfg, const std::string& where) {
   check_relora(check, cfg);
   check_optimizer(check, cfg.optimizer, cfg.schedule);
   check_train(check, cfg.train);
+  if (cfg.train.matmul == "fp32" && cfg.relora.master_on_host) {
+    check.fail("relora.master_on_host", "keeps the frozen weights in bf16, so their products cannot be fp32 "
+                                        "(train.matmul: fp32): set one of them the other way");
+  }
   check.at_least("data.eval_every", cfg.data.eval_every, 0);
   check.at_least("data.eval_batches", cfg.data.eval_batches, 1);
   if (cfg.checkpoint.dir.empty()) {

@@ -95,6 +95,9 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   const int64_t V = cfg_.vocab_size, C = cfg_.hidden_size, F = cfg_.intermediate_size,
                 T = cfg_.seq_len, H = cfg_.num_heads, B = max_batch, N = B * T;
   RELORA_CHECK(C % H == 0 && (C / H) % 2 == 0, "hidden " << C << " heads " << H);
+  // masters on the host merge on the CPU backend: make it now, so that a problem with it
+  // shows at start-up, not at the first restart hours later
+  if (relora_.master_on_host && ops_.device() != Device::cpu) host_ops();
   const int rows = static_cast<int>(N);
   const Device dev = ops_.device();
   // A block's saved activations other than its input x: its own, or with recompute one set

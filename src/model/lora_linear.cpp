@@ -11,12 +11,6 @@
 namespace relora {
 namespace {
 
-// The CPU backend, for the merges of masters kept on the host.
-Ops& host_ops() {
-  static const std::unique_ptr<Ops> ops = make_cpu_ops();
-  return *ops;
-}
-
 RngKey adapter_key(const AdapterInit& init, const std::string& name) {
   return RngKey{init.seed, RngPurpose::adapter, tensor_id(name), static_cast<uint64_t>(init.step)};
 }
@@ -35,6 +29,11 @@ void draw_normal(Param* p, float mean, float std, const AdapterInit& init) {
 }
 
 }  // namespace
+
+Ops& host_ops() {
+  static const std::unique_ptr<Ops> ops = make_cpu_ops();
+  return *ops;
+}
 
 // ---- LoraLinear -------------------------------------------------------------------------
 
@@ -122,6 +121,7 @@ void LoraLinear::forward(Ops& ops, const float* x, float* y, int N) {
 
 void LoraLinear::backward(Ops& ops, const float* x, const float* dy, float* dx, bool accumulate_dx,
                           float* scratch, int N) {
+  RELORA_CHECK(N <= max_rows_, module_ << ": " << N << " rows > " << max_rows_);
   // dx(N,in) (+)= dy(N,out) W(out,in)
   times_weight(ops, false, dy, dx, N, accumulate_dx ? 1.0f : 0.0f);
   // dW(out,in) += dy^T x

@@ -14,6 +14,10 @@
 
 namespace relora {
 
+// The CPU backend that merges masters kept on the host (made on first use; throws where the
+// CPU backend cannot run, e.g. the wrong OpenBLAS).
+Ops& host_ops();
+
 // How adapters are (re-)initialised: fresh draws keyed by (seed, adapter, tensor, step).
 struct AdapterInit {
   uint64_t seed = 0;

@@ -99,8 +99,8 @@ class CudaMemory final : public DeviceMemory {
     CUDA_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterDefault));
   }
 
-  void unpin(void* p) noexcept override {
-    if (cudaHostUnregister(p) != cudaSuccess) cudaGetLastError();  // in a deleter: never throw
+  void unpin(void* p) noexcept override {  // in a deleter: never throws
+    if (cudaSetDevice(device_) != cudaSuccess || cudaHostUnregister(p) != cudaSuccess) cudaGetLastError();
   }
 
  private:
