@@ -354,12 +354,12 @@ double Llama::forward(const int32_t* inputs, const int32_t* targets, int B, bool
                       float d_loss_scale) {
   RELORA_CHECK(B >= 1 && B <= max_batch_, "batch " << B << " outside [1, " << max_batch_ << "]");
   const int T = cfg_.seq_len, C = cfg_.hidden_size, N = B * T, V = cfg_.vocab_size;
+  // the embedding gradient's walk over the tokens, sorted while a device may still be busy
+  // with the previous micro-batch (each upload below waits for it)
+  if (for_backward) token_order(token_order_host_.data(), inputs, N);
   inputs_.view(0, {N}).copy_from_host(inputs);
   targets_.view(0, {N}).copy_from_host(targets);
-  if (for_backward) {  // the embedding gradient's walk over the tokens
-    token_order(token_order_host_.data(), inputs, N);
-    token_order_.view(0, {N}).copy_from_host(token_order_host_.data());
-  }
+  if (for_backward) token_order_.view(0, {N}).copy_from_host(token_order_host_.data());
   embedding_->forward(ops_, inputs_.i32(), blocks_.empty() ? residual_out_.data() : blocks_[0]->x.data(), N);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     float* out = (l + 1 < blocks_.size()) ? blocks_[l + 1]->x.data() : residual_out_.data();
