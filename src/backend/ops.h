@@ -160,7 +160,8 @@ class Ops {
   virtual void axpy(float* y, const float* x, int64_t n, float alpha) = 0;
 
   // ---- bf16 words (the staging of a bf16 gradient all-reduce) ------------------------
-  // dst(n) = src rounded to bf16: nearest, ties to even, NaN stays NaN (core/bf16.h).
+  // dst(n) = src rounded to bf16: nearest, ties to even, every NaN the canonical 0x7fff
+  // (core/bf16.h).
   virtual void to_bf16(uint16_t* dst, const float* src, int64_t n) = 0;
   // dst(n) = src widened to fp32 (exact).
   virtual void from_bf16(float* dst, const uint16_t* src, int64_t n) = 0;

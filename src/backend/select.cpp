@@ -36,7 +36,7 @@ Backend make_backend(const std::string& device, int devices, const std::string& 
   // A rank that sees a single GPU binds to it: launchers that give each rank its own GPU
   // (srun --gpus-per-task=1, a per-rank CUDA_VISIBLE_DEVICES) show every rank one device.
   // Several ranks that truly share one GPU are refused by NCCL when it connects them.
-  if (per_node > 1 && local_size > per_node)
+  if (visible > 1 && local_size > per_node)
     RELORA_INPUT_ERROR("train.device: " << device << ": " << local_size << " ranks on this node but "
                        << per_node << " GPU(s) to bind them to (train.devices " << devices << ", "
                        << visible << " visible); each rank needs a GPU of its own: start at most "

@@ -47,7 +47,7 @@ const std::vector<ConfigKey> kKeys = {
                       "steps re-warming the lr from 0 after a restart; 0: no re-warm"),
     RELORA_CONFIG_KEY(relora, master_on_host,
                       "GPU, ReLoRA phase: frozen block weights as bf16 on the device, their fp32 masters "
-                      "(for merges) in pinned host memory; no effect on the CPU"),
+                      "(for merges) in pinned host memory; no effect on the CPU; not with train.matmul: fp32"),
 
     RELORA_CONFIG_KEY(optimizer, lr, "peak learning rate"),
     RELORA_CONFIG_KEY(optimizer, beta1, "AdamW first-moment decay, in [0,1)"),

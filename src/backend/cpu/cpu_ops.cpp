@@ -117,8 +117,7 @@ class CpuOps final : public Ops {
     }
   }
 
-  // d_table(V,C)[tokens[n]] += d_out(N,C)[n]; threads split the channels, so repeated
-  // tokens never race and the sum order is fixed.
+  // d_table(V,C)[tokens[n]] += d_out(N,C)[n], repeated tokens' rows in position order.
   // One run of `order` (a token's positions) per iteration: its rows go into the token's
   // row in position order; runs touch different rows, so they spread over threads freely.
   void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,
@@ -147,7 +146,8 @@ class CpuOps final : public Ops {
         cols[static_cast<int64_t>(n) * r + j] = a[static_cast<int64_t>(j) * V + tokens[n]];
   }
 
-  // d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]; each thread owns whole rows of d_a: no races.
+  // d_a(r,V)[j, tokens[n]] += d_cols(N,r)[n, j]: as embedding_backward, one run of `order`
+  // per iteration; a run writes its token's column of d_a, which no other run touches.
   void scatter_add_columns(float* d_a, const float* d_cols, const int32_t* tokens,
                            const int32_t* order, int N, int r, int V) override {
     check_order(tokens, order, N);

@@ -27,7 +27,8 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* tokens, cons
 // per column c of slice y adds the run's rows one after the other, as the CPU does, so the
 // sums are the CPU's bit for bit; other blocks return at once. dst's element (token, c) is
 // at token * token_stride + c * column_stride: the embedding table's rows (C, 1), or the
-// embedding adapter A's columns (1, V). A frequent token's run is spread over the slices.
+// embedding adapter A's columns (1, V). The slices split the columns; each thread walks
+// its token's whole run.
 __global__ void scatter_runs_kernel(float* dst, const float* src, const int32_t* tokens,
                                     const int32_t* order, int N, int width,
                                     int64_t token_stride, int64_t column_stride) {
