@@ -121,6 +121,11 @@ class HostDeviceMemory final : public DeviceMemory {
     block_.assign(static_cast<size_t>(bytes), 0);
     arena_ = std::make_unique<Arena>(bytes);
   }
+  void release_arena() override {
+    RELORA_CHECK(!arena_ || arena_->in_use() == 0, "releasing an arena in use");
+    arena_.reset();
+    block_.clear();
+  }
   void* allocate(size_t bytes) override {
     RELORA_CHECK(arena_ != nullptr, "allocation before reserve");
     char* p = block_.data() + arena_->allocate(static_cast<int64_t>(bytes));

@@ -162,6 +162,27 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
   set_device_memory(nullptr);
 }
 
+// A checkpoint (step 3) of a small model on the host in the given phase, with adapters away
+// from zero and AdamW state; returns the model that wrote it.
+std::unique_ptr<Llama> save_small_checkpoint(const std::string& path, const Config& cfg, Ops& host_ops,
+                                             bool relora_phase) {
+  RunState state;
+  state.relora_phase = relora_phase;
+  state.step = 3;
+  state.world_size = 1;
+  state.config_yaml = config_to_yaml(cfg);
+  auto trained = std::make_unique<Llama>(cfg.model, cfg.relora, host_ops, kMicro);
+  trained->init_weights(1);
+  AdamW optimizer(cfg.optimizer, host_ops);
+  if (relora_phase) {
+    start_adapters(*trained, optimizer, 7, 3);
+    for (Param* p : trained->adapter_params()) p->value.fill(0.25f);  // B is no longer zero
+  }
+  optimizer.step(trained->trainable(), 1e-3f);
+  save_checkpoint(path, state, *trained, optimizer);
+  return trained;
+}
+
 // `relora eval`'s model from a checkpoint of either phase, in device memory: the weights
 // (and adapters) the run saved, within eval_peak_bytes (exactly that for the full-rank
 // phase; in the ReLoRA phase at least that phase's budget); with relora.master_on_host the
@@ -173,21 +194,12 @@ TEST(DevicePaths, EvalModelFromACheckpointFitsItsPeak) {
     Config cfg = testing::small_training_config();
     cfg.relora.master_on_host = variant == 2;
     testing::TempDir dir;
+    testing::ForwardingOps host_ops(Device::cpu), device_ops(Device::cuda);
+    const std::unique_ptr<Llama> written = save_small_checkpoint(dir.file("run.h5"), cfg, host_ops, relora_phase);
+    const Llama& trained = *written;
     RunState state;
     state.relora_phase = relora_phase;
     state.step = 3;
-    state.world_size = 1;
-    state.config_yaml = config_to_yaml(cfg);
-    testing::ForwardingOps host_ops(Device::cpu), device_ops(Device::cuda);
-    Llama trained(cfg.model, cfg.relora, host_ops, kMicro);
-    trained.init_weights(1);
-    AdamW optimizer(cfg.optimizer, host_ops);
-    if (relora_phase) {
-      start_adapters(trained, optimizer, 7, 3);
-      for (Param* p : trained.adapter_params()) p->value.fill(0.25f);  // B is no longer zero
-    }
-    optimizer.step(trained.trainable(), 1e-3f);
-    save_checkpoint(dir.file("run.h5"), state, trained, optimizer);
 
     testing::HostDeviceMemory memory;
     set_device_memory(&memory);
@@ -218,6 +230,42 @@ TEST(DevicePaths, EvalModelFromACheckpointFitsItsPeak) {
           EXPECT_EQ(p->value.on_host(), cfg.relora.master_on_host) << p->name;
         }
       }
+    }
+    set_device_memory(nullptr);
+  }
+}
+
+// A run resumed in the ReLoRA phase (Trainer::rebuild_for_relora_resume, then the resume
+// and an update): within resume_peak_bytes, which is well under the peak of a run that
+// trains full-rank first; with and without masters on the host.
+TEST(DevicePaths, ReloraResumeFitsItsSmallerPeak) {
+  for (bool masters_on_host : {false, true}) {
+    SCOPED_TRACE(masters_on_host ? "master_on_host" : "device masters");
+    Config cfg = testing::small_training_config();
+    cfg.relora.master_on_host = masters_on_host;
+    testing::TempDir dir;
+    testing::ForwardingOps host_ops(Device::cpu), device_ops(Device::cuda);
+    save_small_checkpoint(dir.file("run.h5"), cfg, host_ops, true);
+    testing::HostDeviceMemory memory;
+    set_device_memory(&memory);
+    {
+      const int64_t peak = resume_peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false, false);
+      EXPECT_LT(peak, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false, false));
+      reserve_device_arena(device_ops, peak);
+      Llama model(cfg.model, cfg.relora, device_ops, kMicro);
+      AdamW optimizer(cfg.optimizer, device_ops);
+      start_adapters(model, optimizer, 1, 3);
+      read_tensors(dir.file("run.h5"), model, optimizer);
+      auto comm = make_local_comm();
+      TrainStep step(model, optimizer, device_ops, *comm, 1.0f, DType::f32, kMicro, 1,
+                     1LL * kMicro * cfg.model.seq_len);
+      step.rebuild();
+      int64_t update = 3;
+      step.accumulate(testing::random_micro_batches(cfg.model, kMicro, &update));
+      step.apply(1e-2f, 1.0f);
+      EXPECT_LE(memory.peak_bytes_in_use(), peak);
+      EXPECT_EQ(memory.bytes_in_use(),
+                memory_budget(cfg.model, cfg.relora, device_ops, kMicro, false, false, true).total());
     }
     set_device_memory(nullptr);
   }

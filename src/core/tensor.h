@@ -29,6 +29,9 @@ class DeviceMemory {
   // nothing is allocated from it) a new block. Throws InputError (the GB needed and free)
   // when the device lacks the memory, InternalError when allocations are live.
   virtual void reserve(int64_t bytes) = 0;
+  // Gives the arena's block back to the device (only while nothing is allocated from it;
+  // InternalError otherwise); the next reserve makes a new one, of any size.
+  virtual void release_arena() = 0;
   virtual void* allocate(size_t bytes) = 0;  // zero-filled; throws InternalError when full
   virtual void release(void* p) = 0;
   virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;

@@ -121,6 +121,13 @@ int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, co
                                                        low_rank, model, relora, ops, max_batch));
 }
 
+int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                          int max_batch, bool recompute, bool bf16_staging) {
+  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, bf16_staging, true);
+  const int64_t rebuild = low_rank.total() + 4 * count_trainable(model, relora).relora_phase;
+  return std::max(eval_peak_bytes(model, relora, ops, max_batch, recompute, true), rebuild);
+}
+
 void reserve_device_arena(const Ops& ops, int64_t peak) {
   if (ops.device() != Device::cuda) return;
   device_memory()->reserve(peak + peak / 20 + (64 << 20));

@@ -43,6 +43,13 @@ int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const O
 int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
                         int max_batch, bool recompute, bool relora_phase);
 
+// The most a run resumed in the ReLoRA phase holds: the full-rank model with gradients but
+// no optimizer state or buckets, switching phase (eval_peak_bytes), then the ReLoRA phase,
+// whose bucket rebuild may hold every trainable gradient twice for a moment. Much less than
+// peak_bytes, which must hold the warm start's optimizer state and buckets too.
+int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                          int max_batch, bool recompute, bool bf16_staging);
+
 // For a device backend, reserves the arena every device tensor of a run comes from: `peak`
 // (peak_bytes or eval_peak_bytes) plus 5% and 64 MiB for alignment and the gaps the phase
 // change leaves. A no-op on the CPU.

@@ -196,11 +196,30 @@ void Trainer::resume(const std::string& spec) {
       std::printf("relora: --resume auto: no checkpoint in %s, starting fresh\n", cfg_.checkpoint.dir.c_str());
     return;
   }
+  int64_t relora_phase = 0;
+  collectively(comm_, [&] {
+    if (comm_.rank() == 0) relora_phase = read_run_state(path).relora_phase ? 1 : 0;
+  });
+  comm_.broadcast(&relora_phase, sizeof(relora_phase), 0);
+  if (relora_phase) rebuild_for_relora_resume();
   const bool shared = cfg_.checkpoint.read == "shared";
   collectively(comm_, [&] {
     if (shared || comm_.rank() == 0) load_checkpoint(path);
   });
   if (!shared) broadcast_state();
+}
+
+void Trainer::rebuild_for_relora_resume() {
+  const int micro = cfg_.train.micro_batch;
+  optimizer_.reset();
+  model_.reset();
+  if (ops_->device() != Device::cpu) {
+    device_memory()->release_arena();
+    reserve_device_arena(*ops_, resume_peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute,
+                                                  bf16_staging(cfg_.train, comm_.world_size())));
+  }
+  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
+  optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
 }
 
 void Trainer::load_checkpoint(const std::string& path) {

@@ -50,6 +50,10 @@ class Trainer {
   void optimizer_step(int64_t update, double* loss, double* grad_norm, double* lr);
   // Local: model, optimizer and data position from the checkpoint at `path`.
   void load_checkpoint(const std::string& path);
+  // Before a resume in the ReLoRA phase: a new model and optimizer (their weights and state
+  // come from the checkpoint) in device memory sized by resume_peak_bytes, the warm start's
+  // larger block given back first.
+  void rebuild_for_relora_resume();
   // Collective: rank 0's model, optimizer state and position to every rank.
   void broadcast_state();
   // Rank 0 writes the checkpoint of `step` (then `latest`, retention); every rank waits for

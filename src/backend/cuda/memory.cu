@@ -42,6 +42,16 @@ class CudaMemory final : public DeviceMemory {
     arena_ = std::make_unique<Arena>(bytes);
   }
 
+  void release_arena() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    RELORA_CHECK(!arena_ || arena_->in_use() == 0,
+                 "releasing the device arena while " << arena_->in_use() << " bytes are allocated from it");
+    CUDA_CHECK(cudaSetDevice(device_));
+    if (base_ != nullptr) CUDA_CHECK(cudaFree(base_));
+    base_ = nullptr;
+    arena_.reset();
+  }
+
   // Zero-filled by a memset queued on the compute stream, so every later use on the stream
   // sees zeros.
   void* allocate(size_t bytes) override {
