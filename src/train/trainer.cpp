@@ -201,7 +201,7 @@ void Trainer::resume(const std::string& spec) {
     if (comm_.rank() == 0) relora_phase = read_run_state(path).relora_phase ? 1 : 0;
   });
   comm_.broadcast(&relora_phase, sizeof(relora_phase), 0);
-  if (relora_phase) rebuild_for_relora_resume();
+  if (relora_phase) collectively(comm_, [&] { rebuild_for_relora_resume(); });
   const bool shared = cfg_.checkpoint.read == "shared";
   collectively(comm_, [&] {
     if (shared || comm_.rank() == 0) load_checkpoint(path);
