@@ -63,9 +63,9 @@ void GradSync::start(Bucket& b) {
   if (comm_.world_size() <= 1) return;
   if (staged()) {
     ops_.to_bf16(b.staging.bf16(), b.buffer.data(), b.buffer.numel());
-    comm_.all_reduce_sum_start(b.staging.bf16(), b.staging.numel(), DType::bf16);
+    comm_.all_reduce_start(b.staging.bf16(), b.staging.numel(), DType::bf16, ReduceOp::avg);
   } else {
-    comm_.all_reduce_sum_start(b.buffer.data(), b.buffer.numel(), DType::f32);
+    comm_.all_reduce_start(b.buffer.data(), b.buffer.numel(), DType::f32, ReduceOp::avg);
   }
 }
 

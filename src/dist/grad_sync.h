@@ -1,13 +1,15 @@
 // GradSync: the trainable gradients live in a few flat buckets (Param::grad is a view into
 // one); during the last backward of an optimizer update, a bucket's non-blocking all-reduce
-// (sum) starts as soon as every tensor in it is final, so communication overlaps the rest
-// of backward; finish() waits for all. Buckets are filled in reverse registry order, the
-// order in which backward finishes tensors. At world size 1 nothing is communicated.
+// (average over ranks: ncclAvg on NCCL) starts as soon as every tensor in it is final, so
+// communication overlaps the rest of backward; finish() waits for all. Each rank's loss is
+// the mean over its own tokens, so the average is the gradient of the global batch's mean
+// loss. Buckets are filled in reverse registry order, the order in which backward finishes
+// tensors. At world size 1 nothing is communicated.
 // Gradients accumulate in fp32. With a bf16 all-reduce (train.allreduce_dtype: bf16) each
 // bucket also has a bf16 staging buffer: the bucket is rounded into it when it starts, the
-// ranks sum the bf16 words (each addition in fp32, rounded back), and finish() widens the
-// sums into the fp32 bucket again: half the bytes on the network, for gradients rounded to
-// bf16's 8 significant bits.
+// ranks average the bf16 words (each addition in fp32, rounded back), and finish() widens
+// the averages into the fp32 bucket again: half the bytes on the network, for gradients
+// rounded to bf16's 8 significant bits.
 #pragma once
 #include <cstdint>
 #include <unordered_map>

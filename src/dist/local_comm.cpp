@@ -16,7 +16,7 @@ class LocalComm final : public Communicator {
   void all_reduce(float*, int64_t, ReduceOp) override {}
   void all_reduce(double*, int64_t, ReduceOp) override {}
   void all_reduce(uint64_t*, int64_t, ReduceOp) override {}
-  void all_reduce_sum_start(void*, int64_t, DType) override {}
+  void all_reduce_start(void*, int64_t, DType, ReduceOp) override {}
   void progress() override {}
   void wait_all() override {}
   void broadcast(void*, int64_t, int) override {}

@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "core/bf16.h"
 #include "core/errors.h"
 #include "dist/communicator.h"
 #include "dist/mpi_api.h"
@@ -94,10 +96,7 @@ class MpiComm final : public Communicator {
   void all_reduce(float* data, int64_t n, ReduceOp op) override {
     RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "float all_reduce: sum or avg");
     reduce(data, n, REL_MPI_FLOAT, plugin_op(op));
-    if (op == ReduceOp::avg) {
-      const float inv = 1.0f / static_cast<float>(world_);
-      for (int64_t i = 0; i < n; ++i) data[i] *= inv;
-    }
+    if (op == ReduceOp::avg) divide_by_world({data, n, DType::f32});
   }
   void all_reduce(double* data, int64_t n, ReduceOp op) override {
     reduce(data, n, REL_MPI_DOUBLE, plugin_op(op));
@@ -109,16 +108,23 @@ class MpiComm final : public Communicator {
     reduce(data, n, REL_MPI_UINT64, plugin_op(op));
   }
 
-  void all_reduce_sum_start(void* data, int64_t n, DType dtype) override {
-    RELORA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "all_reduce_sum_start: f32 or bf16");
+  // MPI has no average: the plugin sums, and wait_all divides what was started as avg.
+  void all_reduce_start(void* data, int64_t n, DType dtype, ReduceOp op) override {
+    RELORA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "all_reduce_start: f32 or bf16");
+    RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "all_reduce_start: sum or avg");
     const RelMpiType type = dtype == DType::bf16 ? REL_MPI_BF16 : REL_MPI_FLOAT;
     char* bytes = static_cast<char*>(data);
     const int64_t element = static_cast<int64_t>(element_size(dtype));
     for (int64_t done = 0; done < n; done += kMaxCount)
       PLUGIN_CHECK(api_.all_reduce_sum_start(bytes + done * element, piece(n - done), type, err_));
+    if (op == ReduceOp::avg) pending_averages_.push_back({data, n, dtype});
   }
   void progress() override { PLUGIN_CHECK(api_.progress(err_)); }
-  void wait_all() override { PLUGIN_CHECK(api_.wait_all(err_)); }
+  void wait_all() override {
+    PLUGIN_CHECK(api_.wait_all(err_));
+    for (const Span& span : pending_averages_) divide_by_world(span);
+    pending_averages_.clear();
+  }
 
   void broadcast(void* data, int64_t bytes, int root) override {
     char* p = static_cast<char*>(data);
@@ -132,7 +138,26 @@ class MpiComm final : public Communicator {
   }
 
  private:
+  struct Span {
+    void* data;
+    int64_t n;
+    DType dtype;
+  };
+
   static int piece(int64_t left) { return static_cast<int>(std::min(kMaxCount, left)); }
+
+  // Sum to average, in place: one division per element, rounded once more for bf16 words
+  // (exact in either when the world size is a power of two).
+  void divide_by_world(const Span& span) const {
+    const float world = static_cast<float>(world_);
+    if (span.dtype == DType::f32) {
+      float* x = static_cast<float*>(span.data);
+      for (int64_t i = 0; i < span.n; ++i) x[i] /= world;
+    } else {
+      uint16_t* x = static_cast<uint16_t*>(span.data);
+      for (int64_t i = 0; i < span.n; ++i) x[i] = float_to_bf16(bf16_to_float(x[i]) / world);
+    }
+  }
 
   template <typename T>
   void reduce(T* data, int64_t n, RelMpiType type, RelMpiOp op) {
@@ -142,6 +167,7 @@ class MpiComm final : public Communicator {
 
   const RelMpiApi& api_;
   int rank_ = 0, world_ = 1, local_rank_ = 0, local_size_ = 1;
+  std::vector<Span> pending_averages_;  // started as avg, divided by wait_all
   char err_[RELORA_MPI_ERROR_LEN] = {};
 };
 

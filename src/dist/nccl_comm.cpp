@@ -134,10 +134,11 @@ class NcclComm final : public Communicator {
   void all_reduce(double* data, int64_t n, ReduceOp op) override { host_.all_reduce(data, n, op); }
   void all_reduce(uint64_t* data, int64_t n, ReduceOp op) override { host_.all_reduce(data, n, op); }
 
-  void all_reduce_sum_start(void* data, int64_t n, DType dtype) override {
+  void all_reduce_start(void* data, int64_t n, DType dtype, ReduceOp op) override {
     RELORA_CHECK(is_device_pointer(data), "NCCL all-reduce of a host buffer");
-    RELORA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "all_reduce_sum_start: f32 or bf16");
-    start(data, n, dtype == DType::bf16 ? ncclBfloat16 : ncclFloat, ncclSum);
+    RELORA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "all_reduce_start: f32 or bf16");
+    RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "all_reduce_start: sum or avg");
+    start(data, n, dtype == DType::bf16 ? ncclBfloat16 : ncclFloat, op == ReduceOp::avg ? ncclAvg : ncclSum);
   }
   void progress() override {}  // NCCL moves on by itself
   // Waits for every started all-reduce, then orders the compute stream after them.

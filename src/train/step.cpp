@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "core/errors.h"
+
 namespace relora {
 namespace {
 
@@ -34,8 +36,13 @@ TrainStep::TrainStep(Llama& model, AdamW& optimizer, Ops& ops, Communicator& com
       micro_batch_(micro_batch),
       accumulation_(accumulation),
       tokens_per_update_(tokens_per_update),
+      tokens_per_rank_(tokens_per_update / comm.world_size()),
       inputs_(static_cast<size_t>(micro_batch) * model.config().seq_len),
-      targets_(inputs_.size()) {}
+      targets_(inputs_.size()) {
+  RELORA_CHECK(tokens_per_rank_ * comm.world_size() == tokens_per_update,
+               "an update's " << tokens_per_update << " tokens do not split evenly over " << comm.world_size()
+                              << " ranks");
+}
 
 void TrainStep::rebuild() {
   trainable_ = model_.trainable();
@@ -45,7 +52,9 @@ void TrainStep::rebuild() {
 double TrainStep::accumulate(const MicroBatchSource& source) {
   times_ = StepTimes();
   const GradReadyFn on_ready = [this](const Param* p) { grad_sync_.mark_ready(p); };
-  const float d_loss_scale = 1.0f / static_cast<float>(tokens_per_update_);
+  // This rank's mean loss; GradSync averages over ranks (with a power-of-two world size
+  // exactly as scaling by the global token count and summing would).
+  const float d_loss_scale = 1.0f / static_cast<float>(tokens_per_rank_);
   grad_sync_.zero();
   double loss_sum = 0.0;
   for (int m = 0; m < accumulation_; ++m) {

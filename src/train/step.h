@@ -36,8 +36,9 @@ bool bf16_staging(const TrainConfig& train, int world_size);
 class TrainStep {
  public:
   // bucket_mb, reduce_dtype: GradSync's. accumulation: micro-batches per rank per update;
-  // tokens_per_update: target tokens of the whole update over all ranks (each token's loss
-  // gradient is scaled by its inverse).
+  // tokens_per_update: target tokens of the whole update over all ranks, an equal share on
+  // each (each token's loss gradient is scaled by the inverse of the share; the gradient
+  // all-reduce averages over ranks).
   TrainStep(Llama& model, AdamW& optimizer, Ops& ops, Communicator& comm, float bucket_mb,
             DType reduce_dtype, int micro_batch, int accumulation, int64_t tokens_per_update);
 
@@ -61,7 +62,7 @@ class TrainStep {
   Communicator& comm_;
   GradSync grad_sync_;
   int micro_batch_, accumulation_;
-  int64_t tokens_per_update_;
+  int64_t tokens_per_update_, tokens_per_rank_;
   std::vector<Param*> trainable_;
   std::vector<int32_t> inputs_, targets_;  // (micro_batch, T)
   StepTimes times_;

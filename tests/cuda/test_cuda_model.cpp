@@ -204,7 +204,7 @@ TEST_F(CudaModel, MergeIsExactFp32) {
 }
 
 // NCCL at world size 1: all-reduce leaves a device buffer as it is (sum and avg), the
-// overlapped start/wait path too (fp32 and bf16), and host values pass through to the host communicator.
+// overlapped start/wait path too (fp32 sum and avg, bf16 avg), and host values pass through to the host communicator.
 TEST_F(CudaModel, NcclAllReduceWithOneRank) {
   auto local = make_local_comm();
   std::unique_ptr<Communicator> nccl = make_nccl_comm(*local, 60);
@@ -215,8 +215,8 @@ TEST_F(CudaModel, NcclAllReduceWithOneRank) {
   buffer.copy_from_host(values.data());
   nccl->all_reduce(buffer.data(), 1000, ReduceOp::sum);
   nccl->all_reduce(buffer.data(), 1000, ReduceOp::avg);
-  nccl->all_reduce_sum_start(buffer.data(), 500, DType::f32);
-  nccl->all_reduce_sum_start(buffer.data() + 500, 500, DType::f32);
+  nccl->all_reduce_start(buffer.data(), 500, DType::f32, ReduceOp::sum);
+  nccl->all_reduce_start(buffer.data() + 500, 500, DType::f32, ReduceOp::avg);
   nccl->wait_all();
   EXPECT_EQ(host_copy(buffer), values);
   // bf16 words (ncclBfloat16) through the overlapped path
@@ -224,7 +224,7 @@ TEST_F(CudaModel, NcclAllReduceWithOneRank) {
   for (size_t i = 0; i < words.size(); ++i) words[i] = float_to_bf16(values[i]);
   Tensor staging = Tensor::zeros({1000}, Device::cuda, DType::bf16);
   staging.copy_from_host(words.data());
-  nccl->all_reduce_sum_start(staging.bf16(), 1000, DType::bf16);
+  nccl->all_reduce_start(staging.bf16(), 1000, DType::bf16, ReduceOp::avg);
   nccl->wait_all();
   std::vector<uint16_t> words_back(1000);
   staging.copy_to_host(words_back.data());

@@ -69,10 +69,11 @@ TEST(Mpi, AllReduceAndBroadcast) {
   EXPECT_EQ(text, "from rank 0");
 }
 
-// Buckets in fp32 sum exactly; in bf16 each rank's gradient is rounded to bf16 and the two
-// are added in fp32 and rounded again (one addition with two ranks, so the result is exact
-// to predict), and half the bytes cross the network.
-TEST(Mpi, GradSyncBucketsSumKnownValues) {
+// Buckets are averaged over the ranks: in fp32 the sum rounded once and halved (exact); in
+// bf16 each rank's gradient is rounded to bf16, the two are added in fp32 and rounded again
+// (one addition with two ranks, so the result is exact to predict) and halved, and half the
+// bytes cross the network.
+TEST(Mpi, GradSyncBucketsAverageKnownValues) {
   auto ops = make_cpu_ops();
   for (DType dtype : {DType::f32, DType::bf16}) {
     SCOPED_TRACE(dtype == DType::bf16 ? "bf16" : "f32");
@@ -104,9 +105,9 @@ TEST(Mpi, GradSyncBucketsSumKnownValues) {
       for (int j = 0; j < 100; ++j) {
         const float a = value(0, i, j), b = value(1, i, j);
         const float want = dtype == DType::f32
-                               ? a + b
+                               ? (a + b) / 2
                                : bf16_to_float(float_to_bf16(bf16_to_float(float_to_bf16(a)) +
-                                                             bf16_to_float(float_to_bf16(b))));
+                                                             bf16_to_float(float_to_bf16(b)))) / 2;
         ASSERT_EQ(params[i].grad.data()[j], want) << i << " " << j;
       }
     sync.zero();
