@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <functional>
 #include <string>
@@ -618,6 +619,30 @@ TEST_F(CpuOpsTest, PruneSmallestZeroesExactlyKTiesInIndexOrder) {
       const bool zeroed = a < threshold || (a == threshold && ties_left-- > 0);
       ASSERT_EQ(m[i], zeroed ? 0.0f : m0[i]) << "k=" << k << " i=" << i;
       ASSERT_EQ(v[i], zeroed ? 0.0f : 1.0f + static_cast<float>(i)) << "k=" << k << " i=" << i;
+    }
+  }
+}
+
+// A diverged run's moments: NaN ranks above infinity, infinity above every number, and -0
+// ties with +0, so pruning stays a selection over a total order (the CUDA one's).
+TEST_F(CpuOpsTest, PruneSmallestOrdersNonFiniteMomentsAboveNumbers) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const Floats m0 = {nan, 1.0f, -inf, -0.0f, 2.0f, -nan, inf, 0.0f, -3.0f};
+  // k -> indices left alone
+  const std::vector<std::pair<int64_t, std::vector<int>>> cases = {
+      {2, {0, 1, 2, 4, 5, 6, 8}}, {5, {0, 2, 5, 6}}, {7, {0, 5}}, {8, {5}}, {9, {}}};
+  for (const auto& [k, kept] : cases) {
+    Floats m = m0, v(m0.size(), 1.0f);
+    ops->prune_smallest(m.data(), v.data(), static_cast<int64_t>(m.size()), k);
+    for (int i = 0; i < static_cast<int>(m.size()); ++i) {
+      const bool keep = std::find(kept.begin(), kept.end(), i) != kept.end();
+      if (keep) {
+        EXPECT_EQ(std::memcmp(&m[i], &m0[i], sizeof(float)), 0) << "k=" << k << " i=" << i;
+        EXPECT_EQ(v[i], 1.0f) << "k=" << k << " i=" << i;
+      } else {
+        EXPECT_EQ(m[i], 0.0f) << "k=" << k << " i=" << i;
+        EXPECT_EQ(v[i], 0.0f) << "k=" << k << " i=" << i;
+      }
     }
   }
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -502,6 +503,19 @@ TEST_F(CudaOps, PruneSmallest) {
         EXPECT_EQ(download(d_v), v) << "v" << tag;
       }
     }
+  }
+  // non-finite moments (NaN above infinity above numbers), compared bit for bit
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const Floats m0 = {nan, 1.0f, -inf, -0.0f, 2.0f, -nan, inf, 0.0f, -3.0f};
+  const int64_t n = static_cast<int64_t>(m0.size());
+  for (int64_t k = 0; k <= n; ++k) {
+    Floats m = m0, v(m0.size(), 1.0f);
+    Tensor d_m = upload(m0), d_v = upload(v);
+    cpu->prune_smallest(m.data(), v.data(), n, k);
+    gpu->prune_smallest(d_m.data(), d_v.data(), n, k);
+    const Floats gpu_m = download(d_m);
+    EXPECT_EQ(std::memcmp(gpu_m.data(), m.data(), m.size() * sizeof(float)), 0) << "non-finite k=" << k;
+    EXPECT_EQ(download(d_v), v) << "non-finite k=" << k;
   }
 }
 

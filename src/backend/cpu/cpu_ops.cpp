@@ -343,19 +343,27 @@ class CpuOps final : public Ops {
   }
 
   // nth_element on a copy of the magnitudes (selection, linear on average), then one pass
-  // in index order.
+  // in index order. Magnitudes are compared as the bit patterns of |m|, which order like
+  // the values and put NaN above infinity: a total order (so a diverged run's NaN moments
+  // cannot break the selection), the same one the CUDA radix selection uses.
   void prune_smallest(float* m, float* v, int64_t n, int64_t k) override {
     RELORA_CHECK(k >= 0 && k <= n, "prune_smallest k=" << k << " of n=" << n);
     if (k == 0) return;
-    std::vector<float> magnitude(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) magnitude[i] = std::fabs(m[i]);
+    const auto magnitude_bits = [](float x) {
+      uint32_t bits;
+      const float a = std::fabs(x);
+      std::memcpy(&bits, &a, sizeof bits);
+      return bits;
+    };
+    std::vector<uint32_t> magnitude(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) magnitude[i] = magnitude_bits(m[i]);
     std::nth_element(magnitude.begin(), magnitude.begin() + (k - 1), magnitude.end());
-    const float threshold = magnitude[k - 1];  // the k-th smallest |m|
+    const uint32_t threshold = magnitude[k - 1];  // the k-th smallest |m|
     int64_t below = 0;
-    for (int64_t i = 0; i < n; ++i) below += std::fabs(m[i]) < threshold;
+    for (int64_t i = 0; i < n; ++i) below += magnitude_bits(m[i]) < threshold;
     int64_t ties_to_zero = k - below;
     for (int64_t i = 0; i < n; ++i) {
-      const float a = std::fabs(m[i]);
+      const uint32_t a = magnitude_bits(m[i]);
       if (a < threshold || (a == threshold && ties_to_zero-- > 0)) {
         m[i] = 0.0f;
         v[i] = 0.0f;
