@@ -16,7 +16,8 @@
 #                    bundle's binaries.
 #     --models "M.." configs/M.yaml to bench (default "tiny llama_350m"); 20 steps for tiny
 #                    (its own seq_len), 10 at model.seq_len=512 for the others
-#     --out DIR      the reports: gpu_check.log, bench.jsonl, tests.log, profile_*.txt
+#     --out DIR      the reports: gpu_check.log, bench.jsonl, tests.log, smoke.log (the GPU
+#                    training run's output), profile_*.txt
 #                    (default: a new directory /tmp/relora-gpu-check.XXXXXX)
 #     --work DIR     the unpacked bundle, the synthetic data and checkpoints (hundreds of MB;
 #                    default: a new directory /tmp/relora-gpu-work.XXXXXX)
@@ -96,6 +97,10 @@ echo "relora gpu_check: $(date -u '+%Y-%m-%dT%H:%M:%SZ') on $(hostname); reports
 # a plain process: no MPI launcher's variables (they would make relora load the MPI plugin)
 unset OMPI_COMM_WORLD_SIZE PMI_SIZE PMIX_RANK PMI_RANK MPI_LOCALNRANKS
 
+# the driver's tools where a container mounts them (the driver's own directory)
+if ! command -v nvidia-smi >/dev/null && [ -x /usr/local/nvidia/bin/nvidia-smi ]; then
+  export PATH="$PATH:/usr/local/nvidia/bin"
+fi
 gpu_present() {
   command -v nvidia-smi >/dev/null || { echo "no NVIDIA GPU found (nvidia-smi is not on PATH)" >&2; return 1; }
   local list
@@ -281,35 +286,89 @@ if [ "$mode" = bundle ] && [ -f "$tree/MANIFEST.txt" ]; then
 fi
 
 # ---- (1) the CUDA tests -------------------------------------------------------------------
-step "(1) relora_tests --gtest_filter='CudaOps.*:CudaModel.*'"
-tests_summary="CUDA tests not run (deadline)"
-if t="$(limit 150)"; then
+# Three processes, so that one broken kernel cannot hide the others: a sticky CUDA error
+# (an illegal address) fails every later test of its process, and a hung NCCL set-up ends
+# its process through the watchdog. The per-op tests first, then the model tests, then
+# NCCL alone; each test that failed is run again alone with CUDA_LAUNCH_BLOCKING=1, so an
+# asynchronous fault is reported at the launch that caused it.
+step "(1) the CUDA tests: relora_tests --gtest_filter=CudaOps.*, then CudaModel.*, NCCL alone"
+: >"$out/tests.log"
+tests_ran=0
+tests_notes=()       # crashes, timeouts, skips: the summary's words
+skipped="" failed_tests="" crashed_in=""
+run_tests() {  # TIMEOUT POSITIVE NEGATIVE [VAR=VALUE..]: relora_tests over the tests matching
+  # POSITIVE but not NEGATIVE (gtest patterns), appended to tests.log; after a crash or a
+  # timeout the tests it did not reach run in a new process (twice at most)
+  local limit_s="$1" positive="$2" negative="$3" t rc ran last_test finished filter file="$work/tests.part" tries=0
+  shift 3
+  while :; do
+    filter="$positive${negative:+-$negative}"
+    t="$(limit "$limit_s")" || { tests_notes+=("$filter not run (deadline)"); return 0; }
+    echo "\$ ${*:+$* }relora_tests --gtest_filter='$filter'"
+    set +e
+    timeout -k 10 "$t" env LD_LIBRARY_PATH="$libpath" "$@" "$tests" --gtest_filter="$filter" \
+      --gtest_color=no >"$file" 2>&1
+    rc=$?
+    set -e
+    cat "$file" >>"$out/tests.log"
+    grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z_0-9]+\.|^\[==========\]|^\[  PASSED  \]' "$file" || true
+    ran="$(sed -n 's/^\[==========\] \([0-9]*\) tests\{0,1\} from .* ran\..*/\1/p' "$file" | tail -1)"
+    last_test="$( { grep -E '^\[ RUN      \] ' "$file" || true; } | tail -1 | awk '{print $4}')"
+    skipped+="$({ grep -E '^\[  SKIPPED \] [A-Za-z_0-9]+\.' "$file" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
+    failed_tests+="$({ grep -E '^\[  FAILED  \] [A-Za-z_0-9]+\.[A-Za-z_0-9/]+ \(' "$file" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
+    if [ -n "$ran" ]; then tests_ran=$((tests_ran + ran)); return 0; fi
+    if [ "$rc" = 0 ]; then tests_notes+=("$filter ran no test (built with RELORA_CUDA=ON?)"); return 0; fi
+    # crashed or timed out: the tests it finished count; the one it was in is recorded
+    finished="$( { grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z_0-9]+\.[A-Za-z_0-9/]+ \(' "$file" || true; } | awk '{print $(NF-2)}')"
+    tests_ran=$((tests_ran + $(grep -c . <<<"$finished" || true)))
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+      tests_notes+=("$filter TIMED OUT after $t s in ${last_test:-?}")
+    else
+      tests_notes+=("$filter CRASHED (exit $rc) in ${last_test:-?}")
+    fi
+    [ -n "$last_test" ] || return 0
+    crashed_in+="$last_test "
+    tries=$((tries + 1))
+    [ "$tries" -le 2 ] || return 0
+    negative="$(tr ' ' '\n' <<<"${negative//:/ } $finished $last_test" | awk 'NF' | paste -sd:)"
+  done
+}
+run_tests 150 'CudaOps.*' ''
+run_tests 150 'CudaModel.*' 'CudaModel.NcclAllReduceWithOneRank'
+# One rank bootstraps over a socket too: the loopback interface, where no other is given.
+nccl_env=(NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-lo}" NCCL_DEBUG=WARN)
+run_tests 90 'CudaModel.NcclAllReduceWithOneRank' '' "${nccl_env[@]}"
+failed_tests="$(tr ' ' '\n' <<<"$failed_tests $crashed_in" | awk 'NF && !seen[$0]++' | tr '\n' ' ')"
+for name in $failed_tests; do  # alone, faults reported at their launch: in tests.log
+  t="$(limit 60)" || break
+  echo "\$ CUDA_LAUNCH_BLOCKING=1 relora_tests --gtest_filter='$name'"
+  echo "== $name again, alone, with CUDA_LAUNCH_BLOCKING=1" >>"$out/tests.log"
   set +e
-  timeout -k 10 "$t" env LD_LIBRARY_PATH="$libpath" "$tests" --gtest_filter='CudaOps.*:CudaModel.*' \
-    --gtest_color=no >"$out/tests.log" 2>&1
+  timeout -k 10 "$t" env LD_LIBRARY_PATH="$libpath" CUDA_LAUNCH_BLOCKING=1 "${nccl_env[@]}" "$tests" \
+    --gtest_filter="$name" --gtest_color=no >>"$out/tests.log" 2>&1
   rc=$?
   set -e
-  cat "$out/tests.log"
-  ran="$(sed -n 's/^\[==========\] \([0-9]*\) tests\{0,1\} from .* ran\..*/\1/p' "$out/tests.log" | tail -1)"
-  last_test="$( { grep -E '^\[ RUN      \] ' "$out/tests.log" || true; } | tail -1 | awk '{print $4}')"
-  skipped="$({ grep -E '^\[  SKIPPED \] [A-Za-z_0-9]+\.' "$out/tests.log" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
-  failed_tests="$({ grep -E '^\[  FAILED  \] [A-Za-z_0-9]+\.[A-Za-z_0-9/]+' "$out/tests.log" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
-  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-    tests_summary="CUDA tests TIMED OUT after $t s, in ${last_test:-?}"
-  elif [ "${ran:-0}" -eq 0 ]; then
-    tests_summary="CUDA tests CRASHED or ran none (exit $rc), last started: ${last_test:-none} (built with RELORA_CUDA=ON?)"
-  elif [ -n "$skipped" ]; then
-    tests_summary="CUDA tests were SKIPPED on a GPU machine (GPU, cuBLAS or NCCL not usable; reasons in tests.log): $skipped"
-  elif [ "$rc" = 0 ]; then
-    tests_summary="$ran CUDA tests passed, none skipped"
-  else
-    tests_summary="CUDA tests FAILED (exit $rc): ${failed_tests:-see $out/tests.log}"
-  fi
-  [ "$rc" = 0 ] && [ -z "$skipped" ] || problem "$tests_summary"
+  if [ "$rc" = 0 ]; then tests_notes+=("$name passes alone"); else tests_notes+=("$name fails alone too (exit $rc)"); fi
+done
+if [ -n "$skipped" ]; then
+  tests_notes+=("SKIPPED on a GPU machine (GPU, cuBLAS or NCCL not usable; reasons in tests.log): $skipped")
+fi
+if [ -n "$failed_tests" ]; then tests_notes+=("FAILED: $failed_tests"); fi
+if [ "${#tests_notes[@]}" -eq 0 ]; then
+  tests_summary="$tests_ran CUDA tests passed, none skipped"
 else
+  tests_summary="$(printf '%s; ' "${tests_notes[@]}")"
+  tests_summary="CUDA tests: $tests_ran ran; ${tests_summary%; }"
   problem "$tests_summary"
 fi
 echo "$tests_summary"
+# The fused attention kernels serve every shipped config: when their test fails, measure
+# the rest with attention through cuBLAS products rather than lose every figure.
+case " $failed_tests " in
+  *" CudaOps.FusedAttention "*)
+    export RELORA_ATTENTION=products
+    problem "the fused attention kernels failed their test: every figure below is with RELORA_ATTENTION=products (attention through cuBLAS products)" ;;
+esac
 
 # ---- (2, 3) relora bench ------------------------------------------------------------------
 field() { { grep -o "\"$2\":[^,}]*" <<<"$1" || true; } | head -1 | cut -d: -f2- | tr -d '"'; }
@@ -415,13 +474,14 @@ step "(4) training on the GPU: synthetic text, tiny for 60 updates, resume from 
 smoke="$work/smoke"
 rm -rf "$smoke"
 mkdir -p "$smoke"
+: >"$out/smoke.log"
 run_checked() {  # LABEL TIMEOUT ARGS...: relora ARGS, logged; a failure is a problem (returns 1)
   local label="$1" t rc
   t="$(limit "$2")" || { problem "relora $label: not run (deadline)"; return 1; }
   shift 2
   echo "\$ relora $*"
   set +e
-  timeout -k 10 "$t" env LD_LIBRARY_PATH="$libpath" "$relora" "$@" 2>&1 | tee -a "$work/smoke.log" | tail -5
+  timeout -k 10 "$t" env LD_LIBRARY_PATH="$libpath" "$relora" "$@" 2>&1 | tee -a "$out/smoke.log" | tail -5
   rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" = 0 ] || { problem "relora $label exited $rc"; return 1; }

@@ -47,7 +47,8 @@ class Ops {
   // Waits until every queued call has finished (host timing, host reads).
   virtual void synchronize() = 0;
   // FLOP/s of the backend's fastest large square product (CPU: fp32 sgemm 2048^3; CUDA:
-  // bf16 8192^3 with fp32 accumulation, whatever train.matmul says): the denominator of MFU. Allocates and frees its own operands; takes about a second.
+  // bf16 8192^3 with fp32 accumulation, whatever train.matmul says): the denominator of MFU.
+  // Allocates and frees its own operands; takes about a second.
   virtual double measure_peak_flops() = 0;
   // FLOP/s of Ops::gemm itself on a large square product of fp32 tensors (CPU: the same
   // 2048^3 sgemm; CUDA: 8192^3 in the training precision on fp32 storage): how close the

@@ -63,7 +63,7 @@ void GradSync::start(Bucket& b) {
   if (comm_.world_size() <= 1) return;
   if (staged()) {
     ops_.to_bf16(b.staging.bf16(), b.buffer.data(), b.buffer.numel());
-    comm_.all_reduce_start(b.staging.bf16(), b.staging.numel(), DType::bf16, ReduceOp::avg);
+    comm_.all_reduce_start(b.staging.bf16(), b.staging.numel(), DType::bf16, ReduceOp::sum);
   } else {
     comm_.all_reduce_start(b.buffer.data(), b.buffer.numel(), DType::f32, ReduceOp::avg);
   }
@@ -89,7 +89,10 @@ void GradSync::finish() {
   comm_.wait_all();
   last_wait_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   for (Bucket& b : buckets_) {
-    if (staged()) ops_.from_bf16(b.buffer.data(), b.staging.bf16(), b.buffer.numel());
+    if (staged()) {  // the bf16 sums, widened, then averaged in fp32
+      ops_.from_bf16(b.buffer.data(), b.staging.bf16(), b.buffer.numel());
+      ops_.scale(b.buffer.data(), b.buffer.numel(), 1.0f / static_cast<float>(comm_.world_size()));
+    }
     b.ready = 0;
     b.started = false;
   }

@@ -7,9 +7,9 @@
 // tensors. At world size 1 nothing is communicated.
 // Gradients accumulate in fp32. With a bf16 all-reduce (train.allreduce_dtype: bf16) each
 // bucket also has a bf16 staging buffer: the bucket is rounded into it when it starts, the
-// ranks average the bf16 words (each addition in fp32, rounded back), and finish() widens
-// the averages into the fp32 bucket again: half the bytes on the network, for gradients
-// rounded to bf16's 8 significant bits.
+// ranks sum the bf16 words (each addition in fp32, rounded back), and finish() widens the
+// sums into the fp32 bucket and divides them by the world size there (bf16 has no exact
+// 1/3): half the bytes on the network, for gradients rounded to bf16's 8 significant bits.
 #pragma once
 #include <cstdint>
 #include <unordered_map>

@@ -14,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "core/bf16.h"
 #include "core/errors.h"
 #include "dist/communicator.h"
 #include "dist/mpi_api.h"
@@ -96,7 +95,7 @@ class MpiComm final : public Communicator {
   void all_reduce(float* data, int64_t n, ReduceOp op) override {
     RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "float all_reduce: sum or avg");
     reduce(data, n, REL_MPI_FLOAT, plugin_op(op));
-    if (op == ReduceOp::avg) divide_by_world({data, n, DType::f32});
+    if (op == ReduceOp::avg) divide_by_world(data, n);
   }
   void all_reduce(double* data, int64_t n, ReduceOp op) override {
     reduce(data, n, REL_MPI_DOUBLE, plugin_op(op));
@@ -110,19 +109,20 @@ class MpiComm final : public Communicator {
 
   // MPI has no average: the plugin sums, and wait_all divides what was started as avg.
   void all_reduce_start(void* data, int64_t n, DType dtype, ReduceOp op) override {
-    RELORA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "all_reduce_start: f32 or bf16");
-    RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "all_reduce_start: sum or avg");
+    RELORA_CHECK((dtype == DType::f32 && (op == ReduceOp::sum || op == ReduceOp::avg)) ||
+                     (dtype == DType::bf16 && op == ReduceOp::sum),
+                 "all_reduce_start: f32 sum or avg, or bf16 sum");
     const RelMpiType type = dtype == DType::bf16 ? REL_MPI_BF16 : REL_MPI_FLOAT;
     char* bytes = static_cast<char*>(data);
     const int64_t element = static_cast<int64_t>(element_size(dtype));
     for (int64_t done = 0; done < n; done += kMaxCount)
       PLUGIN_CHECK(api_.all_reduce_sum_start(bytes + done * element, piece(n - done), type, err_));
-    if (op == ReduceOp::avg) pending_averages_.push_back({data, n, dtype});
+    if (op == ReduceOp::avg) pending_averages_.push_back({static_cast<float*>(data), n});
   }
   void progress() override { PLUGIN_CHECK(api_.progress(err_)); }
   void wait_all() override {
     PLUGIN_CHECK(api_.wait_all(err_));
-    for (const Span& span : pending_averages_) divide_by_world(span);
+    for (const Span& span : pending_averages_) divide_by_world(span.data, span.n);
     pending_averages_.clear();
   }
 
@@ -139,24 +139,16 @@ class MpiComm final : public Communicator {
 
  private:
   struct Span {
-    void* data;
+    float* data;
     int64_t n;
-    DType dtype;
   };
 
   static int piece(int64_t left) { return static_cast<int>(std::min(kMaxCount, left)); }
 
-  // Sum to average, in place: one division per element, rounded once more for bf16 words
-  // (exact in either when the world size is a power of two).
-  void divide_by_world(const Span& span) const {
+  // Sum to average, in place (exact when the world size is a power of two).
+  void divide_by_world(float* x, int64_t n) const {
     const float world = static_cast<float>(world_);
-    if (span.dtype == DType::f32) {
-      float* x = static_cast<float*>(span.data);
-      for (int64_t i = 0; i < span.n; ++i) x[i] /= world;
-    } else {
-      uint16_t* x = static_cast<uint16_t*>(span.data);
-      for (int64_t i = 0; i < span.n; ++i) x[i] = float_to_bf16(bf16_to_float(x[i]) / world);
-    }
+    for (int64_t i = 0; i < n; ++i) x[i] /= world;
   }
 
   template <typename T>
@@ -167,7 +159,7 @@ class MpiComm final : public Communicator {
 
   const RelMpiApi& api_;
   int rank_ = 0, world_ = 1, local_rank_ = 0, local_size_ = 1;
-  std::vector<Span> pending_averages_;  // started as avg, divided by wait_all
+  std::vector<Span> pending_averages_;  // f32 started as avg, divided by wait_all
   char err_[RELORA_MPI_ERROR_LEN] = {};
 };
 

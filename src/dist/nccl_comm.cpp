@@ -136,8 +136,9 @@ class NcclComm final : public Communicator {
 
   void all_reduce_start(void* data, int64_t n, DType dtype, ReduceOp op) override {
     RELORA_CHECK(is_device_pointer(data), "NCCL all-reduce of a host buffer");
-    RELORA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "all_reduce_start: f32 or bf16");
-    RELORA_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "all_reduce_start: sum or avg");
+    RELORA_CHECK((dtype == DType::f32 && (op == ReduceOp::sum || op == ReduceOp::avg)) ||
+                     (dtype == DType::bf16 && op == ReduceOp::sum),
+                 "all_reduce_start: f32 sum or avg, or bf16 sum");
     start(data, n, dtype == DType::bf16 ? ncclBfloat16 : ncclFloat, op == ReduceOp::avg ? ncclAvg : ncclSum);
   }
   void progress() override {}  // NCCL moves on by itself

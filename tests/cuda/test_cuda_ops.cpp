@@ -3,7 +3,7 @@
 // products in bf16 (gemm, attention): 2e-2 of the largest |reference| value; pure fp32
 // kernels: 1e-5 relative + 1e-6 absolute per element, or 1e-5 of the largest |reference|
 // where a result is a sum whose order differs between the backends (gemm_exact, RMSNorm
-// backward). Without a usable CUDA device every test is skipped.
+// backward). Without a usable CUDA device every test that runs a kernel is skipped.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels.h"
 #include "backend/ops.h"
 #include "core/bf16.h"
 #include "core/rng.h"
@@ -569,6 +570,28 @@ TEST_F(CudaOps, Bf16Conversions) {
   Floats got_wide = download(wide);
   got_wide[5] = want_wide[5];  // NaN
   EXPECT_EQ(got_wide, want_wide);
+}
+
+// Which head sizes the fused kernels take, by the shared memory a block may opt into: every
+// one with kernels on H100/H200 (227 KiB) and A100 (163 KiB), up to 64 on the 99 KiB of
+// sm_86/sm_89 parts (the others fall back to the cuBLAS products there). Host code only:
+// runs without a GPU.
+TEST(FlashAttentionSharedMemory, HeadSizesThatFitTheDevice) {
+  constexpr int kHopper = 227 * 1024, kA100 = 163 * 1024, kAda = 99 * 1024;
+  int previous = 0;
+  for (int D = 32; D <= 128; D += 16) {
+    const int bytes = cuda::flash_attention_smem_bytes(D);
+    EXPECT_GT(bytes, previous) << "D=" << D;  // grows with the tiles' width
+    previous = bytes;
+    EXPECT_TRUE(cuda::flash_attention_supported(D, kHopper)) << "D=" << D;
+    EXPECT_TRUE(cuda::flash_attention_supported(D, kA100)) << "D=" << D;
+    EXPECT_EQ(cuda::flash_attention_supported(D, kAda), D <= 64) << "D=" << D << ": " << bytes << " bytes";
+    EXPECT_FALSE(cuda::flash_attention_supported(D, bytes - 1)) << "D=" << D;
+  }
+  for (int D : {8, 16, 40, 144, 256}) {
+    EXPECT_EQ(cuda::flash_attention_smem_bytes(D), 0) << "D=" << D;
+    EXPECT_FALSE(cuda::flash_attention_supported(D, kHopper)) << "D=" << D;
+  }
 }
 
 }  // namespace

@@ -4,7 +4,10 @@
 // probe; the kernels live in kernels_*.cu, attention.cu, flash_attention.cu and gemm.cu.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -30,6 +33,7 @@ struct Context {
   double* reduce_scratch = nullptr;
   unsigned long long* prune_histogram = nullptr;  // 256 counters (prune_smallest)
   void* cublas_workspace = nullptr;               // kCublasWorkspaceBytes, set on the handle
+  int smem_per_block = 0;  // shared memory a block may opt into (sharedMemPerBlockOptin)
 };
 
 // cuBLAS's workspace, given to it at start-up so that no product allocates: 32 MiB, what
@@ -85,9 +89,21 @@ class ScopedEvent {
   cudaEvent_t event_ = nullptr;
 };
 
+// RELORA_ATTENTION=products turns the fused attention kernels off (the cuBLAS products of
+// attention.cu for every head size): for diagnosing a GPU run, and for gpu_check to still
+// measure everything else when the fused kernels fail. Unset or "fused": fused where
+// supported.
+bool fused_attention_allowed() {
+  const char* value = std::getenv("RELORA_ATTENTION");
+  if (value == nullptr || std::strcmp(value, "fused") == 0) return true;
+  if (std::strcmp(value, "products") == 0) return false;
+  RELORA_INPUT_ERROR("RELORA_ATTENTION=" << value << " is not a choice: unset it, or set fused or products");
+}
+
 class CudaOps final : public Ops {
  public:
-  CudaOps(Context* context, GemmPrecision training) : ctx_(context), training_(training) {}
+  CudaOps(Context* context, GemmPrecision training)
+      : ctx_(context), training_(training), allow_fused_attention_(fused_attention_allowed()) {}
 
   Device device() const override { return Device::cuda; }
   std::string device_name() const override { return ctx_->name; }
@@ -97,7 +113,7 @@ class CudaOps final : public Ops {
     CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
   }
 
-  // bf16 x bf16 -> bf16 with fp32 accumulation, 8192^3: one warm-up, then the best of 3.
+  // bf16 x bf16 -> bf16 with fp32 accumulation, 8192^3, sustained (probe_flops).
   double measure_peak_flops() override {
     bind();
     const size_t bytes = static_cast<size_t>(kProbeElements) * 2;  // bf16
@@ -220,8 +236,8 @@ class CudaOps final : public Ops {
 
   // ---- attention -----------------------------------------------------------------------------
   // Fused on tensor cores (flash_attention.cu) for head sizes 32..128 (multiples of 16) in
-  // bf16; else
-  // cuBLAS products over (T,T) scratch in passes of heads (attention.cu).
+  // bf16 whose kernels fit the device's shared memory, unless RELORA_ATTENTION=products; else cuBLAS products over (T,T) scratch in
+  // passes of heads (attention.cu).
   void attention_forward(float* out, float* saved, const float* q, const float* k, const float* v,
                          float* scratch, int B, int T, int H, int D) override {
     check_attention(B, T, H, D);
@@ -371,7 +387,8 @@ class CudaOps final : public Ops {
   }
 
   bool fused_attention(int D) const {
-    return training_ == GemmPrecision::bf16 && flash_attention_supported(D);
+    return allow_fused_attention_ && training_ == GemmPrecision::bf16 &&
+           flash_attention_supported(D, ctx_->smem_per_block);
   }
 
   static void check_attention(int B, int T, int H, int D) {
@@ -382,29 +399,35 @@ class CudaOps final : public Ops {
   static constexpr int kProbeSize = 8192;
   static constexpr int64_t kProbeElements = static_cast<int64_t>(kProbeSize) * kProbeSize;
 
-  // FLOP/s of one kProbeSize^3 product: one warm-up call (kernel selection, clocks), then
-  // the best of three timed with events.
+  // Sustained FLOP/s of kProbeSize^3 products: they run back to back for at least
+  // kProbeWarmupMs first (kernel selection, and an idle GPU's clocks take that long to come
+  // up: a few products timed from idle would understate the peak and overstate MFU), then
+  // kProbeTimed of them between one pair of events.
+  static constexpr double kProbeWarmupMs = 300.0;
+  static constexpr int kProbeTimed = 20;
   template <typename Product>
   double probe_flops(const Product& product) {
-    product();
+    const auto warmup_start = std::chrono::steady_clock::now();
+    do {
+      for (int i = 0; i < 5; ++i) product();
+      CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+    } while (std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - warmup_start).count() <
+             kProbeWarmupMs);
     ScopedEvent start, stop;
-    float best_ms = std::numeric_limits<float>::infinity();
-    for (int i = 0; i < 3; ++i) {
-      CUDA_CHECK(cudaEventRecord(start.get(), ctx_->stream));
-      product();
-      CUDA_CHECK(cudaEventRecord(stop.get(), ctx_->stream));
-      CUDA_CHECK(cudaEventSynchronize(stop.get()));
-      float ms = 0.0f;
-      CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-      best_ms = std::min(best_ms, ms);
-    }
-    RELORA_CHECK(best_ms > 0.0f && std::isfinite(best_ms), "probe timing " << best_ms << " ms");
-    return 2.0 * kProbeSize * static_cast<double>(kProbeSize) * kProbeSize /
-           (static_cast<double>(best_ms) * 1e-3);
+    CUDA_CHECK(cudaEventRecord(start.get(), ctx_->stream));
+    for (int i = 0; i < kProbeTimed; ++i) product();
+    CUDA_CHECK(cudaEventRecord(stop.get(), ctx_->stream));
+    CUDA_CHECK(cudaEventSynchronize(stop.get()));
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    RELORA_CHECK(ms > 0.0f && std::isfinite(ms), "probe timing " << ms << " ms");
+    return kProbeTimed * 2.0 * kProbeSize * static_cast<double>(kProbeSize) * kProbeSize /
+           (static_cast<double>(ms) * 1e-3);
   }
 
   Context* const ctx_;
   const GemmPrecision training_;  // of gemm and attention; merges are always fp32
+  const bool allow_fused_attention_;  // RELORA_ATTENTION
 };
 
 }  // namespace
@@ -454,6 +477,7 @@ std::unique_ptr<Ops> make_cuda_ops(int index, bool fp32_products) {
   cudaDeviceProp prop{};
   setup_check(cudaGetDeviceProperties(&prop, index), "cudaGetDeviceProperties", index);
   context->name = "cuda:" + std::to_string(index) + " (" + prop.name + ")";
+  context->smem_per_block = static_cast<int>(prop.sharedMemPerBlockOptin);
   setup_check(cudaStreamCreateWithFlags(&context->stream, cudaStreamNonBlocking),
               "cudaStreamCreateWithFlags", index);
   setup_check(cublasCreate(&context->cublas), "cublasCreate", index);

@@ -20,6 +20,7 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -385,12 +386,13 @@ void backward(cudaStream_t stream, float* dq, float* dk, float* dv, const float*
 
 }  // namespace
 
-bool flash_attention_supported(int D) { return D % 16 == 0 && D >= 32 && D <= 128; }
+// The head sizes with kernels: multiples of 16 from 32 to 128.
+bool has_kernels(int D) { return D % 16 == 0 && D >= 32 && D <= 128; }
 
-// Calls f with std::integral_constant<int, D> for a supported D.
+// Calls f with std::integral_constant<int, D> for a D with kernels.
 template <typename F>
 void with_head_size(int D, int T, const F& f) {
-  RELORA_CHECK(flash_attention_supported(D) && static_cast<int64_t>(T) <= 65535 * kTile,
+  RELORA_CHECK(has_kernels(D) && static_cast<int64_t>(T) <= 65535 * kTile,
                "flash attention D=" << D << " T=" << T);
   switch (D) {
     case 32: return f(std::integral_constant<int, 32>{});
@@ -401,6 +403,20 @@ void with_head_size(int D, int T, const F& f) {
     case 112: return f(std::integral_constant<int, 112>{});
     default: return f(std::integral_constant<int, 128>{});
   }
+}
+
+int flash_attention_smem_bytes(int D) {
+  if (!has_kernels(D)) return 0;
+  int bytes = 0;
+  with_head_size(D, 1, [&](auto head_size) {
+    constexpr int d = decltype(head_size)::value;
+    bytes = std::max(forward_smem<d>(), BackwardSmem<d>::kBytes);
+  });
+  return bytes;
+}
+
+bool flash_attention_supported(int D, int smem_per_block) {
+  return has_kernels(D) && flash_attention_smem_bytes(D) <= smem_per_block;
 }
 
 void flash_attention_forward(cudaStream_t stream, float* out, float* lse, const float* q,

@@ -100,8 +100,15 @@ void launch_cross_entropy(cudaStream_t stream, float* d_logits, float* losses,
                           float d_loss_scale);
 
 // ---- flash_attention.cu: fused causal attention on tensor cores ------------------------------
-// Head sizes it takes (multiples of 16 from 32 to 128); the bf16 training precision only.
-bool flash_attention_supported(int D);
+// Shared memory per block the kernels need at head size D (the larger of forward and
+// backward: 61440 and 82432 bytes at D = 48, 156160 at D = 128), bytes; 0 for a head size
+// without kernels (they exist for multiples of 16 from 32 to 128).
+int flash_attention_smem_bytes(int D);
+// Whether the fused kernels take head size D on a device whose blocks may opt into
+// smem_per_block bytes of shared memory (cudaDeviceProp::sharedMemPerBlockOptin: 227 KiB
+// on H100/H200, 163 KiB on A100, 99 KiB on sm_86/sm_89 parts such as RTX 30/40 and L4,
+// which take D <= 64); the bf16 training precision only.
+bool flash_attention_supported(int D, int smem_per_block);
 // out(B,T,H,D) and lse(B,H,T) written.
 void flash_attention_forward(cudaStream_t stream, float* out, float* lse, const float* q,
                              const float* k, const float* v, int B, int T, int H, int D);
