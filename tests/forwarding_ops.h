@@ -138,6 +138,7 @@ class HostDeviceMemory final : public DeviceMemory {
   void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
   int64_t bytes_in_use() const override { return arena_ ? arena_->requested_in_use() : 0; }
+  int64_t reserved_bytes() const override { return arena_ ? arena_->capacity() : 0; }
   int64_t peak_bytes_in_use() const { return peak_; }  // the most bytes_in_use has been
   // Pinning is bookkeeping here: the host bytes pinned now.
   void pin(void* p, size_t bytes) override { pinned_[p] = static_cast<int64_t>(bytes); }

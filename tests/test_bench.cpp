@@ -158,6 +158,7 @@ TEST(Bench, TwoStepsGiveSaneFields) {
     EXPECT_GT(mfu, 0.0);
     EXPECT_LT(mfu, 1.5);
     EXPECT_GT(number(json, "peak_mem_bytes"), 1e6);
+    EXPECT_EQ(number(json, "device_reserved_bytes"), 0.0);  // no arena on the CPU
   }
 }
 

@@ -236,8 +236,9 @@ TEST(DevicePaths, EvalModelFromACheckpointFitsItsPeak) {
 }
 
 // A run resumed in the ReLoRA phase (Trainer::rebuild_for_relora_resume, then the resume
-// and an update): within resume_peak_bytes, which is well under the peak of a run that
-// trains full-rank first; with and without masters on the host.
+// and an update; `relora bench --phase relora` starts the same way, drawing weights where
+// the resume reads them): within resume_peak_bytes, which is well under the peak of a run
+// that trains full-rank first; with and without masters on the host.
 TEST(DevicePaths, ReloraResumeFitsItsSmallerPeak) {
   for (bool masters_on_host : {false, true}) {
     SCOPED_TRACE(masters_on_host ? "master_on_host" : "device masters");
@@ -253,6 +254,7 @@ TEST(DevicePaths, ReloraResumeFitsItsSmallerPeak) {
       EXPECT_LT(peak, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false, false));
       reserve_device_arena(device_ops, peak);
       Llama model(cfg.model, cfg.relora, device_ops, kMicro);
+      model.init_weights(1);  // as the bench does
       AdamW optimizer(cfg.optimizer, device_ops);
       start_adapters(model, optimizer, 1, 3);
       read_tensors(dir.file("run.h5"), model, optimizer);

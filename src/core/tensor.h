@@ -39,6 +39,8 @@ class DeviceMemory {
   virtual void zero(void* p, size_t bytes) = 0;
   // Bytes currently allocated through this object.
   virtual int64_t bytes_in_use() const = 0;
+  // The arena's size: the device memory the process holds for tensors (0 before reserve).
+  virtual int64_t reserved_bytes() const = 0;
   // Page-locks host memory for fast copies to and from the device (relora.master_on_host's
   // fp32 masters), and releases it again; unpin never throws.
   virtual void pin(void* p, size_t bytes) = 0;

@@ -76,8 +76,12 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   };
   const bool probe_first = ops->device() == Device::cuda;
   if (probe_first) probe();
-  reserve_device_arena(*ops, peak_bytes(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute,
-                                        bf16_staging(cfg.train, world)));
+  // The ReLoRA phase reserves what a run resumed in it does (it starts the same way: the
+  // full-rank model with gradients, then the adapters), not the warm start's peak.
+  const bool staging = bf16_staging(cfg.train, world), recompute = cfg.train.recompute;
+  reserve_device_arena(*ops, options.relora_phase
+                                 ? resume_peak_bytes(cfg.model, cfg.relora, *ops, micro, recompute, staging)
+                                 : peak_bytes(cfg.model, cfg.relora, *ops, micro, recompute, staging));
   Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);
@@ -126,11 +130,14 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   // Memory: the host's peak RSS, or on a GPU the device memory the run holds (allocated
   // once before the first step; nothing is freed inside steps).
   const int64_t rss = ops->device() == Device::cuda ? device_memory()->bytes_in_use() : peak_rss_bytes();
+  double largest_reserved =
+      ops->device() == Device::cuda ? static_cast<double>(device_memory()->reserved_bytes()) : 0.0;
 
   comm.all_reduce(stages, 4, ReduceOp::avg);
   comm.all_reduce(&wall_s, 1, ReduceOp::max);
   double largest_rss = static_cast<double>(rss);
   comm.all_reduce(&largest_rss, 1, ReduceOp::max);
+  comm.all_reduce(&largest_reserved, 1, ReduceOp::max);
   if (!probe_first) probe();
   const double peak = peaks[0];
   r.train_product_gflops = peaks[1];
@@ -146,23 +153,26 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   r.peak_gflops = peak;
   r.mfu = r.achieved_gflops / r.peak_gflops;
   r.peak_mem_bytes = static_cast<int64_t>(largest_rss);
+  r.device_reserved_bytes = static_cast<int64_t>(largest_reserved);
   return r;
 }
 
 std::string bench_json(const BenchResult& r) {
-  char line[1024];
+  char line[1100];
   std::snprintf(
       line, sizeof(line),
       "{\"phase\":\"%s\",\"tokens_per_step\":%ld,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,"
       "\"forward_ms\":%.2f,\"backward_ms\":%.2f,\"optimizer_ms\":%.2f,\"comm_ms\":%.2f,"
       "\"model_flops_per_token\":%ld,\"achieved_gflops\":%.2f,\"peak_gflops\":%.2f,"
       "\"train_product_gflops\":%.2f,\"mfu\":%.4f,"
-      "\"threads\":%d,\"world_size\":%d,\"device\":\"%s\",\"peak_mem_bytes\":%ld}",
+      "\"threads\":%d,\"world_size\":%d,\"device\":\"%s\",\"peak_mem_bytes\":%ld,"
+      "\"device_reserved_bytes\":%ld}",
       r.phase.c_str(), static_cast<long>(r.tokens_per_step), r.tokens_per_s, r.step_ms,
       r.forward_ms, r.backward_ms, r.optimizer_ms, r.comm_ms,
       static_cast<long>(r.model_flops_per_token), r.achieved_gflops, r.peak_gflops,
       r.train_product_gflops, r.mfu,
-      r.threads, r.world_size, r.device.c_str(), static_cast<long>(r.peak_mem_bytes));
+      r.threads, r.world_size, r.device.c_str(), static_cast<long>(r.peak_mem_bytes),
+      static_cast<long>(r.device_reserved_bytes));
   return line;
 }
 

@@ -35,6 +35,7 @@ struct BenchResult {
   int world_size = 0;
   std::string device;                 // Ops::device_name(): "cpu (<model>)", "cuda:0 (<GPU>)"
   int64_t peak_mem_bytes = 0;         // max RSS (CPU) or device memory held (CUDA), largest rank
+  int64_t device_reserved_bytes = 0;  // the device arena the run reserved (0 on the CPU), largest rank
   int steps = 0;                      // timed steps
   std::vector<OpTime> profile;        // rank 0's op times over the timed steps (--profile)
 };

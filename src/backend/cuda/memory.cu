@@ -103,6 +103,10 @@ class CudaMemory final : public DeviceMemory {
     std::lock_guard<std::mutex> lock(mutex_);
     return arena_ ? arena_->requested_in_use() : 0;
   }
+  int64_t reserved_bytes() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return arena_ ? arena_->capacity() : 0;
+  }
 
   void pin(void* p, size_t bytes) override {
     CUDA_CHECK(cudaSetDevice(device_));
