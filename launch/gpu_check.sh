@@ -316,8 +316,11 @@ run_tests() {  # TIMEOUT POSITIVE NEGATIVE [VAR=VALUE..]: relora_tests over the 
     last_test="$( { grep -E '^\[ RUN      \] ' "$file" || true; } | tail -1 | awk '{print $4}')"
     skipped+="$({ grep -E '^\[  SKIPPED \] [A-Za-z_0-9]+\.' "$file" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
     failed_tests+="$({ grep -E '^\[  FAILED  \] [A-Za-z_0-9]+\.[A-Za-z_0-9/]+ \(' "$file" || true; } | awk '{print $4}' | sort -u | tr '\n' ' ')"
-    if [ -n "$ran" ]; then tests_ran=$((tests_ran + ran)); return 0; fi
-    if [ "$rc" = 0 ]; then tests_notes+=("$filter ran no test (built with RELORA_CUDA=ON?)"); return 0; fi
+    if [ -n "$ran" ]; then
+      [ "$ran" -gt 0 ] || tests_notes+=("$filter ran no test (built with RELORA_CUDA=ON?)")
+      tests_ran=$((tests_ran + ran))
+      return 0
+    fi
     # crashed or timed out: the tests it finished count; the one it was in is recorded
     finished="$( { grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z_0-9]+\.[A-Za-z_0-9/]+ \(' "$file" || true; } | awk '{print $(NF-2)}')"
     tests_ran=$((tests_ran + $(grep -c . <<<"$finished" || true)))
@@ -333,13 +336,17 @@ run_tests() {  # TIMEOUT POSITIVE NEGATIVE [VAR=VALUE..]: relora_tests over the 
     negative="$(tr ' ' '\n' <<<"${negative//:/ } $finished $last_test" | awk 'NF' | paste -sd:)"
   done
 }
-run_tests 150 'CudaOps.*' ''
+run_tests 150 'CudaOps.*:FlashAttentionSharedMemory.*' ''
 run_tests 150 'CudaModel.*' 'CudaModel.NcclAllReduceWithOneRank'
 # One rank bootstraps over a socket too: the loopback interface, where no other is given.
 nccl_env=(NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-lo}" NCCL_DEBUG=WARN)
 run_tests 90 'CudaModel.NcclAllReduceWithOneRank' '' "${nccl_env[@]}"
-failed_tests="$(tr ' ' '\n' <<<"$failed_tests $crashed_in" | awk 'NF && !seen[$0]++' | tr '\n' ' ')"
+failed_tests="$(tr ' ' '\n' <<<"$failed_tests $crashed_in" | awk 'NF && !seen[$0]++' | paste -sd' ')"
+passed_alone=" "  # of those, the ones that pass alone (victims of another's fault, or flaky)
+reruns=0
 for name in $failed_tests; do  # alone, faults reported at their launch: in tests.log
+  reruns=$((reruns + 1))
+  [ "$reruns" -le 4 ] || { tests_notes+=("more failed tests not rerun alone"); break; }
   t="$(limit 60)" || break
   echo "\$ CUDA_LAUNCH_BLOCKING=1 relora_tests --gtest_filter='$name'"
   echo "== $name again, alone, with CUDA_LAUNCH_BLOCKING=1" >>"$out/tests.log"
@@ -348,10 +355,15 @@ for name in $failed_tests; do  # alone, faults reported at their launch: in test
     --gtest_filter="$name" --gtest_color=no >>"$out/tests.log" 2>&1
   rc=$?
   set -e
-  if [ "$rc" = 0 ]; then tests_notes+=("$name passes alone"); else tests_notes+=("$name fails alone too (exit $rc)"); fi
+  if [ "$rc" = 0 ]; then
+    tests_notes+=("$name passes alone")
+    passed_alone+="$name "
+  else
+    tests_notes+=("$name fails alone too (exit $rc)")
+  fi
 done
 if [ -n "$skipped" ]; then
-  tests_notes+=("SKIPPED on a GPU machine (GPU, cuBLAS or NCCL not usable; reasons in tests.log): $skipped")
+  tests_notes+=("SKIPPED on a GPU machine (GPU, cuBLAS or NCCL not usable; reasons in tests.log): ${skipped% }")
 fi
 if [ -n "$failed_tests" ]; then tests_notes+=("FAILED: $failed_tests"); fi
 if [ "${#tests_notes[@]}" -eq 0 ]; then
@@ -362,13 +374,13 @@ else
   problem "$tests_summary"
 fi
 echo "$tests_summary"
-# The fused attention kernels serve every shipped config: when their test fails, measure
-# the rest with attention through cuBLAS products rather than lose every figure.
-case " $failed_tests " in
-  *" CudaOps.FusedAttention "*)
-    export RELORA_ATTENTION=products
-    problem "the fused attention kernels failed their test: every figure below is with RELORA_ATTENTION=products (attention through cuBLAS products)" ;;
-esac
+# The fused attention kernels serve every shipped config: when their test failed, and did
+# not pass alone (a sticky error of another test's can fail it too), measure the rest with
+# attention through cuBLAS products rather than lose every figure.
+if [[ " $failed_tests " == *" CudaOps.FusedAttention "* && "$passed_alone" != *" CudaOps.FusedAttention "* ]]; then
+  export RELORA_ATTENTION=products
+  problem "the fused attention kernels failed their test: every figure below is with RELORA_ATTENTION=products (attention through cuBLAS products)"
+fi
 
 # ---- (2, 3) relora bench ------------------------------------------------------------------
 field() { { grep -o "\"$2\":[^,}]*" <<<"$1" || true; } | head -1 | cut -d: -f2- | tr -d '"'; }

@@ -28,8 +28,8 @@ class Communicator {
   virtual void all_reduce(double* data, int64_t n, ReduceOp op) = 0;
   virtual void all_reduce(uint64_t* data, int64_t n, ReduceOp op) = 0;
 
-  // Non-blocking in-place all-reduce of n elements: f32 sum or avg (the sum divided by the
-  // world size: NCCL's ncclAvg, on MPI the sum divided once it has arrived), or bf16 sum
+  // Non-blocking in-place all-reduce of n elements: f32 sum or avg (NCCL's ncclAvg, which
+  // pre-multiplies by 1/world; on MPI the sum divided once it has arrived), or bf16 sum
   // (each addition in fp32, rounded back to bf16; no bf16 avg, as 1/world in bf16 is
   // inexact: NCCL would pre-multiply by bf16(1/3) = 0.334 at three ranks): starts now,
   // completes by wait_all(). progress() lets the library move pending operations on (MPI

@@ -8,8 +8,8 @@
 // Gradients accumulate in fp32. With a bf16 all-reduce (train.allreduce_dtype: bf16) each
 // bucket also has a bf16 staging buffer: the bucket is rounded into it when it starts, the
 // ranks sum the bf16 words (each addition in fp32, rounded back), and finish() widens the
-// sums into the fp32 bucket and divides them by the world size there (bf16 has no exact
-// 1/3): half the bytes on the network, for gradients rounded to bf16's 8 significant bits.
+// sums into the fp32 bucket and multiplies them by 1/world there (in bf16, 1/3 would be
+// 0.334): half the bytes on the network, for gradients rounded to bf16's 8 significant bits.
 #pragma once
 #include <cstdint>
 #include <unordered_map>

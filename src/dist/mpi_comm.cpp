@@ -121,9 +121,10 @@ class MpiComm final : public Communicator {
   }
   void progress() override { PLUGIN_CHECK(api_.progress(err_)); }
   void wait_all() override {
+    std::vector<Span> averages;
+    averages.swap(pending_averages_);  // forgotten even when the wait fails
     PLUGIN_CHECK(api_.wait_all(err_));
-    for (const Span& span : pending_averages_) divide_by_world(span.data, span.n);
-    pending_averages_.clear();
+    for (const Span& span : averages) divide_by_world(span.data, span.n);
   }
 
   void broadcast(void* data, int64_t bytes, int root) override {
