@@ -1,0 +1,97 @@
+// What the emulated-kernel tests share: device buffers for the emulator (guarded host
+// memory), random inputs, the comparisons and tolerances of tests/cuda/test_cuda_ops.cpp,
+// and the CudaSim fixture (the CPU backend as the reference; any emulator error fails the
+// test). The kernels are called through their launchers (backend/cuda/kernels.h) with a
+// null stream, as CudaOps calls them.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/kernels.h"
+#include "backend/ops.h"
+#include "core/rng.h"
+
+namespace relora {
+
+using Floats = std::vector<float>;
+using Tokens = std::vector<int32_t>;
+
+// n elements of "device" memory: a guarded allocation (an access past either end faults),
+// 0xFF bytes (NaN) until written, or a copy of host values.
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t n)
+      : n_(n), data_(static_cast<T*>(sim::guarded_alloc(n * sizeof(T), 16, "a device buffer"))) {}
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
+    if (!host.empty()) std::memcpy(data_, host.data(), host.size() * sizeof(T));
+  }
+  ~DeviceBuffer() { sim::guarded_free(data_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  T* data() { return data_; }
+  std::vector<T> host() const { return std::vector<T>(data_, data_ + n_); }
+
+ private:
+  size_t n_;
+  T* data_;
+};
+
+inline Floats random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  Floats x(n);
+  fill_uniform(x.data(), static_cast<int64_t>(n), lo, hi, RngKey{seed, RngPurpose::test, 0, 0});
+  return x;
+}
+
+// As tests/cuda/test_cuda_ops.cpp: |got - want| <= rel * (max |want| or |want[i]|) + abs.
+struct Tolerance {
+  double rel, abs;
+  bool of_max;
+};
+constexpr Tolerance kFp32{1e-5, 1e-6, false};    // elementwise fp32 kernels
+constexpr Tolerance kFp32Sum{1e-5, 1e-6, true};  // fp32 sums in another order
+constexpr Tolerance kBf16{2e-2, 0.0, true};      // bf16 x bf16 -> fp32 products
+
+inline void expect_close(const Floats& got, const Floats& want, Tolerance tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double max_abs = 0.0;
+  for (float w : want) max_abs = std::fmax(max_abs, std::fabs(static_cast<double>(w)));
+  int misses = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double scale = tol.of_max ? max_abs : std::fabs(static_cast<double>(want[i]));
+    const double bound = tol.rel * scale + tol.abs;
+    const double diff = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (!(diff <= bound) && ++misses <= 5)
+      ADD_FAILURE() << what << "[" << i << "]: emulated " << got[i] << ", reference " << want[i]
+                    << " (bound " << bound << ")";
+  }
+  EXPECT_EQ(misses, 0) << what << ": " << misses << " of " << want.size() << " out of bounds";
+}
+
+// Bit for bit (NaNs included: the kernels produce the CPU's canonical NaN).
+template <typename T>
+void expect_bitwise_equal(const std::vector<T>& got, const std::vector<T>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t differ = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0 && differ++ == 0) first = i;
+  EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << got.size() << " differ, first ["
+                        << first << "]: emulated " << +got[first] << ", reference " << +want[first];
+}
+
+class CudaSim : public ::testing::Test {
+ protected:
+  void SetUp() override { sim::take_errors(); }
+  void TearDown() override {
+    for (const std::string& e : sim::take_errors()) ADD_FAILURE() << e;
+  }
+  std::unique_ptr<Ops> cpu = make_cpu_ops();
+};
+
+}  // namespace relora

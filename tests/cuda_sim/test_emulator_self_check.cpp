@@ -1,0 +1,107 @@
+// The emulator's self-check: each kernel of buggy_kernels.cu has one known bug, and the
+// emulator must report it (an error naming the kernel, block and thread) or expose it
+// (the poisoned shared memory reaches the output), in every schedule (SIM_SCHED, SIM_SEED,
+// SIM_WMMA_BARRIER); the fixed versions must pass. Without these, a suite that passes
+// could be one that cannot fail. What cuda_sim.h cannot detect is not tested here.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "buggy_kernels.h"
+#include "core/errors.h"
+#include "sim_test_support.h"
+
+namespace relora {
+namespace {
+
+using namespace cuda_sim_self_check;
+
+class CudaSimSelfCheck : public CudaSim {
+ protected:
+  // Exactly one recorded error, containing every one of `parts`.
+  static void expect_one_error(const std::vector<std::string>& parts) {
+    const std::vector<std::string> errors = sim::take_errors();
+    ASSERT_EQ(errors.size(), 1u) << (errors.empty() ? "no error" : errors.back());
+    for (const std::string& part : parts) EXPECT_NE(errors[0].find(part), std::string::npos) << errors[0];
+  }
+};
+
+int count_nan(const Floats& x) {
+  int n = 0;
+  for (float v : x) n += std::isnan(v);
+  return n;
+}
+
+TEST_F(CudaSimSelfCheck, MissingSyncthreadsReadsPoison) {
+  DeviceBuffer<float> correct(128), buggy(128);
+  launch_exchange_across_warps(correct.data(), true);
+  launch_exchange_across_warps(buggy.data(), false);
+  const Floats got = correct.host();
+  for (int t = 0; t < 128; ++t) ASSERT_EQ(got[t], static_cast<float>((t + 32) % 128)) << t;
+  EXPECT_GT(count_nan(buggy.host()), 0);
+}
+
+TEST_F(CudaSimSelfCheck, MissingSyncwarpReadsPoison) {
+  DeviceBuffer<float> correct(32), buggy(32);
+  launch_exchange_within_warp(correct.data(), true);
+  launch_exchange_within_warp(buggy.data(), false);
+  const Floats got = correct.host();
+  for (int l = 0; l < 32; ++l) ASSERT_EQ(got[l], static_cast<float>((l + 1) % 32)) << l;
+  EXPECT_GT(count_nan(buggy.host()), 0);
+}
+
+TEST_F(CudaSimSelfCheck, MissingSyncwarpAfterWmmaStoreReadsPoison) {
+  DeviceBuffer<float> correct(32), buggy(32);
+  launch_read_wmma_store(correct.data(), true);
+  launch_read_wmma_store(buggy.data(), false);
+  EXPECT_EQ(correct.host(), Floats(32, 1.0f));
+  EXPECT_GT(count_nan(buggy.host()), 0);
+}
+
+TEST_F(CudaSimSelfCheck, SharedMemoryOverflowIsReported) {
+  launch_write_shared(1023);
+  EXPECT_TRUE(sim::take_errors().empty());
+  EXPECT_THROW(launch_write_shared(1024), InternalError);  // an illegal address, as on the device
+  expect_one_error({"out-of-bounds", "0 bytes past the end of dynamic shared memory (4096 bytes)",
+                    "write_shared_kernel", "block (0,0,0) thread (5,0,0)"});
+}
+
+TEST_F(CudaSimSelfCheck, DeviceBufferOverreadIsReported) {
+  const int n = 200;
+  DeviceBuffer<float> in(Floats(n, 1.0f)), out(n);
+  EXPECT_THROW(launch_shift_left(out.data(), in.data(), n), InternalError);
+  expect_one_error({"0 bytes past the end of a device buffer (800 bytes)", "shift_left_kernel",
+                    "block (1,0,0) thread (71,0,0)"});
+}
+
+TEST_F(CudaSimSelfCheck, DeadlockIsReported) {
+  EXPECT_THROW(launch_deadlock(), InternalError);
+  expect_one_error({"deadlock", "deadlock_kernel", "threads 0..0 wait at __syncwarp",
+                    "threads 1..63 wait at __syncthreads"});
+}
+
+TEST_F(CudaSimSelfCheck, DivergentSyncthreadsIsReported) {
+  launch_divergent_syncthreads();
+  expect_one_error({"__syncthreads reached at different program points", "buggy_kernels.cu"});
+}
+
+TEST_F(CudaSimSelfCheck, ShuffleFromExitedLanesIsReported) {
+  DeviceBuffer<float> out(16);
+  launch_shuffle_from_exited_lanes(out.data());
+  const std::vector<std::string> errors = sim::take_errors();
+  ASSERT_FALSE(errors.empty());
+  EXPECT_NE(errors[0].find("exited"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("__shfl_xor_sync"), std::string::npos) << errors[0];
+}
+
+TEST_F(CudaSimSelfCheck, BadLaunchConfigurationFails) {
+  launch_empty(1024, 48 * 1024);
+  EXPECT_TRUE(sim::take_errors().empty());
+  EXPECT_THROW(launch_empty(1025, 0), InternalError);
+  expect_one_error({"invalid launch configuration", "block (1025,1,1)", "empty_kernel"});
+  EXPECT_THROW(launch_empty(32, 48 * 1024 + 16), InternalError);
+  expect_one_error({"49168 bytes of dynamic shared memory", "cudaFuncSetAttribute"});
+}
+
+}  // namespace
+}  // namespace relora
