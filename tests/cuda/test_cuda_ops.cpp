@@ -19,26 +19,10 @@
 #include "core/bf16.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "kernel_checks.h"
 
 namespace relora {
 namespace {
-
-using Floats = std::vector<float>;
-using Tokens = std::vector<int32_t>;
-
-struct Tolerance {
-  double rel, abs;
-  bool of_max;  // rel is relative to max |want| (else to |want[i]|)
-};
-constexpr Tolerance kFp32{1e-5, 1e-6, false};     // elementwise fp32 kernels
-constexpr Tolerance kFp32Sum{1e-5, 1e-6, true};   // fp32 sums in another order
-constexpr Tolerance kBf16{2e-2, 0.0, true};        // bf16 x bf16 -> fp32 products
-
-Floats random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  Floats x(n);
-  fill_uniform(x.data(), static_cast<int64_t>(n), lo, hi, RngKey{seed, RngPurpose::test, 0, 0});
-  return x;
-}
 
 // A device copy of host floats / token ids, and the way back.
 Tensor upload(const Floats& x) {
@@ -57,23 +41,7 @@ Floats download(const Tensor& t) {
   return x;
 }
 
-// got (CUDA) against want (CPU), element by element; reports the first few misses.
-void expect_close(const Floats& got, const Floats& want, Tolerance tol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double max_abs = 0.0;
-  for (float w : want) max_abs = std::max(max_abs, std::fabs(static_cast<double>(w)));
-  int misses = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double scale = tol.of_max ? max_abs : std::fabs(static_cast<double>(want[i]));
-    const double bound = tol.rel * scale + tol.abs;
-    const double diff = std::fabs(static_cast<double>(got[i]) - want[i]);
-    if (!(diff <= bound) && ++misses <= 5) {
-      ADD_FAILURE() << what << "[" << i << "]: cuda " << got[i] << ", cpu " << want[i]
-                    << " (bound " << bound << ")";
-    }
-  }
-  EXPECT_EQ(misses, 0) << what << ": " << misses << " of " << want.size() << " out of bounds";
-}
+// got (CUDA) against want (CPU), element by element (kernel_checks.h).
 void expect_close(const Tensor& got, const Floats& want, Tolerance tol, const std::string& what) {
   expect_close(download(got), want, tol, what);
 }

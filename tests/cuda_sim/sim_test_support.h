@@ -1,5 +1,5 @@
 // What the emulated-kernel tests share: device buffers for the emulator (guarded host
-// memory), random inputs, the comparisons and tolerances of tests/cuda/test_cuda_ops.cpp,
+// memory), the bit-for-bit comparison (random inputs, tolerances: ../kernel_checks.h),
 // and the CudaSim fixture (the CPU backend as the reference; any emulator error fails the
 // test). The kernels are called through their launchers (backend/cuda/kernels.h) with a
 // null stream, as CudaOps calls them.
@@ -16,11 +16,9 @@
 #include "backend/cuda/kernels.h"
 #include "backend/ops.h"
 #include "core/rng.h"
+#include "kernel_checks.h"
 
 namespace relora {
-
-using Floats = std::vector<float>;
-using Tokens = std::vector<int32_t>;
 
 // n elements of "device" memory: a guarded allocation (an access past either end faults),
 // 0xFF bytes (NaN) until written, or a copy of host values.
@@ -42,37 +40,6 @@ class DeviceBuffer {
   size_t n_;
   T* data_;
 };
-
-inline Floats random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  Floats x(n);
-  fill_uniform(x.data(), static_cast<int64_t>(n), lo, hi, RngKey{seed, RngPurpose::test, 0, 0});
-  return x;
-}
-
-// As tests/cuda/test_cuda_ops.cpp: |got - want| <= rel * (max |want| or |want[i]|) + abs.
-struct Tolerance {
-  double rel, abs;
-  bool of_max;
-};
-constexpr Tolerance kFp32{1e-5, 1e-6, false};    // elementwise fp32 kernels
-constexpr Tolerance kFp32Sum{1e-5, 1e-6, true};  // fp32 sums in another order
-constexpr Tolerance kBf16{2e-2, 0.0, true};      // bf16 x bf16 -> fp32 products
-
-inline void expect_close(const Floats& got, const Floats& want, Tolerance tol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double max_abs = 0.0;
-  for (float w : want) max_abs = std::fmax(max_abs, std::fabs(static_cast<double>(w)));
-  int misses = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double scale = tol.of_max ? max_abs : std::fabs(static_cast<double>(want[i]));
-    const double bound = tol.rel * scale + tol.abs;
-    const double diff = std::fabs(static_cast<double>(got[i]) - want[i]);
-    if (!(diff <= bound) && ++misses <= 5)
-      ADD_FAILURE() << what << "[" << i << "]: emulated " << got[i] << ", reference " << want[i]
-                    << " (bound " << bound << ")";
-  }
-  EXPECT_EQ(misses, 0) << what << ": " << misses << " of " << want.size() << " out of bounds";
-}
 
 // Bit for bit (NaNs included: the kernels produce the CPU's canonical NaN).
 template <typename T>
