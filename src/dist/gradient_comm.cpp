@@ -8,11 +8,11 @@ namespace relora {
 std::unique_ptr<Communicator> make_gradient_communicator(Communicator& host, Device device,
                                                          int64_t timeout_s) {
   if (device != Device::cuda || host.world_size() <= 1) return nullptr;
-#ifdef RELORA_HAVE_CUDA
+#ifdef RELORA_HAVE_NCCL  // every CUDA build but the emulated one of tests/cuda_sim
   return make_nccl_comm(host, timeout_s);
 #else
   (void)timeout_s;
-  throw InternalError("device memory in a build without CUDA");
+  throw InternalError("gradients in device memory across ranks in a build without NCCL");
 #endif
 }
 

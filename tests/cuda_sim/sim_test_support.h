@@ -26,7 +26,7 @@ template <typename T>
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(size_t n)
-      : n_(n), data_(static_cast<T*>(sim::guarded_alloc(n * sizeof(T), 16, "a device buffer"))) {}
+      : n_(n), data_(static_cast<T*>(sim::guarded_alloc(n * sizeof(T), 16, "a device buffer", true))) {}
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
     if (!host.empty()) std::memcpy(data_, host.data(), host.size() * sizeof(T));
   }

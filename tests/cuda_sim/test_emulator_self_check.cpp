@@ -81,13 +81,13 @@ TEST_F(CudaSimSelfCheck, DeadlockIsReported) {
 }
 
 TEST_F(CudaSimSelfCheck, DivergentSyncthreadsIsReported) {
-  launch_divergent_syncthreads();
+  EXPECT_THROW(launch_divergent_syncthreads(), InternalError);
   expect_one_error({"__syncthreads reached at different program points", "buggy_kernels.cu"});
 }
 
 TEST_F(CudaSimSelfCheck, ShuffleFromExitedLanesIsReported) {
   DeviceBuffer<float> out(16);
-  launch_shuffle_from_exited_lanes(out.data());
+  EXPECT_THROW(launch_shuffle_from_exited_lanes(out.data()), InternalError);
   const std::vector<std::string> errors = sim::take_errors();
   ASSERT_FALSE(errors.empty());
   EXPECT_NE(errors[0].find("exited"), std::string::npos) << errors[0];
@@ -101,6 +101,49 @@ TEST_F(CudaSimSelfCheck, BadLaunchConfigurationFails) {
   expect_one_error({"invalid launch configuration", "block (1025,1,1)", "empty_kernel"});
   EXPECT_THROW(launch_empty(32, 48 * 1024 + 16), InternalError);
   expect_one_error({"49168 bytes of dynamic shared memory", "cudaFuncSetAttribute"});
+}
+
+TEST_F(CudaSimSelfCheck, HostPointerArgumentIsReported) {
+  std::vector<float> host(100);
+  DeviceBuffer<float> in(Floats(200, 1.0f));
+  EXPECT_THROW(launch_shift_left(host.data(), in.data(), 100), InternalError);
+  expect_one_error({"argument 0 points to host memory", "shift_left_kernel"});
+}
+
+// The runtime's copies: the kind must match where the pointers live, and the bytes must
+// stay inside the device allocation.
+TEST_F(CudaSimSelfCheck, CopyInTheWrongDirectionIsReported) {
+  DeviceBuffer<float> device(16);
+  std::vector<float> host(17, 1.0f);
+  EXPECT_EQ(cudaMemcpyAsync(device.data(), host.data(), 64, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_TRUE(sim::take_errors().empty());
+  EXPECT_EQ(cudaMemcpyAsync(device.data(), host.data(), 64, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  expect_one_error({"64 bytes from host memory to device memory with kind 2", "cudaMemcpyAsync"});
+  EXPECT_EQ(cudaMemcpyAsync(device.data(), host.data(), 68, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  expect_one_error({"to device memory (running past its end)"});
+}
+
+// cuBLAS's column-major semantics, and the checks of its arguments and operands.
+TEST_F(CudaSimSelfCheck, ProductsAreColumnMajorAndChecked) {
+  cublasHandle_t handle = nullptr;
+  ASSERT_EQ(cublasCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  DeviceBuffer<float> a(Floats{1, 3, 2, 4}), b(Floats{1, 1}), c(2);  // A = [[1,2],[3,4]]
+  const float one = 1.0f, zero = 0.0f;
+  const auto product = [&](cublasOperation_t op_a, int lda, int m) {
+    return cublasGemmEx(handle, op_a, CUBLAS_OP_N, m, 1, 2, &one, a.data(), CUDA_R_32F, lda, b.data(),
+                        CUDA_R_32F, 2, &zero, c.data(), CUDA_R_32F, 2, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT);
+  };
+  EXPECT_EQ(product(CUBLAS_OP_N, 2, 2), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(c.host(), (Floats{3, 7}));  // A (1,1)
+  EXPECT_EQ(product(CUBLAS_OP_T, 2, 2), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(c.host(), (Floats{4, 6}));  // A^T (1,1)
+  EXPECT_TRUE(sim::take_errors().empty());
+  EXPECT_EQ(product(CUBLAS_OP_N, 3, 2), CUBLAS_STATUS_INVALID_VALUE);  // lda 3: 1 float past A
+  expect_one_error({"operand A (20 bytes from its pointer, 1 batch entries)", "runs past the end",
+                    "cublasGemmEx"});
+  EXPECT_EQ(product(CUBLAS_OP_N, 1, 2), CUBLAS_STATUS_INVALID_VALUE);  // lda < m
+  expect_one_error({"lda=1", "cuBLAS rejects them"});
 }
 
 }  // namespace

@@ -1,13 +1,15 @@
-// cuda_sim: a CPU emulator of the part of CUDA that relora's hand-written kernels use, so
-// that the kernel sources of src/backend/cuda run unchanged in the test suite on machines
-// without a GPU. Test-only: the fake <cuda_runtime.h>, <cuda_bf16.h>, <mma.h>,
+// cuda_sim: a CPU emulator of the part of CUDA that relora's CUDA backend uses, so that the
+// sources of src/backend/cuda run unchanged in the test suite on machines without a GPU.
+// This file runs kernels; cuda_sim_runtime.h holds the host runtime API and cublas_v2.h
+// the products. Test-only: the fake <cuda_runtime.h>, <cuda_bf16.h>, <mma.h>,
 // <cub/block/block_scan.cuh> and <cublas_v2.h> next to this file include it, and only the
-// relora_cuda_sim_tests target sees them. emulate_cuda_source.cmake rewrites the two
+// users of relora_lib_emulated see them. emulate_cuda_source.cmake rewrites the two
 // things C++ cannot express (kernel<<<grid, block, smem, stream>>>(args) and
 // `extern __shared__ T name[];`); everything else compiles as written.
 //
 // Execution model. Blocks run one after another on one OS thread. The threads of a block
-// are fibers (ucontext, 256 KiB stacks with a guard page) that run until they reach a sync
+// are fibers (256 KiB stacks with a guard page; made once with ucontext, switched with
+// _setjmp/_longjmp, which unlike swapcontext make no system call) that run until they reach a sync
 // point (__syncthreads, __syncwarp, a shuffle) and then wait; a barrier is released when
 // every live thread of the block (warp) waits there, and the released threads are resumed
 // in a pseudo-random order. The order is chosen by environment variables, read once:
@@ -22,6 +24,8 @@
 //
 // What it detects, as one error message naming the kernel, its launch site, the block, the
 // thread and the thread's last sync point (tests fail on any; sim::take_errors()):
+//   * pointer arguments that are neither null nor inside device memory (the launch is not
+//     run: host memory would fault on the device);
 //   * launch configurations the hardware rejects: more than 1024 threads, grid limits, more
 //     than 48 KiB of dynamic shared memory without cudaFuncSetAttribute covering it, more
 //     than sm_90's 227 KiB (the launch also fails, as on the device: cudaGetLastError);
@@ -37,6 +41,8 @@
 //     fp32 and bf16) for every block, and each wmma lane stores only its own 8 accumulator
 //     elements (the sm_80 layout), so a read that a barrier should have ordered sees NaN or
 //     stale data and the comparison with the CPU backend fails.
+// Any of these fails the launch as the device would (cudaGetLastError), so the host code's
+// launch check throws as well.
 // What it cannot detect: weak memory-model races (fibers are sequentially consistent, and
 // a shuffle orders memory here, not on the device); races on static __shared__ arrays
 // (C++ statics: not poisoned per block); __launch_bounds__ violations; bank conflicts,
@@ -44,8 +50,13 @@
 // results may differ in the last bits) and the tensor cores' (mma accumulates in k order
 // in fp32). An infinite loop without sync points hangs (ctest's timeout ends it).
 #pragma once
+#include <setjmp.h>
+#if defined(__USE_FORTIFY_LEVEL) && __USE_FORTIFY_LEVEL > 0
+#error "cuda_sim switches between fiber stacks with _longjmp, which _FORTIFY_SOURCE stops: compile with -U_FORTIFY_SOURCE"
+#endif
 #include <signal.h>
 #include <sys/mman.h>
+#include <setjmp.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -86,12 +97,17 @@ inline dim3 gridDim{1, 1, 1};
 enum cudaError_t {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorInvalidResourceHandle = 400,
+  cudaErrorIllegalAddress = 700,
   cudaErrorLaunchTimeout = 702,
-  cudaErrorIllegalAddress = 700
+  cudaErrorHostMemoryAlreadyRegistered = 712,
+  cudaErrorHostMemoryNotRegistered = 713,
+  cudaErrorLaunchFailure = 719
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-enum cudaMemcpyKind { cudaMemcpyDeviceToHost = 2 };
 struct CUstream_st;
 typedef CUstream_st* cudaStream_t;
 
@@ -138,7 +154,9 @@ inline const Settings& settings() {
 enum class State { runnable, at_block_barrier, at_warp_barrier, done };
 
 struct Fiber {
-  ucontext_t context;
+  ucontext_t context;  // its first entry: fiber_main on its stack
+  jmp_buf resume;      // where it continues, once started
+  bool started = false;  // in fiber_main's loop (false again after an abandoned launch)
   uint3 tid{0, 0, 0};
   State state = State::done;
   Site site;  // the barrier it waits at, or the last one it passed
@@ -153,12 +171,13 @@ struct Guarded {
   char* begin;
   size_t bytes;
   const char* what;  // for fault messages: "dynamic shared memory"
+  bool device;       // device memory (cudaMalloc, the tests' buffers): kernels may use it
   char* mapping;
   size_t mapping_bytes;
 };
 
 struct Runtime {
-  ucontext_t scheduler;
+  jmp_buf scheduler;  // run_block, where a fiber that waits or finishes returns to
   std::vector<Fiber> fibers;  // grows to the largest block; fibers[0, threads) are in use
   int threads = 0;
   Fiber* current = nullptr;
@@ -202,8 +221,10 @@ inline std::string where() {
   return s;
 }
 // Records an error of the running kernel (the current thread, if any), once per launch.
+// The launch then fails (cudaGetLastError), so the host code's launch check throws.
 inline void error(const std::string& what) {
   Runtime& r = rt();
+  if (r.running && r.last_error == cudaSuccess) r.last_error = cudaErrorLaunchFailure;
   if (std::find(r.reported.begin(), r.reported.end(), what) != r.reported.end()) return;
   r.reported.push_back(what);
   if (r.errors.size() >= 20) {
@@ -228,8 +249,9 @@ inline std::vector<std::string> take_errors() {
 inline size_t page_size() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
 inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 // `bytes` (at least 1) filled with 0xFF, aligned to `align`, followed within `align` bytes
-// by a PROT_NONE page. `what` names it in fault messages.
-inline void* guarded_alloc(size_t bytes, size_t align, const char* what) {
+// by a PROT_NONE page. `what` names it in fault messages; `device`: kernels, copies and
+// cuBLAS may use it (device_range).
+inline void* guarded_alloc(size_t bytes, size_t align, const char* what, bool device = false) {
   const size_t page = page_size(), used = round_up(std::max<size_t>(bytes, 1), align);
   const size_t body = round_up(used, page);
   char* mapping = static_cast<char*>(mmap(nullptr, body + 2 * page, PROT_READ | PROT_WRITE,
@@ -242,7 +264,7 @@ inline void* guarded_alloc(size_t bytes, size_t align, const char* what) {
   mprotect(mapping + page + body, page, PROT_NONE);
   char* begin = mapping + page + body - used;
   std::memset(begin, 0xFF, used);
-  rt().guarded.push_back(Guarded{begin, bytes, what, mapping, body + 2 * page});
+  rt().guarded.push_back(Guarded{begin, bytes, what, device, mapping, body + 2 * page});
   return begin;
 }
 inline void guarded_free(void* begin) {
@@ -251,6 +273,15 @@ inline void guarded_free(void* begin) {
   if (it == list.end()) return;
   munmap(it->mapping, it->mapping_bytes);
   list.erase(it);
+}
+// Whether [p, p + bytes) lies inside one device allocation (bytes may be 0: p may then be
+// its end, as a pointer to an empty range).
+inline bool device_range(const void* p, size_t bytes) {
+  const char* a = static_cast<const char*>(p);
+  for (const Guarded& g : rt().guarded)
+    if (g.device && a >= g.begin && a <= g.begin + g.bytes && bytes <= static_cast<size_t>(g.begin + g.bytes - a))
+      return true;
+  return false;
 }
 // What a faulting address hit: "N bytes past the end of dynamic shared memory (S bytes)".
 inline std::string describe_address(const void* address) {
@@ -279,11 +310,17 @@ inline int linear_tid() {
 }
 inline int lane_id() { return linear_tid() % 32; }
 
+// The current fiber gives control back to run_block (which resumes it later with run).
+inline void yield_to_scheduler() {
+  Runtime& r = rt();
+  if (_setjmp(r.current->resume) == 0) _longjmp(r.scheduler, 1);
+}
+
 inline void wait_at(State state, const Site& site) {
   Runtime& r = rt();
   r.current->state = state;
   r.current->site = site;
-  swapcontext(&r.current->context, &r.scheduler);
+  yield_to_scheduler();
 }
 
 // Releases warp w's barrier if every live lane waits there. Errors: lanes at different
@@ -362,18 +399,26 @@ inline void report_deadlock() {
   error("deadlock: no barrier can be released" + waits);
 }
 
+// Runs fiber f until it waits or finishes.
 inline void run(Fiber& f) {
   Runtime& r = rt();
   r.current = &f;
   threadIdx = f.tid;
-  swapcontext(&r.scheduler, &f.context);
+  if (_setjmp(r.scheduler) == 0) {
+    if (f.started) _longjmp(f.resume, 1);
+    f.started = true;
+    setcontext(&f.context);
+  }
 }
 
+// A fiber's whole life: one thread of a block, then (resumed by a later block) the next.
 inline void fiber_main() {
-  Runtime& r = rt();
-  r.body();
-  r.current->state = State::done;
-}  // returns to uc_link: the scheduler
+  for (;;) {
+    rt().body();
+    rt().current->state = State::done;
+    yield_to_scheduler();
+  }
+}
 
 // Runs the current block's threads to completion (or until the launch is abandoned).
 inline void run_block() {
@@ -394,11 +439,13 @@ inline void run_block() {
     f.state = State::runnable;
     f.site = Site{};
     f.shuffles = 0;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack;
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = &r.scheduler;
-    makecontext(&f.context, fiber_main, 0);
+    if (!f.started) {
+      getcontext(&f.context);
+      f.context.uc_stack.ss_sp = f.stack;
+      f.context.uc_stack.ss_size = kStackBytes;
+      f.context.uc_link = nullptr;  // fiber_main never returns
+      makecontext(&f.context, fiber_main, 0);
+    }
   }
   std::vector<int> order;
   while (!r.abandon) {
@@ -435,6 +482,8 @@ inline void run_block() {
     }
   }
   r.current = nullptr;
+  if (r.abandon)  // their stacks hold the abandoned launch: each starts afresh
+    for (Fiber& f : r.fibers) f.started = false;
 }
 
 // A fault inside a kernel ends its launch with an error; anywhere else it is fatal.
@@ -448,8 +497,12 @@ inline void on_fault(int sig, siginfo_t* info, void*) {
         describe_address(info->si_addr));
   r.abandon = true;
   r.last_error = cudaErrorIllegalAddress;
-  setcontext(&r.scheduler);  // back into run_block, as if this thread had yielded (and with
-                             // the scheduler's signal mask: SIGSEGV unblocked again)
+  sigset_t faults;  // unblocked again: the handler does not return
+  sigemptyset(&faults);
+  sigaddset(&faults, SIGSEGV);
+  sigaddset(&faults, SIGBUS);
+  sigprocmask(SIG_UNBLOCK, &faults, nullptr);
+  _longjmp(r.scheduler, 1);  // back into run_block, as if this thread had yielded
 }
 inline void install_fault_handler() {
   static bool installed = false;
@@ -487,6 +540,10 @@ class Launcher {
     blockIdx = uint3{0, 0, 0};
     threadIdx = uint3{0, 0, 0};
     if (!valid_config()) return;
+    int index = 0;
+    bool pointers_valid = true;
+    (check_pointer_argument(args, index++, pointers_valid), ...);
+    if (!pointers_valid) return;
     const std::tuple<Args...> params(args...);  // copied once, as the device does
     const Kernel kernel = kernel_;
     r.body = [&params, kernel] { std::apply(kernel, params); };
@@ -494,17 +551,19 @@ class Launcher {
     blockDim = block_;
     r.abandon = false;
     r.running = true;
+    // one guarded allocation per launch, filled with 0xFF again for every block
+    r.dynamic_smem = smem_ > 0 ? static_cast<unsigned char*>(
+                                     guarded_alloc(smem_, 128, "dynamic shared memory"))
+                               : nullptr;
     for (unsigned z = 0; z < grid_.z && !r.abandon; ++z)
       for (unsigned y = 0; y < grid_.y && !r.abandon; ++y)
         for (unsigned x = 0; x < grid_.x && !r.abandon; ++x) {
           blockIdx = uint3{x, y, z};
-          r.dynamic_smem = smem_ > 0 ? static_cast<unsigned char*>(
-                                           guarded_alloc(smem_, 128, "dynamic shared memory"))
-                                     : nullptr;
+          if (r.dynamic_smem != nullptr) std::memset(r.dynamic_smem, 0xFF, round_up(smem_, 128));
           run_block();
-          if (r.dynamic_smem != nullptr) guarded_free(r.dynamic_smem);
-          r.dynamic_smem = nullptr;
         }
+    if (r.dynamic_smem != nullptr) guarded_free(r.dynamic_smem);
+    r.dynamic_smem = nullptr;
     if (r.abandon && r.last_error == cudaSuccess) r.last_error = cudaErrorLaunchTimeout;
     r.abandon = false;
     r.running = false;
@@ -540,6 +599,20 @@ class Launcher {
     error(problem);
     r.last_error = code;
     return false;
+  }
+
+  // A pointer argument must be null or point into device memory: host memory would fault
+  // on the device (the launch is not run and fails with an illegal address).
+  template <typename Arg>
+  static void check_pointer_argument(const Arg& arg, int index, bool& valid) {
+    if constexpr (std::is_pointer_v<Arg> && !std::is_function_v<std::remove_pointer_t<Arg>>) {
+      if (arg != nullptr && !device_range(arg, 0)) {
+        error("argument " + std::to_string(index) + " points to host memory (" +
+              describe_address(arg) + "), not to device memory");
+        rt().last_error = cudaErrorIllegalAddress;
+        valid = false;
+      }
+    }
   }
 
   Kernel kernel_;
@@ -613,38 +686,3 @@ inline unsigned __float_as_uint(float f) {
   std::memcpy(&u, &f, sizeof u);
   return u;
 }
-
-// ---- runtime API (host side of the kernels' .cu files) --------------------------------------
-inline const char* cudaGetErrorString(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
-    case cudaErrorLaunchTimeout: return "the launch timed out and was terminated";
-  }
-  return "unknown error";
-}
-inline cudaError_t cudaGetLastError() {
-  const cudaError_t e = sim::rt().last_error;
-  sim::rt().last_error = cudaSuccess;
-  return e;
-}
-template <typename Kernel>
-cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attribute, int value) {
-  if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
-      static_cast<size_t>(value) > sim::kMaxDynamicSmem)
-    return cudaErrorInvalidValue;
-  sim::rt().max_dynamic_smem[reinterpret_cast<const void*>(kernel)] = static_cast<size_t>(value);
-  return cudaSuccess;
-}
-inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr) {
-  std::memset(p, value, bytes);
-  return cudaSuccess;
-}
-inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
-                                   cudaStream_t = nullptr) {
-  std::memcpy(dst, src, bytes);
-  return cudaSuccess;
-}
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }

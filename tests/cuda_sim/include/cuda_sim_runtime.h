@@ -1,0 +1,242 @@
+// cuda_sim's host side of the CUDA runtime: the calls CudaOps, CudaMemory and the kernel
+// launchers make (src/backend/cuda/*.cu), on one emulated device, "cuda_sim" with sm_90's
+// limits. Everything runs at once, in call order, on the calling thread, so streams and
+// events are handles (an event holds the host time it was recorded at). Device memory is
+// guarded_alloc memory marked as device (0xFF bytes, NaN, until written; guard pages at
+// both ends) and the calls check their pointers as the device would meet them: a copy
+// whose kind does not match where its pointers live, a memset or copy past the end of an
+// allocation, cudaFree of something cudaMalloc did not return, registering host memory
+// twice. Each such misuse is recorded as an emulator error (sim::take_errors) naming the
+// call's site, and the call returns the runtime's error code, so CUDA_CHECK throws.
+#pragma once
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda_sim.h"
+
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4
+};
+constexpr unsigned cudaStreamNonBlocking = 1;
+constexpr unsigned cudaHostRegisterDefault = 0;
+
+struct CUstream_st {};
+struct CUevent_st {
+  bool recorded = false;
+  double ms = 0.0;  // host time of the last record, in ms
+};
+typedef CUevent_st* cudaEvent_t;
+
+// The fields relora reads, with sm_90 (H100/H200) values.
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  size_t sharedMemPerBlockOptin;
+  int major, minor;
+  int multiProcessorCount;
+};
+
+namespace sim {
+
+constexpr size_t kDeviceMemoryBytes = size_t{16} << 30;  // what cudaMemGetInfo reports
+
+struct HostRuntime {
+  size_t allocated = 0;  // bytes of cudaMalloc memory in use
+  struct Registered {
+    const char* begin;
+    size_t bytes;
+  };
+  std::vector<Registered> registered;  // cudaHostRegister
+};
+inline HostRuntime& host_rt() {
+  static HostRuntime r;
+  return r;
+}
+
+// Records a misuse of a runtime or cuBLAS call at the caller's site; returns `code`.
+template <typename Code>
+Code api_error(Code code, const std::string& what, const Site& site) {
+  Runtime& r = rt();
+  const std::string message = "cuda_sim: " + what + " in " + site.op + " called from " +
+                              site.function + " (" + site.location() + ")";
+  if (r.errors.size() < 20) {
+    r.errors.push_back(message);
+    std::fprintf(stderr, "%s\n", message.c_str());
+  } else {
+    ++r.errors_dropped;
+  }
+  return code;
+}
+
+inline double host_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace sim
+
+// ---- errors --------------------------------------------------------------------------------
+inline const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorLaunchTimeout: return "the launch timed out and was terminated";
+    case cudaErrorHostMemoryAlreadyRegistered: return "part or all of the requested memory range is already mapped";
+    case cudaErrorHostMemoryNotRegistered: return "pointer does not correspond to a registered memory region";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+  }
+  return "unknown error";
+}
+inline cudaError_t cudaGetLastError() {
+  const cudaError_t e = sim::rt().last_error;
+  sim::rt().last_error = cudaSuccess;
+  return e;
+}
+template <typename Kernel>
+cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attribute, int value) {
+  if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+      static_cast<size_t>(value) > sim::kMaxDynamicSmem)
+    return cudaErrorInvalidValue;
+  sim::rt().max_dynamic_smem[reinterpret_cast<const void*>(kernel)] = static_cast<size_t>(value);
+  return cudaSuccess;
+}
+
+// ---- the device ----------------------------------------------------------------------------
+inline cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int device, sim::Site site = sim::Site::current("cudaSetDevice")) {
+  if (device != 0) return sim::api_error(cudaErrorInvalidDevice, "device " + std::to_string(device) + " of 1", site);
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  std::memset(prop, 0, sizeof *prop);
+  std::strcpy(prop->name, "cuda_sim: sm_90 emulated on the CPU");
+  prop->totalGlobalMem = sim::kDeviceMemoryBytes;
+  prop->sharedMemPerBlockOptin = sim::kMaxDynamicSmem;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 132;
+  return cudaSuccess;
+}
+
+// ---- device memory -------------------------------------------------------------------------
+inline cudaError_t cudaMalloc(void** p, size_t bytes) {
+  sim::HostRuntime& h = sim::host_rt();
+  if (bytes > sim::kDeviceMemoryBytes - h.allocated) return cudaErrorMemoryAllocation;
+  *p = sim::guarded_alloc(bytes, 256, "cudaMalloc memory", true);
+  h.allocated += bytes;
+  return cudaSuccess;
+}
+inline cudaError_t cudaFree(void* p, sim::Site site = sim::Site::current("cudaFree")) {
+  if (p == nullptr) return cudaSuccess;
+  std::vector<sim::Guarded>& list = sim::rt().guarded;
+  for (const sim::Guarded& g : list) {
+    if (g.device && g.begin == p) {
+      sim::host_rt().allocated -= g.bytes;
+      sim::guarded_free(p);
+      return cudaSuccess;
+    }
+  }
+  return sim::api_error(cudaErrorInvalidValue, "a pointer cudaMalloc did not return", site);
+}
+inline cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  *total_bytes = sim::kDeviceMemoryBytes;
+  *free_bytes = sim::kDeviceMemoryBytes - sim::host_rt().allocated;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr,
+                                   sim::Site site = sim::Site::current("cudaMemsetAsync")) {
+  if (!sim::device_range(p, bytes))
+    return sim::api_error(cudaErrorInvalidValue, std::to_string(bytes) + " bytes that are not device memory", site);
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+// Host memory is anything outside device allocations (pageable or registered).
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                                   cudaStream_t = nullptr,
+                                   sim::Site site = sim::Site::current("cudaMemcpyAsync")) {
+  enum Where { host, device, past_device_end };
+  const auto where = [bytes](const void* p) {
+    if (!sim::device_range(p, 0)) return host;
+    return sim::device_range(p, bytes) ? device : past_device_end;
+  };
+  const Where to = where(dst), from = where(src);
+  bool ok = kind == cudaMemcpyDefault || kind == cudaMemcpyHostToHost;
+  if (kind == cudaMemcpyHostToDevice) ok = from == host && to == device;
+  if (kind == cudaMemcpyDeviceToHost) ok = from == device && to == host;
+  if (kind == cudaMemcpyDeviceToDevice) ok = from == device && to == device;
+  if (!ok) {
+    const char* names[] = {"host memory", "device memory", "device memory (running past its end)"};
+    return sim::api_error(cudaErrorInvalidValue,
+                          std::to_string(bytes) + " bytes from " + names[from] + " to " + names[to] +
+                              " with kind " + std::to_string(kind),
+                          site);
+  }
+  if (bytes > 0) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaHostRegister(void* p, size_t bytes, unsigned flags,
+                                    sim::Site site = sim::Site::current("cudaHostRegister")) {
+  if (flags != cudaHostRegisterDefault || bytes == 0 || sim::device_range(p, 0))
+    return sim::api_error(cudaErrorInvalidValue, "not a host range with default flags", site);
+  const char* a = static_cast<const char*>(p);
+  for (const sim::HostRuntime::Registered& g : sim::host_rt().registered)
+    if (a < g.begin + g.bytes && g.begin < a + bytes)
+      return sim::api_error(cudaErrorHostMemoryAlreadyRegistered, "a range that overlaps a registered one", site);
+  sim::host_rt().registered.push_back({a, bytes});
+  return cudaSuccess;
+}
+inline cudaError_t cudaHostUnregister(void* p) {
+  std::vector<sim::HostRuntime::Registered>& list = sim::host_rt().registered;
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (list[i].begin == p) {
+      list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+      return cudaSuccess;
+    }
+  }
+  return cudaErrorHostMemoryNotRegistered;
+}
+
+// ---- streams and events --------------------------------------------------------------------
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
+  *stream = new CUstream_st;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  *event = new CUevent_st;
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t = nullptr) {
+  if (event == nullptr) return cudaErrorInvalidResourceHandle;
+  event->recorded = true;
+  event->ms = sim::host_ms();
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return event == nullptr ? cudaErrorInvalidResourceHandle : cudaSuccess;
+}
+inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
+  if (start == nullptr || stop == nullptr || !start->recorded || !stop->recorded)
+    return cudaErrorInvalidResourceHandle;
+  *ms = static_cast<float>(stop->ms - start->ms);
+  return cudaSuccess;
+}
