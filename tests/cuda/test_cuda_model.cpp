@@ -15,6 +15,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/ops.h"
+#include "budget_check.h"
 #include "config/config.h"
 #include "core/bf16.h"
 #include "core/rng.h"
@@ -179,6 +180,23 @@ TEST_F(CudaModel, MastersOnTheHostMatchCpu) {
       ASSERT_NEAR(got.grads[t][i], want.grads[t][i], 5e-2 * scale) << "tensor " << t << " [" << i << "]";
   }
   twenty_updates_match_cpu(cfg, *cpu_, *gpu_);
+}
+
+// The memory budget (what relora train reserves and prints per category) is what the CUDA
+// backend allocates in each phase: the fused kernels' attention state (head size 64) and the
+// cuBLAS path's (head size 4), with and without recomputation and host masters.
+TEST_F(CudaModel, MemoryBudgetIsWhatIsAllocated) {
+  auto comm = make_local_comm();
+  for (Config cfg : {testing::small_training_config(), fused_attention_config()}) {
+    for (bool master_on_host : {false, true}) {
+      for (bool recompute : {false, true}) {
+        SCOPED_TRACE("D=" + std::to_string(cfg.model.hidden_size / cfg.model.num_heads) +
+                     (master_on_host ? " master_on_host" : "") + (recompute ? " recompute" : ""));
+        cfg.relora.master_on_host = master_on_host;
+        testing::expect_phase_totals_allocated(*gpu_, *device_memory(), *comm, cfg, recompute);
+      }
+    }
+  }
 }
 
 // W += s B A in fp32 on both backends: equal to fp32 rounding (1e-6 of the largest |W|).
