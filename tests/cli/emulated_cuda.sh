@@ -3,10 +3,10 @@
 # (build/relora_emulated, tests/cuda_sim): the whole device path a single-GPU run takes —
 # the device chosen, the memory budget printed and one arena reserved from it (a step that
 # allocated beyond it would fail), the warm start, adapters, merges and restarts, the
-# checkpoints written from device memory and resumed — against the same run on the CPU:
-# losses within 5e-3 relative (bf16 products; the emulated runs differ by less than 6e-4);
-# recomputation and a resume give the device run's losses exactly; relora.master_on_host
-# trains within the same tolerance.
+# checkpoints written from device memory and resumed, relora eval of a checkpoint —
+# against the same run on the CPU: losses within 5e-3 relative (bf16 products; the emulated
+# runs differ by less than 6e-4); recomputation and a resume give the device run's losses
+# exactly; relora.master_on_host trains within the same tolerance.
 #   usage: emulated_cuda.sh RELORA_EMULATED_BINARY
 set -uo pipefail
 relora="$1"
@@ -61,6 +61,17 @@ grep -q "backend cuda:0 (cuda_sim" cuda.out && grep -q "memory per rank, ReLoRA 
 check cuda_run_reports_device_and_budget $? "exit $rc; $(grep -i -m3 'device\|budget\|error' cuda.out)"
 within 5e-3 cuda cpu
 check cuda_losses_within_bf16_tolerance_of_cpu $? "$(paste <(losses cuda) <(losses cpu))"
+
+# relora eval on the device: the step-12 checkpoint (ReLoRA phase, adapters applied)
+eval_loss() {
+  "$relora" eval --checkpoint cuda/step_00000012.h5 --data 'train_*.bin' --batches 4 \
+    --set train.device="$1" 2>&1 | sed -n 's/.*"loss":\([-0-9.e+]*\),.*/\1/p'
+}
+cuda_eval="$(eval_loss cuda)"
+cpu_eval="$(eval_loss cpu)"
+awk -v a="$cuda_eval" -v b="$cpu_eval" \
+  'BEGIN { d = a - b; if (d < 0) d = -d; exit (a != "" && b > 0 && d <= 5e-3 * b) ? 0 : 1 }'
+check eval_on_device_within_tolerance_of_cpu $? "cuda '$cuda_eval', cpu '$cpu_eval'"
 
 "$relora" train --config run.yaml --set train.device=cuda --set train.recompute=true \
   --set checkpoint.dir=recompute > recompute.out 2>&1
