@@ -4,9 +4,11 @@
 # the device chosen, the memory budget printed and one arena reserved from it (a step that
 # allocated beyond it would fail), the warm start, adapters, merges and restarts, the
 # checkpoints written from device memory and resumed, relora eval of a checkpoint —
-# against the same run on the CPU: losses within 5e-3 relative (bf16 products; the emulated
-# runs differ by less than 6e-4); recomputation and a resume give the device run's losses
-# exactly; relora.master_on_host trains within the same tolerance.
+# against the same run on the CPU: the first step's loss (the forward pass alone) within
+# 1e-4 relative, every later one within 2e-3 (bf16 products; measured: 7e-6 and below
+# 6e-4); recomputation, a resume and relora.master_on_host (bf16 weight copies: the same
+# exact bf16 products, the same fp32 sums here) give the device run's losses exactly; and
+# no run prints an emulator error (a misuse the host code did not stop at).
 #   usage: emulated_cuda.sh RELORA_EMULATED_BINARY
 set -uo pipefail
 relora="$1"
@@ -38,10 +40,11 @@ YAML
 
 # losses DIR: "step loss" per line from DIR/metrics.jsonl
 losses() { sed -n 's/.*"step":\([0-9]*\),.*"loss":\([-0-9.e+]*\),.*/\1 \2/p' "$1/metrics.jsonl"; }
-# within TOLERANCE A B: every step's loss of A within TOLERANCE (relative) of B's, 12 steps
+# within A B: 12 steps; step 1's loss of A within 1e-4 (relative) of B's, later ones 2e-3
 within() {
-  paste <(losses "$2") <(losses "$3") | awk -v tol="$1" '
-    { n++; d = $2 - $4; if (d < 0) d = -d; if ($1 != $3 || d > tol * ($4 < 0 ? -$4 : $4)) bad++ }
+  paste <(losses "$1") <(losses "$2") | awk '
+    { n++; d = $2 - $4; if (d < 0) d = -d; tol = $1 == 1 ? 1e-4 : 2e-3
+      if ($1 != $3 || d > tol * ($4 < 0 ? -$4 : $4)) bad++ }
     END { exit (n == 12 && bad == 0) ? 0 : 1 }'
 }
 # identical FIRST A B: the losses of steps FIRST..12 of A and B are the same numbers
@@ -59,18 +62,18 @@ check cpu_run $? "$(tail -3 cpu.out)"
 rc=$?
 grep -q "backend cuda:0 (cuda_sim" cuda.out && grep -q "memory per rank, ReLoRA phase" cuda.out && [ "$rc" -eq 0 ]
 check cuda_run_reports_device_and_budget $? "exit $rc; $(grep -i -m3 'device\|budget\|error' cuda.out)"
-within 5e-3 cuda cpu
+within cuda cpu
 check cuda_losses_within_bf16_tolerance_of_cpu $? "$(paste <(losses cuda) <(losses cpu))"
 
 # relora eval on the device: the step-12 checkpoint (ReLoRA phase, adapters applied)
 eval_loss() {
   "$relora" eval --checkpoint cuda/step_00000012.h5 --data 'train_*.bin' --batches 4 \
-    --set train.device="$1" 2>&1 | sed -n 's/.*"loss":\([-0-9.e+]*\),.*/\1/p'
+    --set train.device="$1" 2>> eval.err | sed -n 's/.*"loss":\([-0-9.e+]*\),.*/\1/p'
 }
 cuda_eval="$(eval_loss cuda)"
 cpu_eval="$(eval_loss cpu)"
 awk -v a="$cuda_eval" -v b="$cpu_eval" \
-  'BEGIN { d = a - b; if (d < 0) d = -d; exit (a != "" && b > 0 && d <= 5e-3 * b) ? 0 : 1 }'
+  'BEGIN { d = a - b; if (d < 0) d = -d; exit (a != "" && b > 0 && d <= 2e-3 * b) ? 0 : 1 }'
 check eval_on_device_within_tolerance_of_cpu $? "cuda '$cuda_eval', cpu '$cpu_eval'"
 
 "$relora" train --config run.yaml --set train.device=cuda --set train.recompute=true \
@@ -92,7 +95,10 @@ check resume_is_exact $? "$(paste <(losses resumed) <(losses cuda))"
 "$relora" train --config run.yaml --set train.device=cuda --set relora.master_on_host=true \
   --set checkpoint.dir=host_masters > host_masters.out 2>&1
 check master_on_host_run $? "$(tail -3 host_masters.out)"
-within 5e-3 host_masters cpu
-check master_on_host_losses_within_bf16_tolerance_of_cpu $? "$(paste <(losses host_masters) <(losses cpu))"
+identical 1 host_masters cuda
+check master_on_host_gives_identical_losses $? "$(paste <(losses host_masters) <(losses cuda))"
+
+! grep -l '^cuda_sim: ' cuda.out recompute.out resumed.out host_masters.out eval.err > /dev/null 2>&1
+check no_emulator_errors $? "$(grep -h -m3 '^cuda_sim: ' cuda.out recompute.out resumed.out host_masters.out eval.err)"
 
 [ "$failures" -eq 0 ]

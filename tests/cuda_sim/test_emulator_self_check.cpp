@@ -110,6 +110,50 @@ TEST_F(CudaSimSelfCheck, HostPointerArgumentIsReported) {
   expect_one_error({"argument 0 points to host memory", "shift_left_kernel"});
 }
 
+// Pieces of one allocation (relora's arena: CudaMemory notes every tensor): a copy running
+// from one tensor into the next, and a kernel given a released tensor, are reported; the
+// released tensor reads as NaN again.
+TEST_F(CudaSimSelfCheck, TensorsInOneAllocationAreHeldApart) {
+  void* block = nullptr;
+  ASSERT_EQ(cudaMalloc(&block, 1024), cudaSuccess);
+  float* first = static_cast<float*>(block);
+  float* second = first + 128;
+  sim::note_piece(first, 512);
+  sim::note_piece(second, 512);
+  const std::vector<float> host(129, 1.0f);
+  EXPECT_EQ(cudaMemcpyAsync(second, host.data(), 512, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpyAsync(first, host.data(), 512, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_TRUE(sim::take_errors().empty());
+  EXPECT_EQ(cudaMemcpyAsync(first, host.data(), 516, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  expect_one_error({"to device memory, running past the end of its allocation or tensor"});
+  sim::forget_piece(second);
+  EXPECT_TRUE(std::isnan(second[0]));
+  DeviceBuffer<float> in(Floats(200, 1.0f));
+  // (second itself is also the end of first: a valid pointer to an empty range there)
+  EXPECT_THROW(launch_shift_left(second + 1, in.data(), 100), InternalError);
+  expect_one_error({"argument 0 points to device memory outside every live tensor", "shift_left_kernel"});
+  sim::forget_piece(first);
+  EXPECT_EQ(cudaFree(block), cudaSuccess);
+}
+
+// After a launch abandoned by a fault or a deadlock, the fibers start afresh: later
+// launches, with blocks of other sizes too, compute correctly (and a second fault is
+// caught like the first).
+TEST_F(CudaSimSelfCheck, LaunchesAfterAbandonedOnesRunCorrectly) {
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_THROW(launch_write_shared(1024), InternalError);
+    EXPECT_EQ(sim::take_errors().size(), 1u);
+    EXPECT_THROW(launch_deadlock(), InternalError);
+    EXPECT_EQ(sim::take_errors().size(), 1u);
+    for (int threads : {32, 1024}) launch_empty(threads, 0);
+    DeviceBuffer<float> correct(128);
+    launch_exchange_across_warps(correct.data(), true);
+    const Floats got = correct.host();
+    for (int t = 0; t < 128; ++t) ASSERT_EQ(got[t], static_cast<float>((t + 32) % 128)) << t;
+    EXPECT_TRUE(sim::take_errors().empty());
+  }
+}
+
 // The runtime's copies: the kind must match where the pointers live, and the bytes must
 // stay inside the device allocation.
 TEST_F(CudaSimSelfCheck, CopyInTheWrongDirectionIsReported) {
@@ -120,7 +164,7 @@ TEST_F(CudaSimSelfCheck, CopyInTheWrongDirectionIsReported) {
   EXPECT_EQ(cudaMemcpyAsync(device.data(), host.data(), 64, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
   expect_one_error({"64 bytes from host memory to device memory with kind 2", "cudaMemcpyAsync"});
   EXPECT_EQ(cudaMemcpyAsync(device.data(), host.data(), 68, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
-  expect_one_error({"to device memory (running past its end)"});
+  expect_one_error({"to device memory, running past the end of its allocation or tensor"});
 }
 
 // cuBLAS's column-major semantics, and the checks of its arguments and operands.
@@ -140,7 +184,7 @@ TEST_F(CudaSimSelfCheck, ProductsAreColumnMajorAndChecked) {
   EXPECT_EQ(c.host(), (Floats{4, 6}));  // A^T (1,1)
   EXPECT_TRUE(sim::take_errors().empty());
   EXPECT_EQ(product(CUBLAS_OP_N, 3, 2), CUBLAS_STATUS_INVALID_VALUE);  // lda 3: 1 float past A
-  expect_one_error({"operand A (20 bytes from its pointer, 1 batch entries)", "runs past the end",
+  expect_one_error({"operand A (20 bytes from its pointer, 1 batch entries)", "running past the end",
                     "cublasGemmEx"});
   EXPECT_EQ(product(CUBLAS_OP_N, 1, 2), CUBLAS_STATUS_INVALID_VALUE);  // lda < m
   expect_one_error({"lda=1", "cuBLAS rejects them"});

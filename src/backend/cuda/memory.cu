@@ -59,11 +59,14 @@ class CudaMemory final : public DeviceMemory {
     std::lock_guard<std::mutex> lock(mutex_);
     RELORA_CHECK(arena_ != nullptr, "device allocation before the arena was reserved");
     char* p = static_cast<char*>(base_) + arena_->allocate(static_cast<int64_t>(bytes));
+#ifdef RELORA_CUDA_EMULATED  // tests/cuda_sim: copies, products and kernels held to this range
+    sim::note_piece(p, bytes);
+#endif
     try {
       CUDA_CHECK(cudaSetDevice(device_));
       CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, compute_stream()));
     } catch (...) {
-      arena_->release(p - static_cast<char*>(base_));
+      release_range(p);
       throw;
     }
     return p;
@@ -74,7 +77,7 @@ class CudaMemory final : public DeviceMemory {
     if (p == nullptr) return;
     try {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (arena_) arena_->release(static_cast<char*>(p) - static_cast<char*>(base_));
+      release_range(p);
     } catch (...) {
     }
   }
@@ -118,6 +121,14 @@ class CudaMemory final : public DeviceMemory {
   }
 
  private:
+  // Gives p's range back to the arena (under mutex_).
+  void release_range(void* p) {
+#ifdef RELORA_CUDA_EMULATED
+    sim::forget_piece(p);
+#endif
+    if (arena_) arena_->release(static_cast<char*>(p) - static_cast<char*>(base_));
+  }
+
   const int device_;
   mutable std::mutex mutex_;
   void* base_ = nullptr;          // the arena's block (under mutex_)

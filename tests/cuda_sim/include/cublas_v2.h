@@ -7,7 +7,8 @@
 // A call is checked as cuBLAS checks it (sizes, leading dimensions, type combinations:
 // CUBLAS_STATUS_INVALID_VALUE / NOT_SUPPORTED) and as the device would meet it: every
 // matrix, all batch entries included, must lie inside one device allocation (a product
-// reading past a tensor's end would read another tensor, or fault, on a GPU), alpha and
+// reading past a tensor's end would read another tensor, or fault, on a GPU; within
+// relora's arena each tensor is a piece: note_piece), alpha and
 // beta in host memory (the default pointer mode). Misuse is an emulator error
 // (sim::take_errors) at the caller's site.
 #pragma once
@@ -139,8 +140,8 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t trans_a, cub
       return api_error(CUBLAS_STATUS_INVALID_VALUE,
                        std::string("operand ") + x->name + " (" + std::to_string(x->extent_bytes(batch)) +
                            " bytes from its pointer, " + std::to_string(batch) +
-                           " batch entries) is not inside one device allocation: " +
-                           (device_range(x->p, 0) ? "it runs past the end" : "host memory"),
+                           " batch entries) is not inside one device allocation or tensor: " +
+                           describe_range(x->p, x->extent_bytes(batch)),
                        site);
   }
   const float alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);

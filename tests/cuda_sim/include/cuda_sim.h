@@ -9,7 +9,8 @@
 //
 // Execution model. Blocks run one after another on one OS thread. The threads of a block
 // are fibers (256 KiB stacks with a guard page; made once with ucontext, switched with
-// _setjmp/_longjmp, which unlike swapcontext make no system call) that run until they reach a sync
+// _setjmp/_longjmp, which unlike swapcontext make no system call, and which x86 CET shadow
+// stacks, if a glibc turned them on, would refuse) that run until they reach a sync
 // point (__syncthreads, __syncwarp, a shuffle) and then wait; a barrier is released when
 // every live thread of the block (warp) waits there, and the released threads are resumed
 // in a pseudo-random order. The order is chosen by environment variables, read once:
@@ -50,13 +51,12 @@
 // results may differ in the last bits) and the tensor cores' (mma accumulates in k order
 // in fp32). An infinite loop without sync points hangs (ctest's timeout ends it).
 #pragma once
-#include <setjmp.h>
+#include <setjmp.h>  // first: the _FORTIFY_SOURCE check below needs features.h
 #if defined(__USE_FORTIFY_LEVEL) && __USE_FORTIFY_LEVEL > 0
 #error "cuda_sim switches between fiber stacks with _longjmp, which _FORTIFY_SOURCE stops: compile with -U_FORTIFY_SOURCE"
 #endif
 #include <signal.h>
 #include <sys/mman.h>
-#include <setjmp.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -102,7 +102,6 @@ enum cudaError_t {
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorIllegalAddress = 700,
-  cudaErrorLaunchTimeout = 702,
   cudaErrorHostMemoryAlreadyRegistered = 712,
   cudaErrorHostMemoryNotRegistered = 713,
   cudaErrorLaunchFailure = 719
@@ -191,6 +190,7 @@ struct Runtime {
   unsigned char* dynamic_smem = nullptr;
   std::map<const void*, size_t> max_dynamic_smem;  // cudaFuncSetAttribute, per kernel
   std::vector<Guarded> guarded;
+  std::map<const char*, size_t> pieces;  // note_piece: begin -> bytes
   cudaError_t last_error = cudaSuccess;
   const char* kernel = "";
   Site launch_site;
@@ -274,14 +274,48 @@ inline void guarded_free(void* begin) {
   munmap(it->mapping, it->mapping_bytes);
   list.erase(it);
 }
-// Whether [p, p + bytes) lies inside one device allocation (bytes may be 0: p may then be
-// its end, as a pointer to an empty range).
+// Pieces of a device allocation that its owner hands out separately (relora's CudaMemory
+// gives every tensor a range of one cudaMalloc'd arena and names each here, in the
+// emulated build only): within an allocation that has pieces, device_range holds a pointer
+// to the live piece it points into, and a piece given back is filled with 0xFF again.
+inline void note_piece(void* p, size_t bytes) { rt().pieces[static_cast<const char*>(p)] = bytes; }
+inline void forget_piece(void* p) {
+  const auto it = rt().pieces.find(static_cast<const char*>(p));
+  if (it == rt().pieces.end()) return;
+  std::memset(p, 0xFF, it->second);
+  rt().pieces.erase(it);
+}
+
+// Whether [p, p + bytes) lies inside one device allocation, and inside one live piece of
+// it if it has pieces (bytes may be 0: p may then be the end, a pointer to an empty range).
 inline bool device_range(const void* p, size_t bytes) {
   const char* a = static_cast<const char*>(p);
-  for (const Guarded& g : rt().guarded)
-    if (g.device && a >= g.begin && a <= g.begin + g.bytes && bytes <= static_cast<size_t>(g.begin + g.bytes - a))
-      return true;
+  const auto inside = [a, bytes](const char* begin, size_t size) {
+    return a >= begin && a <= begin + size && bytes <= static_cast<size_t>(begin + size - a);
+  };
+  for (const Guarded& g : rt().guarded) {
+    if (!g.device || !inside(g.begin, g.bytes)) continue;
+    const std::map<const char*, size_t>& pieces = rt().pieces;
+    const auto first = pieces.lower_bound(g.begin);
+    if (first == pieces.end() || first->first >= g.begin + g.bytes) return true;  // no pieces
+    auto it = pieces.upper_bound(a);
+    if (it == pieces.begin()) return false;
+    --it;
+    return inside(it->first, it->second);
+  }
   return false;
+}
+// Where [p, p + bytes) is, for messages: "host memory", "device memory" (device_range
+// holds), or what is wrong with it in device memory.
+inline std::string describe_range(const void* p, size_t bytes) {
+  const char* a = static_cast<const char*>(p);
+  const bool in_device = std::any_of(rt().guarded.begin(), rt().guarded.end(), [a](const Guarded& g) {
+    return g.device && a >= g.begin && a <= g.begin + g.bytes;
+  });
+  if (!in_device) return "host memory";
+  if (device_range(p, bytes)) return "device memory";
+  if (device_range(p, 0)) return "device memory, running past the end of its allocation or tensor";
+  return "device memory outside every live tensor of its allocation (one released?)";
 }
 // What a faulting address hit: "N bytes past the end of dynamic shared memory (S bytes)".
 inline std::string describe_address(const void* address) {
@@ -564,7 +598,6 @@ class Launcher {
         }
     if (r.dynamic_smem != nullptr) guarded_free(r.dynamic_smem);
     r.dynamic_smem = nullptr;
-    if (r.abandon && r.last_error == cudaSuccess) r.last_error = cudaErrorLaunchTimeout;
     r.abandon = false;
     r.running = false;
     r.body = nullptr;
@@ -601,14 +634,14 @@ class Launcher {
     return false;
   }
 
-  // A pointer argument must be null or point into device memory: host memory would fault
-  // on the device (the launch is not run and fails with an illegal address).
+  // A pointer argument must be null or point into (live) device memory: host memory would
+  // fault on the device (the launch is not run and fails with an illegal address).
   template <typename Arg>
   static void check_pointer_argument(const Arg& arg, int index, bool& valid) {
     if constexpr (std::is_pointer_v<Arg> && !std::is_function_v<std::remove_pointer_t<Arg>>) {
       if (arg != nullptr && !device_range(arg, 0)) {
-        error("argument " + std::to_string(index) + " points to host memory (" +
-              describe_address(arg) + "), not to device memory");
+        error("argument " + std::to_string(index) + " points to " + describe_range(arg, 0) +
+              ", not to live device memory");
         rt().last_error = cudaErrorIllegalAddress;
         valid = false;
       }

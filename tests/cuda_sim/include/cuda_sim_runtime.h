@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda_sim.h"
@@ -59,10 +60,18 @@ inline HostRuntime& host_rt() {
   return r;
 }
 
-// Records a misuse of a runtime or cuBLAS call at the caller's site; returns `code`.
+// A runtime call fails with `code`: as on the device, cudaGetLastError reports it next.
+inline cudaError_t fail(cudaError_t code) {
+  rt().last_error = code;
+  return code;
+}
+
+// Records a misuse of a runtime or cuBLAS call at the caller's site; returns `code` (a
+// runtime error also becomes the last error).
 template <typename Code>
 Code api_error(Code code, const std::string& what, const Site& site) {
   Runtime& r = rt();
+  if constexpr (std::is_same_v<Code, cudaError_t>) r.last_error = code;
   const std::string message = "cuda_sim: " + what + " in " + site.op + " called from " +
                               site.function + " (" + site.location() + ")";
   if (r.errors.size() < 20) {
@@ -91,7 +100,6 @@ inline const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
-    case cudaErrorLaunchTimeout: return "the launch timed out and was terminated";
     case cudaErrorHostMemoryAlreadyRegistered: return "part or all of the requested memory range is already mapped";
     case cudaErrorHostMemoryNotRegistered: return "pointer does not correspond to a registered memory region";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
@@ -122,7 +130,7 @@ inline cudaError_t cudaSetDevice(int device, sim::Site site = sim::Site::current
   return cudaSuccess;
 }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (device != 0) return sim::fail(cudaErrorInvalidDevice);
   std::memset(prop, 0, sizeof *prop);
   std::strcpy(prop->name, "cuda_sim: sm_90 emulated on the CPU");
   prop->totalGlobalMem = sim::kDeviceMemoryBytes;
@@ -136,7 +144,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 // ---- device memory -------------------------------------------------------------------------
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
   sim::HostRuntime& h = sim::host_rt();
-  if (bytes > sim::kDeviceMemoryBytes - h.allocated) return cudaErrorMemoryAllocation;
+  if (bytes > sim::kDeviceMemoryBytes - h.allocated) return sim::fail(cudaErrorMemoryAllocation);
   *p = sim::guarded_alloc(bytes, 256, "cudaMalloc memory", true);
   h.allocated += bytes;
   return cudaSuccess;
@@ -161,7 +169,7 @@ inline cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr,
                                    sim::Site site = sim::Site::current("cudaMemsetAsync")) {
   if (!sim::device_range(p, bytes))
-    return sim::api_error(cudaErrorInvalidValue, std::to_string(bytes) + " bytes that are not device memory", site);
+    return sim::api_error(cudaErrorInvalidValue, std::to_string(bytes) + " bytes of " + sim::describe_range(p, bytes), site);
   std::memset(p, value, bytes);
   return cudaSuccess;
 }
@@ -169,21 +177,15 @@ inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                                    cudaStream_t = nullptr,
                                    sim::Site site = sim::Site::current("cudaMemcpyAsync")) {
-  enum Where { host, device, past_device_end };
-  const auto where = [bytes](const void* p) {
-    if (!sim::device_range(p, 0)) return host;
-    return sim::device_range(p, bytes) ? device : past_device_end;
-  };
-  const Where to = where(dst), from = where(src);
+  const std::string to = sim::describe_range(dst, bytes), from = sim::describe_range(src, bytes);
   bool ok = kind == cudaMemcpyDefault || kind == cudaMemcpyHostToHost;
-  if (kind == cudaMemcpyHostToDevice) ok = from == host && to == device;
-  if (kind == cudaMemcpyDeviceToHost) ok = from == device && to == host;
-  if (kind == cudaMemcpyDeviceToDevice) ok = from == device && to == device;
+  if (kind == cudaMemcpyHostToDevice) ok = from == "host memory" && to == "device memory";
+  if (kind == cudaMemcpyDeviceToHost) ok = from == "device memory" && to == "host memory";
+  if (kind == cudaMemcpyDeviceToDevice) ok = from == "device memory" && to == "device memory";
   if (!ok) {
-    const char* names[] = {"host memory", "device memory", "device memory (running past its end)"};
     return sim::api_error(cudaErrorInvalidValue,
-                          std::to_string(bytes) + " bytes from " + names[from] + " to " + names[to] +
-                              " with kind " + std::to_string(kind),
+                          std::to_string(bytes) + " bytes from " + from + " to " + to + " with kind " +
+                              std::to_string(kind),
                           site);
   }
   if (bytes > 0) std::memmove(dst, src, bytes);
@@ -208,7 +210,7 @@ inline cudaError_t cudaHostUnregister(void* p) {
       return cudaSuccess;
     }
   }
-  return cudaErrorHostMemoryNotRegistered;
+  return sim::fail(cudaErrorHostMemoryNotRegistered);
 }
 
 // ---- streams and events --------------------------------------------------------------------
@@ -226,17 +228,17 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t event) {
   return cudaSuccess;
 }
 inline cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t = nullptr) {
-  if (event == nullptr) return cudaErrorInvalidResourceHandle;
+  if (event == nullptr) return sim::fail(cudaErrorInvalidResourceHandle);
   event->recorded = true;
   event->ms = sim::host_ms();
   return cudaSuccess;
 }
 inline cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return event == nullptr ? cudaErrorInvalidResourceHandle : cudaSuccess;
+  return event == nullptr ? sim::fail(cudaErrorInvalidResourceHandle) : cudaSuccess;
 }
 inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
   if (start == nullptr || stop == nullptr || !start->recorded || !stop->recorded)
-    return cudaErrorInvalidResourceHandle;
+    return sim::fail(cudaErrorInvalidResourceHandle);
   *ms = static_cast<float>(stop->ms - start->ms);
   return cudaSuccess;
 }
