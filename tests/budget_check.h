@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "dist/communicator.h"
 #include "forwarding_ops.h"
@@ -19,17 +21,25 @@
 
 namespace relora::testing {
 
+// Every way a block can keep its activations: fp32 or bf16, each with and without recomputation.
+inline std::vector<ActivationStorage> activation_storages() {
+  return {{false, false}, {true, false}, {false, true}, {true, true}};
+}
+inline std::string describe(ActivationStorage storage) {
+  return std::string(storage.recompute ? " recompute" : "") + (storage.bf16 ? " bf16 activations" : "");
+}
+
 // On `ops`, allocating from `memory` (reserved beforehand): one full-rank update, the
 // adapters' arrival, one ReLoRA update. Expects the bytes in use after each phase's update,
 // beyond those in use at the call, to equal memory_budget's total for that phase; then
 // calls in_relora_phase with that phase's budget while its tensors are alive.
 inline void expect_phase_totals_allocated(
-    Ops& ops, const DeviceMemory& memory, Communicator& comm, const Config& cfg, bool recompute,
+    Ops& ops, const DeviceMemory& memory, Communicator& comm, const Config& cfg, ActivationStorage storage,
     const std::function<void(const MemoryBudget&)>& in_relora_phase = nullptr) {
   constexpr int kMicro = 2;
   const bool staging = bf16_staging(cfg.train, comm.world_size());
   const int64_t before = memory.bytes_in_use();
-  Llama model(cfg.model, cfg.relora, ops, kMicro, recompute);
+  Llama model(cfg.model, cfg.relora, ops, kMicro, storage);
   model.init_weights(1);
   AdamW optimizer(cfg.optimizer, ops);
   TrainStep step(model, optimizer, ops, comm, 1.0f, allreduce_dtype(cfg.train), kMicro, 1,
@@ -39,13 +49,13 @@ inline void expect_phase_totals_allocated(
   const MicroBatchSource source = random_micro_batches(cfg.model, kMicro, &update);
   step.accumulate(source);
   step.apply(1e-2f, 1.0f);  // AdamW state exists from the first update on
-  const MemoryBudget full = memory_budget(cfg.model, cfg.relora, ops, kMicro, recompute, staging, false);
+  const MemoryBudget full = memory_budget(cfg.model, cfg.relora, ops, kMicro, storage, staging, false);
   EXPECT_EQ(memory.bytes_in_use() - before, full.total()) << describe(full);
   start_adapters(model, optimizer, 1, 1);
   step.rebuild();
   step.accumulate(source);
   step.apply(1e-2f, 1.0f);
-  const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, ops, kMicro, recompute, staging, true);
+  const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, ops, kMicro, storage, staging, true);
   EXPECT_EQ(memory.bytes_in_use() - before, relora.total()) << describe(relora);
   if (in_relora_phase) in_relora_phase(relora);
 }
@@ -53,20 +63,20 @@ inline void expect_phase_totals_allocated(
 // The same with ForwardingOps claiming Device::cuda and HostDeviceMemory counting the
 // bytes: also the pinned host bytes equal the host masters (relora.master_on_host), and
 // the most ever in use equals peak_bytes.
-inline void expect_budget_is_allocated(Communicator& comm, const Config& cfg, bool recompute) {
+inline void expect_budget_is_allocated(Communicator& comm, const Config& cfg, ActivationStorage storage) {
   constexpr int kMicro = 2;
   const bool staging = bf16_staging(cfg.train, comm.world_size());
   HostDeviceMemory memory;
   set_device_memory(&memory);
   {
     ForwardingOps ops(Device::cuda);
-    const int64_t peak = peak_bytes(cfg.model, cfg.relora, ops, kMicro, recompute, staging);
+    const int64_t peak = peak_bytes(cfg.model, cfg.relora, ops, kMicro, storage, staging);
     reserve_device_arena(ops, peak);
-    expect_phase_totals_allocated(ops, memory, comm, cfg, recompute, [&](const MemoryBudget& relora) {
+    expect_phase_totals_allocated(ops, memory, comm, cfg, storage, [&](const MemoryBudget& relora) {
       EXPECT_EQ(memory.pinned_bytes(), relora.host_masters) << describe(relora);
     });
     // the phase change held both phases' tensors at once: exactly peak_bytes
-    EXPECT_GT(memory.peak_bytes_in_use(), memory_budget(cfg.model, cfg.relora, ops, kMicro, recompute, staging, false).total());
+    EXPECT_GT(memory.peak_bytes_in_use(), memory_budget(cfg.model, cfg.relora, ops, kMicro, storage, staging, false).total());
     EXPECT_EQ(memory.peak_bytes_in_use(), peak);
   }
   set_device_memory(nullptr);

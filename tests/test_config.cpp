@@ -77,6 +77,7 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.device, b.train.device);
   EXPECT_EQ(a.train.devices, b.train.devices);
   EXPECT_EQ(a.train.recompute, b.train.recompute);
+  EXPECT_EQ(a.train.activation_dtype, b.train.activation_dtype);
   EXPECT_EQ(a.train.matmul, b.train.matmul);
   EXPECT_EQ(a.train.allreduce_dtype, b.train.allreduce_dtype);
   EXPECT_EQ(a.train.comm_timeout, b.train.comm_timeout);
@@ -126,6 +127,7 @@ Config unusual_config() {
   c.train.device = "cuda";
   c.train.devices = 4;
   c.train.recompute = true;
+  c.train.activation_dtype = "bf16";
   c.train.matmul = "fp32";
   c.train.allreduce_dtype = "bf16";
   c.train.comm_timeout = "90s";
@@ -367,6 +369,7 @@ TEST(ConfigValidation, EachRuleNamesKeyAndAllowedValues) {
       {{"train.devices=-1"}, {"train.devices", "at least 0"}},
       {{"train.matmul=tf32"}, {"train.matmul", "bf16 or fp32", "'tf32'"}},
       {{"train.allreduce_dtype=fp16"}, {"train.allreduce_dtype", "fp32 or bf16", "'fp16'"}},
+      {{"train.activation_dtype=half"}, {"train.activation_dtype", "fp32 or bf16", "'half'"}},
       {{"train.matmul=fp32", "relora.master_on_host=true"}, {"relora.master_on_host", "bf16", "train.matmul: fp32"}},
       {{"train.threads=-1"}, {"train.threads", "at least 0"}},
       {{"data.eval_every=-1"}, {"data.eval_every", "at least 0"}},
@@ -442,7 +445,7 @@ TEST(ConfigYaml, ListsEveryKeyWithItsDoc) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 49);
+  EXPECT_EQ(keys, 50);
   EXPECT_NE(yaml.find("rank: 128"), std::string::npos);
   EXPECT_NE(yaml.find("# adapter rank r; 0: no adapters"), std::string::npos);
 }

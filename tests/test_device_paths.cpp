@@ -37,7 +37,7 @@ struct TrainedRun {
 
 TrainedRun train(Ops& ops, const Config& cfg) {
   auto comm = make_local_comm();
-  reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, false, false));
+  reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, {}, false));
   Llama model(cfg.model, cfg.relora, ops, kMicro);
   model.init_weights(1);
   AdamW optimizer(cfg.optimizer, ops);
@@ -78,26 +78,26 @@ TEST(DevicePaths, TrainingMatchesHostTensorsBitForBit) {
 
 TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
   auto comm = make_local_comm();
-  for (bool recompute : {false, true}) {
+  for (const ActivationStorage storage : testing::activation_storages()) {
     for (const char* embeddings : {"lora", "full", "frozen"}) {
-      SCOPED_TRACE(std::string(embeddings) + (recompute ? " recompute" : ""));
+      SCOPED_TRACE(std::string(embeddings) + testing::describe(storage));
       Config cfg = testing::small_training_config();
       cfg.relora.embeddings = embeddings;
-      testing::expect_budget_is_allocated(*comm, cfg, recompute);
+      testing::expect_budget_is_allocated(*comm, cfg, storage);
     }
   }
   // a bf16 all-reduce at world size 1 communicates nothing and stages nothing
   Config cfg = testing::small_training_config();
   cfg.train.allreduce_dtype = "bf16";
-  testing::expect_budget_is_allocated(*comm, cfg, false);
+  testing::expect_budget_is_allocated(*comm, cfg, {});
   // bf16 block weights on the device, their masters on the host (two targets: the frozen
   // projections without adapters move too)
-  for (bool recompute : {false, true}) {
-    SCOPED_TRACE(std::string("master_on_host") + (recompute ? " recompute" : ""));
+  for (const ActivationStorage storage : testing::activation_storages()) {
+    SCOPED_TRACE(std::string("master_on_host") + testing::describe(storage));
     cfg = testing::small_training_config();
     cfg.relora.master_on_host = true;
     cfg.relora.targets = {"v_proj", "down_proj"};
-    testing::expect_budget_is_allocated(*comm, cfg, recompute);
+    testing::expect_budget_is_allocated(*comm, cfg, storage);
   }
 }
 
@@ -118,7 +118,7 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
       Llama model;
       AdamW optimizer;
     };
-    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false, false));
+    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false));
     Run trained(device_ops, cfg);
     auto comm = make_local_comm();
     TrainStep step(trained.model, trained.optimizer, device_ops, *comm, 1.0f, DType::f32, kMicro, 1,
@@ -215,16 +215,16 @@ TEST(DevicePaths, EvalModelFromACheckpointFitsItsPeak) {
             << trained.params()[i]->name;
       }
       const int micro = cfg.train.micro_batch;
-      const int64_t peak = eval_peak_bytes(cfg.model, cfg.relora, device_ops, micro, false, relora_phase);
+      const int64_t peak = eval_peak_bytes(cfg.model, cfg.relora, device_ops, micro, {}, relora_phase);
       const int64_t phase_total =
-          memory_budget(cfg.model, cfg.relora, device_ops, micro, false, false, relora_phase).total();
+          memory_budget(cfg.model, cfg.relora, device_ops, micro, {}, false, relora_phase).total();
       EXPECT_LE(memory.peak_bytes_in_use(), peak);
       EXPECT_GE(memory.peak_bytes_in_use(), phase_total);
       if (!relora_phase) {
         EXPECT_EQ(peak, phase_total);
       }
       EXPECT_EQ(memory.pinned_bytes(),
-                memory_budget(cfg.model, cfg.relora, device_ops, micro, false, false, relora_phase).host_masters);
+                memory_budget(cfg.model, cfg.relora, device_ops, micro, {}, false, relora_phase).host_masters);
       for (const Param* p : loaded->params()) {
         if (p->name.find("_proj.weight") != std::string::npos) {
           EXPECT_EQ(p->value.on_host(), cfg.relora.master_on_host) << p->name;
@@ -250,8 +250,8 @@ TEST(DevicePaths, ReloraResumeFitsItsSmallerPeak) {
     testing::HostDeviceMemory memory;
     set_device_memory(&memory);
     {
-      const int64_t peak = resume_peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false, false);
-      EXPECT_LT(peak, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, false, false));
+      const int64_t peak = resume_peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false);
+      EXPECT_LT(peak, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false));
       reserve_device_arena(device_ops, peak);
       Llama model(cfg.model, cfg.relora, device_ops, kMicro);
       model.init_weights(1);  // as the bench does
@@ -267,7 +267,7 @@ TEST(DevicePaths, ReloraResumeFitsItsSmallerPeak) {
       step.apply(1e-2f, 1.0f);
       EXPECT_LE(memory.peak_bytes_in_use(), peak);
       EXPECT_EQ(memory.bytes_in_use(),
-                memory_budget(cfg.model, cfg.relora, device_ops, kMicro, false, false, true).total());
+                memory_budget(cfg.model, cfg.relora, device_ops, kMicro, {}, false, true).total());
     }
     set_device_memory(nullptr);
   }
@@ -280,8 +280,8 @@ TEST(MemoryBudget, ReloraPhaseOfTheBillionModelFitsInSixtyPercent) {
   Config cfg = load_config(testing::source_dir() + "/configs/llama_1b.yaml");
   cfg.model.seq_len = 512;
   auto ops = make_cpu_ops();
-  const MemoryBudget full = memory_budget(cfg.model, cfg.relora, *ops, 4, true, false, false);
-  const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, *ops, 4, true, false, true);
+  const MemoryBudget full = memory_budget(cfg.model, cfg.relora, *ops, 4, {true}, false, false);
+  const MemoryBudget relora = memory_budget(cfg.model, cfg.relora, *ops, 4, {true}, false, true);
   EXPECT_LE(static_cast<double>(relora.total()), 0.6 * static_cast<double>(full.total()))
       << "full " << describe(full) << ", relora " << describe(relora);
   EXPECT_EQ(full.weights, relora.weights);

@@ -57,6 +57,7 @@ struct TrainConfig {
   int devices = 0;               // GPUs per node used; rank binds to local_rank % devices; 0: all
   std::string matmul = "bf16";   // GPU products: bf16 (fp32 accumulation) | fp32; CPU: fp32
   bool recompute = false;        // recompute block activations in backward
+  std::string activation_dtype = "fp32";  // saved activations: fp32 | bf16 (half the memory)
   std::string comm_timeout = "10m";  // NCCL: a collective waiting longer ends the job
   int threads = 0;             // 0: every core in this process's affinity mask
   float bucket_mb = 25.0f;     // gradient all-reduce bucket size (MB)

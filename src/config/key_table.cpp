@@ -75,6 +75,9 @@ const std::vector<ConfigKey> kKeys = {
                       "GPU matrix products: bf16 (bf16 inputs, fp32 sums; tensor cores) or fp32 (slower, for checks)"),
     RELORA_CONFIG_KEY(train, recompute,
                       "recompute each block's activations in backward: less memory, ~1/3 more compute"),
+    RELORA_CONFIG_KEY(train, activation_dtype,
+                      "what backward keeps of each block: fp32, or bf16 (half the memory; rounded "
+                      "when kept, computed in fp32)"),
     RELORA_CONFIG_KEY(train, comm_timeout,
                       "how long a GPU collective may wait for a peer before the job ends, e.g. 10m"),
     RELORA_CONFIG_KEY(train, threads,

@@ -206,6 +206,9 @@ void check_train(const Checker& check, const TrainConfig& train) {
   if (train.matmul != "bf16" && train.matmul != "fp32") {
     check.fail("train.matmul", "must be bf16 or fp32, got '" + train.matmul + "'");
   }
+  if (train.activation_dtype != "fp32" && train.activation_dtype != "bf16") {
+    check.fail("train.activation_dtype", "must be fp32 or bf16, got '" + train.activation_dtype + "'");
+  }
   check.at_least("train.threads", train.threads, 0);
   if (train.allreduce_dtype != "fp32" && train.allreduce_dtype != "bf16") {
     check.fail("train.allreduce_dtype", "must be fp32 or bf16, got '" + train.allreduce_dtype + "'");

@@ -22,6 +22,8 @@ struct Llama::Block {
   std::unique_ptr<LoraLinear> q, k, v, o, gate, up, down;
   // saved for backward, N = max_batch * T rows. With recompute, only x is the block's own:
   // the others share one set of buffers with every block and are recomputed in backward.
+  // With bf16 storage, x and the other (N,C) and (N,F) tensors are one fp32 working set
+  // shared by every block, and the block keeps bf16 words of what backward needs.
   Tensor x;           // (N,C) block input
   Tensor rstd1;       // (N)
   Tensor n1;          // (N,C) rmsnorm1(x)
@@ -32,7 +34,13 @@ struct Llama::Block {
   Tensor rstd2;       // (N)
   Tensor n2;          // (N,C) rmsnorm2(h)
   Tensor g, u, act;   // (N,F) gate, up, silu(g) * u
+  // bf16 storage: words[i] (bf16, the shape of *kept[i]) keeps *kept[i] for backward
+  std::vector<Tensor*> kept;
+  std::vector<Tensor> words;
 
+  // the (N,C) and (N,F) tensors besides x, and the small ones
+  std::vector<Tensor*> wide() { return {&n1, &q_act, &k_act, &v_act, &y, &h, &n2, &g, &u, &act}; }
+  std::vector<Tensor*> narrow() { return {&rstd1, &rstd2, &att}; }
   std::vector<LoraLinear*> linears() {
     return {q.get(), k.get(), v.get(), o.get(), gate.get(), up.get(), down.get()};
   }
@@ -90,8 +98,8 @@ int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relo
 }
 
 Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch,
-             bool recompute)
-    : cfg_(model), relora_(relora), ops_(ops), max_batch_(max_batch), recompute_(recompute) {
+             ActivationStorage storage)
+    : cfg_(model), relora_(relora), ops_(ops), max_batch_(max_batch), activation_storage_(storage) {
   const int64_t V = cfg_.vocab_size, C = cfg_.hidden_size, F = cfg_.intermediate_size,
                 T = cfg_.seq_len, H = cfg_.num_heads, B = max_batch, N = B * T;
   RELORA_CHECK(C % H == 0 && (C / H) % 2 == 0, "hidden " << C << " heads " << H);
@@ -100,18 +108,22 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   if (relora_.master_on_host && ops_.device() != Device::cpu) host_ops();
   const int rows = static_cast<int>(N);
   const Device dev = ops_.device();
-  // A block's saved activations other than its input x: its own, or with recompute one set
-  // shared by all blocks (a Tensor copy shares the storage).
+  // A block's activations: its own, or one set shared by all blocks (a Tensor copy shares
+  // the storage). With recompute all but the input are shared; with bf16 storage the input
+  // and the wide ones are, and the block keeps bf16 words of them.
+  const bool recompute = storage.recompute, bf16 = storage.bf16;
   Block shared;
-  auto allocate_saved = [&](Block& blk) {
-    for (Tensor* t : {&blk.n1, &blk.q_act, &blk.k_act, &blk.v_act, &blk.y, &blk.h, &blk.n2})
-      *t = Tensor::zeros({N, C}, dev);
-    for (Tensor* t : {&blk.g, &blk.u, &blk.act}) *t = Tensor::zeros({N, F}, dev);
-    blk.rstd1 = Tensor::zeros({N}, dev);
-    blk.rstd2 = Tensor::zeros({N}, dev);
-    blk.att = Tensor::zeros({ops_.attention_saved_floats(max_batch, cfg_.seq_len, cfg_.num_heads)}, dev);
+  auto place = [&](Block& blk, bool share_x, bool share_wide, bool share_narrow) {
+    blk.x = share_x ? shared.x : Tensor::zeros({N, C}, dev);
+    const std::vector<Tensor*> wide = blk.wide(), narrow = blk.narrow();
+    const std::vector<Tensor*> shared_wide = shared.wide(), shared_narrow = shared.narrow();
+    for (size_t i = 0; i < wide.size(); ++i)  // 7 (N,C), then 3 (N,F)
+      *wide[i] = share_wide ? *shared_wide[i] : Tensor::zeros({N, i < 7 ? C : F}, dev);
+    const int64_t saved = ops_.attention_saved_floats(max_batch, cfg_.seq_len, cfg_.num_heads);
+    for (size_t i = 0; i < narrow.size(); ++i)  // rstd1, rstd2 (N); att
+      *narrow[i] = share_narrow ? *shared_narrow[i] : Tensor::zeros({i < 2 ? N : saved}, dev);
   };
-  if (recompute_) allocate_saved(shared);
+  if (recompute || bf16) place(shared, false, false, false);
 
   embed_ = add_param("model.embed_tokens.weight", {V, C}, false);
   embedding_ = std::make_unique<LoraEmbedding>(embed_, rows);
@@ -131,14 +143,12 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
     blk->down = linear(pre + "mlp.down_proj", C, F);
     blk->norm1 = add_param(pre + "input_layernorm.weight", {C}, true);
     blk->norm2 = add_param(pre + "post_attention_layernorm.weight", {C}, true);
-    blk->x = Tensor::zeros({N, C}, dev);
-    if (recompute_) {
-      Block& b = *blk;
-      b.rstd1 = shared.rstd1, b.n1 = shared.n1, b.q_act = shared.q_act, b.k_act = shared.k_act;
-      b.v_act = shared.v_act, b.att = shared.att, b.y = shared.y, b.h = shared.h;
-      b.rstd2 = shared.rstd2, b.n2 = shared.n2, b.g = shared.g, b.u = shared.u, b.act = shared.act;
-    } else {
-      allocate_saved(*blk);
+    place(*blk, bf16, recompute || bf16, recompute);
+    if (bf16) {
+      blk->kept = {&blk->x};
+      if (!recompute)
+        for (Tensor* t : blk->wide()) blk->kept.push_back(t);
+      for (Tensor* t : blk->kept) blk->words.push_back(Tensor::zeros(t->shape(), dev, DType::bf16));
     }
     blocks_.push_back(std::move(blk));
   }
@@ -326,7 +336,7 @@ void Llama::merge_and_reinit(const AdapterInit& init) {
   }
 }
 
-void Llama::block_forward(Block& b, int B, float* out) {
+void Llama::block_forward(Block& b, int B, float* out, bool keep) {
   const int T = cfg_.seq_len, C = cfg_.hidden_size, H = cfg_.num_heads, D = C / H, N = B * T;
   const int64_t NC = static_cast<int64_t>(N) * C, NF = static_cast<int64_t>(N) * cfg_.intermediate_size;
   ops_.rmsnorm_forward(b.n1.data(), b.rstd1.data(), b.x.data(), b.norm1->value.data(), N, C,
@@ -346,6 +356,9 @@ void Llama::block_forward(Block& b, int B, float* out) {
   b.up->forward(ops_, b.n2.data(), b.u.data(), N);
   ops_.swiglu_forward(b.act.data(), b.g.data(), b.u.data(), NF);
   if (out == nullptr) return;  // recomputing for backward: the block's output is not needed
+  if (keep)
+    for (size_t i = 0; i < b.kept.size(); ++i)  // the first B sequences' rows
+      ops_.to_bf16(b.words[i].bf16(), b.kept[i]->data(), b.kept[i]->numel() / max_batch_ * B);
   b.down->forward(ops_, b.act.data(), out, N);
   ops_.axpy(out, b.h.data(), NC, 1.0f);
 }
@@ -363,7 +376,7 @@ double Llama::forward(const int32_t* inputs, const int32_t* targets, int B, bool
   embedding_->forward(ops_, inputs_.i32(), blocks_.empty() ? residual_out_.data() : blocks_[0]->x.data(), N);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     float* out = (l + 1 < blocks_.size()) ? blocks_[l + 1]->x.data() : residual_out_.data();
-    block_forward(*blocks_[l], B, out);
+    block_forward(*blocks_[l], B, out, for_backward);
   }
   ops_.rmsnorm_forward(final_norm_out_.data(), final_rstd_.data(), residual_out_.data(),
                        final_norm_->value.data(), N, C, cfg_.rms_norm_eps);
@@ -394,7 +407,9 @@ void Llama::backward(int B, const GradReadyFn& on_ready) {
   float* d_norm = d_q_.data();  // reused once d_q_ is free: d of a norm's output
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& b = *blocks_[l];
-    if (recompute_) block_forward(b, B, nullptr);
+    for (size_t i = 0; i < b.kept.size(); ++i)  // bf16 storage: widen what the block kept
+      ops_.from_bf16(b.kept[i]->data(), b.words[i].bf16(), b.kept[i]->numel() / max_batch_ * B);
+    if (activation_storage_.recompute) block_forward(b, B, nullptr, false);
     // MLP: out = h + down(silu(g) * u)
     b.down->backward(ops_, b.act.data(), d_res_.data(), d_act_.data(), false, scratch, N);
     ops_.swiglu_backward(d_g_.data(), d_u_.data(), d_act_.data(), b.g.data(), b.u.data(), NF);

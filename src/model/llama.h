@@ -43,12 +43,24 @@ TrainableCounts count_trainable(const ModelConfig& model, const ReloraConfig& re
 int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relora,
                               bool relora_phase);
 
+// What each block keeps for backward, and how (train.recompute, train.activation_dtype).
+struct ActivationStorage {
+  bool recompute = false;  // only the block's input; the rest is recomputed in backward
+  bool bf16 = false;       // kept as bf16 words (rounded when kept, widened for backward)
+};
+inline ActivationStorage activation_storage(const TrainConfig& train) {
+  return {train.recompute, train.activation_dtype == "bf16"};
+}
+
 class Llama {
  public:
-  // Parameters and activations live in ops' memory. recompute: keep only each block's input
-  // and recompute the rest of its activations in backward (one shared set of buffers).
+  // Parameters and activations live in ops' memory. storage.recompute: keep only each
+  // block's input and recompute the rest of its activations in backward (one shared set of
+  // buffers). storage.bf16: blocks compute in one shared fp32 working set and keep what
+  // backward needs as bf16 words (the (N,C) and (N,F) tensors; rstd and attention's saved
+  // state stay fp32), widened into the working set again in backward.
   Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch,
-        bool recompute = false);
+        ActivationStorage storage = {});
   ~Llama();
   Llama(const Llama&) = delete;
   Llama& operator=(const Llama&) = delete;
@@ -96,8 +108,10 @@ class Llama {
   struct Block;
   Param* add_param(const std::string& name, std::vector<int64_t> shape, bool is_norm);
   // One block from its input b.x: every saved activation, and with out the block's output
-  // (N,C); without (recomputation in backward) it stops before the down projection.
-  void block_forward(Block& b, int B, float* out);
+  // (N,C); without (recomputation in backward) it stops before the down projection. keep:
+  // round what the block keeps into its bf16 words (storage.bf16), before out is written
+  // (out may be b.x's buffer: the working set's input, the next block's).
+  void block_forward(Block& b, int B, float* out, bool keep);
   void rebuild_param_list();
   // Attention's scratch for micro-batches of max_batch_ sequences (Ops::attention_scratch_floats).
   int64_t attention_scratch_floats() const {
@@ -109,7 +123,7 @@ class Llama {
   ReloraConfig relora_;
   Ops& ops_;
   int max_batch_;
-  bool recompute_;
+  ActivationStorage activation_storage_;
   bool relora_phase_ = false;
 
   std::vector<std::unique_ptr<Param>> storage_;

@@ -56,7 +56,7 @@ int64_t phase_change_bytes(int64_t base, const MemoryBudget& full, const MemoryB
 }  // namespace
 
 MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                           int max_batch, bool recompute, bool bf16_staging, bool relora_phase) {
+                           int max_batch, ActivationStorage storage, bool bf16_staging, bool relora_phase) {
   constexpr int64_t kFloat = 4;
   const int64_t V = model.vocab_size, C = model.hidden_size, F = model.intermediate_size,
                 L = model.num_layers, T = model.seq_len, H = model.num_heads, r = relora.rank;
@@ -69,11 +69,19 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
   const int64_t adapter_elements =
       adapters_on ? counts.relora_phase - norms - (relora.embeddings == "full" ? 2 * V * C : 0) : 0;
 
-  // A block's saved activations besides its input: rstd1, rstd2 (N); n1, q, k, v, y, h, n2
-  // (N,C); g, u, act (N,F); attention's saved state.
-  const int64_t saved = 2 * N + 7 * N * C + 3 * N * F +
-                        ops.attention_saved_floats(max_batch, static_cast<int>(T), static_cast<int>(H));
-  int64_t activations = L * N * C + (recompute ? (L > 0 ? saved : 0) : L * saved);
+  // A block's activations: its input x (N,C); the wide ones n1, q, k, v, y, h, n2 (N,C) and
+  // g, u, act (N,F); the narrow ones rstd1, rstd2 (N) and attention's saved state. Each
+  // block's own, or one set for all (Llama's constructor): recompute shares all but x;
+  // bf16 storage shares x and the wide ones and keeps bf16 words of x (and, without
+  // recompute, of the wide ones) per block.
+  const int64_t wide = 7 * N * C + 3 * N * F;
+  const int64_t narrow =
+      2 * N + ops.attention_saved_floats(max_batch, static_cast<int>(T), static_cast<int>(H));
+  const int64_t one_set = L > 0 ? 1 : 0;  // a shared set exists only with blocks to share it
+  int64_t activations = (storage.bf16 ? one_set : L) * N * C +
+                        (storage.recompute || storage.bf16 ? one_set : L) * wide +
+                        (storage.recompute ? one_set : L) * narrow;
+  const int64_t kept_words = storage.bf16 ? L * (N * C + (storage.recompute ? 0 : wide)) : 0;
   activations += 2 * T * (D / 2)           // RoPE tables
                  + 3 * N                   // token ids and their order (i32)
                  + 2 * N + 2 * N * C       // final rstd, losses; final norm out, residual out
@@ -98,34 +106,34 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
   budget.adapters = kFloat * adapter_elements;
   budget.gradients = kFloat * trainable + (bf16_staging ? 2 * trainable : 0);
   budget.optimizer = 2 * kFloat * trainable;
-  budget.activations = kFloat * activations;
+  budget.activations = kFloat * activations + 2 * kept_words;
   if (bf16_masters(relora, ops, relora_phase)) budget.activations += words_scratch_bytes(model, max_batch);
   return budget;
 }
 
 int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                   int max_batch, bool recompute, bool bf16_staging) {
-  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, bf16_staging, false);
-  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, bf16_staging, true);
+                   int max_batch, ActivationStorage storage, bool bf16_staging) {
+  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, storage, bf16_staging, false);
+  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, storage, bf16_staging, true);
   return std::max(low_rank.total(),
                   phase_change_bytes(full.total(), full, low_rank, model, relora, ops, max_batch));
 }
 
 int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                        int max_batch, bool recompute, bool relora_phase) {
-  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, recompute, false, false);
+                        int max_batch, ActivationStorage storage, bool relora_phase) {
+  const MemoryBudget full = memory_budget(model, relora, ops, max_batch, storage, false, false);
   if (!relora_phase) return full.total();
-  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, false, true);
+  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, storage, false, true);
   // the full-rank model with gradients, no optimizer state, switching phase
   return std::max(low_rank.total(), phase_change_bytes(full.total() - full.optimizer, full,
                                                        low_rank, model, relora, ops, max_batch));
 }
 
 int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                          int max_batch, bool recompute, bool bf16_staging) {
-  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, recompute, bf16_staging, true);
+                          int max_batch, ActivationStorage storage, bool bf16_staging) {
+  const MemoryBudget low_rank = memory_budget(model, relora, ops, max_batch, storage, bf16_staging, true);
   const int64_t rebuild = low_rank.total() + 4 * count_trainable(model, relora).relora_phase;
-  return std::max(eval_peak_bytes(model, relora, ops, max_batch, recompute, true), rebuild);
+  return std::max(eval_peak_bytes(model, relora, ops, max_batch, storage, true), rebuild);
 }
 
 void reserve_device_arena(const Ops& ops, int64_t peak) {

@@ -9,6 +9,7 @@
 
 #include "backend/ops.h"
 #include "config/config.h"
+#include "model/llama.h"
 
 namespace relora {
 
@@ -24,31 +25,32 @@ struct MemoryBudget {
 };
 
 // Activations for micro-batches of max_batch sequences; ops decides attention's saved state
-// and scratch sizes; recompute as train.recompute; bf16_staging: the gradient buckets have
-// bf16 staging buffers (train.allreduce_dtype bf16 at world size > 1).
+// and scratch sizes; storage as train.recompute and train.activation_dtype; bf16_staging:
+// the gradient buckets have bf16 staging buffers (train.allreduce_dtype bf16 at world size
+// > 1).
 MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                           int max_batch, bool recompute, bool bf16_staging, bool relora_phase);
+                           int max_batch, ActivationStorage storage, bool bf16_staging, bool relora_phase);
 
 // The most a training run holds at once: the larger of the ReLoRA phase's budget and the
 // full-rank phase's plus the new adapters, their gradients and activation buffers (at the
 // phase change both are alive until the optimizer drops the frozen tensors' state and the
 // buckets are rebuilt).
 int64_t peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                   int max_batch, bool recompute, bool bf16_staging);
+                   int max_batch, ActivationStorage storage, bool bf16_staging);
 
 // The most `relora eval` (model_for_eval) holds for a checkpoint of the given phase: it
 // builds the model as training does and loads that phase's optimizer state, so that phase's
 // budget (without all-reduce staging); in the ReLoRA phase also the full-rank model with
 // gradients (no optimizer state) that it starts from while the adapters arrive.
 int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                        int max_batch, bool recompute, bool relora_phase);
+                        int max_batch, ActivationStorage storage, bool relora_phase);
 
 // The most a run resumed in the ReLoRA phase holds: the full-rank model with gradients but
 // no optimizer state or buckets, switching phase (eval_peak_bytes), then the ReLoRA phase,
 // whose bucket rebuild may hold every trainable gradient twice for a moment. Much less than
 // peak_bytes, which must hold the warm start's optimizer state and buckets too.
 int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                          int max_batch, bool recompute, bool bf16_staging);
+                          int max_batch, ActivationStorage storage, bool bf16_staging);
 
 // For a device backend, reserves the arena every device tensor of a run comes from: `peak`
 // (peak_bytes or eval_peak_bytes) plus 5% and 64 MiB for alignment and the gaps the phase

@@ -78,11 +78,12 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   if (probe_first) probe();
   // The ReLoRA phase reserves what a run resumed in it does (it starts the same way: the
   // full-rank model with gradients, then the adapters), not the warm start's peak.
-  const bool staging = bf16_staging(cfg.train, world), recompute = cfg.train.recompute;
+  const bool staging = bf16_staging(cfg.train, world);
+  const ActivationStorage storage = activation_storage(cfg.train);
   reserve_device_arena(*ops, options.relora_phase
-                                 ? resume_peak_bytes(cfg.model, cfg.relora, *ops, micro, recompute, staging)
-                                 : peak_bytes(cfg.model, cfg.relora, *ops, micro, recompute, staging));
-  Llama model(cfg.model, cfg.relora, *ops, micro, cfg.train.recompute);
+                                 ? resume_peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging)
+                                 : peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging));
+  Llama model(cfg.model, cfg.relora, *ops, micro, storage);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);
   if (options.relora_phase) start_adapters(model, optimizer, cfg.train.seed, 0);

@@ -14,9 +14,9 @@ std::unique_ptr<Llama> model_for_eval(const Config& cfg, Ops& ops, const std::st
                                       const RunState& state) {
   const int batch = cfg.train.micro_batch;
   const bool relora_phase = !checkpoint.empty() && state.relora_phase;
-  reserve_device_arena(ops, eval_peak_bytes(cfg.model, cfg.relora, ops, batch,
-                                            cfg.train.recompute, relora_phase));
-  auto model = std::make_unique<Llama>(cfg.model, cfg.relora, ops, batch, cfg.train.recompute);
+  const ActivationStorage storage = activation_storage(cfg.train);
+  reserve_device_arena(ops, eval_peak_bytes(cfg.model, cfg.relora, ops, batch, storage, relora_phase));
+  auto model = std::make_unique<Llama>(cfg.model, cfg.relora, ops, batch, storage);
   model->init_weights(cfg.train.seed);
   if (!checkpoint.empty()) {
     AdamW optimizer(cfg.optimizer, ops);  // read_tensors verifies the state it holds

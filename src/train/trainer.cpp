@@ -161,9 +161,10 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
     val_data_ = std::make_unique<Loader>(cfg_.data.val, cfg_.model.vocab_size, cfg_.model.seq_len,
                                          cfg_.train.seed, false);
   if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
-  reserve_device_arena(*ops_, peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute,
+  const ActivationStorage storage = activation_storage(cfg_.train);
+  reserve_device_arena(*ops_, peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, storage,
                                          bf16_staging(cfg_.train, world)));
-  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
+  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, storage);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
 }
@@ -213,12 +214,13 @@ void Trainer::rebuild_for_relora_resume() {
   const int micro = cfg_.train.micro_batch;
   optimizer_.reset();
   model_.reset();
+  const ActivationStorage storage = activation_storage(cfg_.train);
   if (ops_->device() != Device::cpu) {
     device_memory()->release_arena();
-    reserve_device_arena(*ops_, resume_peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute,
+    reserve_device_arena(*ops_, resume_peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, storage,
                                                   bf16_staging(cfg_.train, comm_.world_size())));
   }
-  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, cfg_.train.recompute);
+  model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, storage);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
 }
 
@@ -376,8 +378,9 @@ TrainSummary Trainer::run() {
   for (bool relora_phase : {false, true}) {
     if (relora_phase && cfg_.relora.rank == 0) continue;
     const MemoryBudget budget =
-        memory_budget(cfg_.model, cfg_.relora, *ops_, cfg_.train.micro_batch, cfg_.train.recompute,
-                      bf16_staging(cfg_.train, comm_.world_size()), relora_phase);
+        memory_budget(cfg_.model, cfg_.relora, *ops_, cfg_.train.micro_batch,
+                      activation_storage(cfg_.train), bf16_staging(cfg_.train, comm_.world_size()),
+                      relora_phase);
     std::snprintf(line, sizeof(line), "relora: memory per rank, %s phase: %s",
                   relora_phase ? "ReLoRA" : "full-rank", describe(budget).c_str());
     say(line);

@@ -7,7 +7,8 @@
 # against the same run on the CPU: the first step's loss (the forward pass alone) within
 # 1e-4 relative, every later one within 2e-3 (bf16 products; measured: 7e-6 and below
 # 6e-4); recomputation, a resume and relora.master_on_host (bf16 weight copies: the same
-# exact bf16 products, the same fp32 sums here) give the device run's losses exactly; and
+# exact bf16 products, the same fp32 sums here) give the device run's losses exactly; bf16
+# activations on the device within the same tolerances of bf16 activations on the CPU; and
 # no run prints an emulator error (a misuse the host code did not stop at).
 #   usage: emulated_cuda.sh RELORA_EMULATED_BINARY
 set -uo pipefail
@@ -88,6 +89,16 @@ variant() {
 variant recompute train.recompute=true
 variant host_masters relora.master_on_host=true
 
+# bf16 activations (train.activation_dtype): the device run against the CPU's with the same
+# setting, within the same tolerances
+for device in cpu cuda; do
+  "$relora" train --config run.yaml --set train.device="$device" --set train.activation_dtype=bf16 \
+    --set checkpoint.dir="${device}_bf16" > "${device}_bf16.out" 2>&1
+  check "${device}_bf16_activations_run" $? "$(tail -3 "${device}_bf16.out")"
+done
+within cuda_bf16 cpu_bf16
+check bf16_activations_within_bf16_tolerance_of_cpu $? "$(paste <(losses cuda_bf16) <(losses cpu_bf16))"
+
 # resume from step 6 (the ReLoRA phase, halfway through the first cycle) in a new directory
 mkdir resumed && cp cuda/step_00000006.h5 resumed/ && echo step_00000006.h5 > resumed/latest
 "$relora" train --config run.yaml --set train.device=cuda --set checkpoint.dir=resumed \
@@ -98,7 +109,8 @@ check resume_from_device_checkpoint $? "exit $rc; $(grep -m3 'resum\|error' resu
 identical 7 resumed cuda
 check resume_is_exact $? "$(paste <(losses resumed) <(losses cuda))"
 
-! grep -l '^cuda_sim: ' cuda.out recompute.out resumed.out host_masters.out eval.err > /dev/null 2>&1
-check no_emulator_errors $? "$(grep -h -m3 '^cuda_sim: ' cuda.out recompute.out resumed.out host_masters.out eval.err)"
+device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out resumed.out eval.err)
+! grep -l '^cuda_sim: ' "${device_logs[@]}" > /dev/null 2>&1
+check no_emulator_errors $? "$(grep -h -m3 '^cuda_sim: ' "${device_logs[@]}")"
 
 [ "$failures" -eq 0 ]

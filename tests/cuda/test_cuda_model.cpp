@@ -184,16 +184,17 @@ TEST_F(CudaModel, MastersOnTheHostMatchCpu) {
 
 // The memory budget (what relora train reserves and prints per category) is what the CUDA
 // backend allocates in each phase: the fused kernels' attention state (head size 64) and the
-// cuBLAS path's (head size 4), with and without recomputation and host masters.
+// cuBLAS path's (head size 4), with and without recomputation, bf16 activations and host
+// masters.
 TEST_F(CudaModel, MemoryBudgetIsWhatIsAllocated) {
   auto comm = make_local_comm();
   for (Config cfg : {testing::small_training_config(), fused_attention_config()}) {
     for (bool master_on_host : {false, true}) {
-      for (bool recompute : {false, true}) {
+      for (const ActivationStorage storage : testing::activation_storages()) {
         SCOPED_TRACE("D=" + std::to_string(cfg.model.hidden_size / cfg.model.num_heads) +
-                     (master_on_host ? " master_on_host" : "") + (recompute ? " recompute" : ""));
+                     (master_on_host ? " master_on_host" : "") + testing::describe(storage));
         cfg.relora.master_on_host = master_on_host;
-        testing::expect_phase_totals_allocated(*gpu_, *device_memory(), *comm, cfg, recompute);
+        testing::expect_phase_totals_allocated(*gpu_, *device_memory(), *comm, cfg, storage);
       }
     }
   }

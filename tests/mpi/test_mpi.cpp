@@ -129,7 +129,7 @@ TEST(Mpi, GradSyncBucketsAverageKnownValues) {
 TEST(Mpi, MemoryBudgetCountsBf16Staging) {
   Config cfg = testing::small_training_config();
   cfg.train.allreduce_dtype = "bf16";
-  testing::expect_budget_is_allocated(*g_comm, cfg, false);
+  testing::expect_budget_is_allocated(*g_comm, cfg, {});
 }
 
 TEST(Mpi, ReplicaChecksNameTheDifference) {
