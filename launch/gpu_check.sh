@@ -3,8 +3,9 @@
 # H100/H200, under 8): the CUDA tests, `relora bench` of each model in both phases (and
 # a --profile of each op for the larger ones, in DIR/profile_*.txt), the memory check
 # (llama_1b, recompute on: device memory the ReLoRA phase's tensors hold over the full
-# phase's, and the device memory each reserves, target <= 0.60), and a real training run on synthetic text with a restart, a
-# resume (bit-identical) and an eval. A failing, crashing or hanging step is recorded and
+# phase's, and the device memory each reserves, target <= 0.60), a real training run on
+# synthetic text with a restart, a resume (bit-identical) and an eval, and with time left
+# llama_350m with bf16 activations. A failing, crashing or hanging step is recorded and
 # the next one runs, so one GPU session yields every figure it can; the summary lists
 # the figures, the targets and every problem.
 #   usage: launch/gpu_check.sh [--bundle FILE] [--models "tiny llama_350m"] [--out DIR]
@@ -419,6 +420,7 @@ for m in $models; do
       step_ms[$phase]="$(field "$last" step_ms)"
       mfu[$phase]="$(field "$last" mfu)"
       peak_line="$last"
+      [ "$m/$phase" = llama_350m/full ] && fp32_350m_line="$last"
     fi
   done
   if [ -n "${step_ms[full]:-}" ] && [ -n "${step_ms[relora]:-}" ]; then
@@ -554,6 +556,22 @@ PY
 }
 resume_summary="resume not checked"
 smoke_run || true
+
+# (5) bf16 activations (train.activation_dtype: bf16): llama_350m's full-rank step time and
+# tensor memory against the fp32 run of (2). No target: it tells whether bf16 storage could
+# be the default on a GPU. Last, and only with 100 s left, so it never costs a check above.
+step "(5) bf16 activations: llama_350m, full-rank phase, against (2)"
+if [ -z "${fp32_350m_line:-}" ]; then
+  echo "not run: no llama_350m full-rank line from (2)"
+elif ! limit 100 >/dev/null || [ "$(limit 100)" -lt 100 ]; then
+  echo "not run: under 100 s left before the deadline"
+elif bench "llama_350m/full-bf16-activations" 150 --config configs/llama_350m.yaml \
+  --set train.device=cuda --set model.seq_len=512 --set train.activation_dtype=bf16 --steps 10 \
+  --warmup 2 --phase full; then
+  targets+=("llama_350m: bf16 activations, full-rank step time $(ratio_of "$(field "$last" step_ms)" \
+"$(field "$fp32_350m_line" step_ms)") and tensor memory $(ratio_of "$(field "$last" peak_mem_bytes)" \
+"$(field "$fp32_350m_line" peak_mem_bytes)") of fp32's (no target)")
+fi
 
 # ---- summary ------------------------------------------------------------------------------
 step "summary"
