@@ -251,9 +251,12 @@ TEST(Checkpoint, FindResumeFallsBackPastBadCheckpoints) {
                                 dir.file("step_00000020.h5") + ": the file is truncated");
   expect_contains(warnings, "warning: skipping checkpoint " + dir.file("step_00000030.h5") +
                                 ": the file is truncated");
+  // none can be resumed from: refused, not a fresh start that would overwrite the run
   truncate_to_half(dir.file("step_00000010.h5"));
   ::testing::internal::CaptureStderr();
-  EXPECT_EQ(find_resume_checkpoint(dir.path()), "");
+  testing::expect_contains(testing::input_error_of([&] { find_resume_checkpoint(dir.path()); }),
+                  {"--resume auto: " + dir.path() + " holds 3 checkpoints and none can be resumed from",
+                   "--resume PATH", "another checkpoint.dir"});
   ::testing::internal::GetCapturedStderr();
 }
 
@@ -459,9 +462,12 @@ TEST(Checkpoint, ConfigComparisonForResume) {
   now.model.hidden_size = 16;
   now.relora.rank = 4;
   now.relora.embeddings = "frozen";
+  now.train.global_batch = 2 * base.train.global_batch;
   EXPECT_EQ(incompatible_keys(stored, now),
             (std::vector<std::string>{"model.hidden_size: checkpoint 8, config 16", "relora.rank: checkpoint 3, config 4",
-                                      "relora.embeddings: checkpoint lora, config frozen"}));
+                                      "relora.embeddings: checkpoint lora, config frozen",
+                                      "train.global_batch: checkpoint " + std::to_string(base.train.global_batch) +
+                                          ", config " + std::to_string(now.train.global_batch)}));
   expect_contains(input_error([] { config_from_yaml_text("model:\n  hidden_sise: 8\n", "stored config"); }),
                   "stored config:2: unknown key 'model.hidden_sise'");
 }

@@ -289,5 +289,17 @@ TEST(MemoryBudget, ReloraPhaseOfTheBillionModelFitsInSixtyPercent) {
   EXPECT_EQ(full.adapters, 0);
 }
 
+// A run that cannot fit in the host's memory stops with the numbers and what to change,
+// not in the OOM killer's hands; a device backend's memory is checked by its arena instead.
+TEST(MemoryBudget, HostMemoryIsCheckedBeforeTheModelIsBuilt) {
+  auto cpu = make_cpu_ops();
+  EXPECT_NO_THROW(check_host_memory(*cpu, 1 << 20, 2));
+  testing::expect_contains(testing::input_error_of([&] { check_host_memory(*cpu, int64_t{1} << 60, 2); }),
+                           {"the run needs", "2 rank(s) on this node", "GB are available",
+                            "lower train.micro_batch"});
+  testing::ForwardingOps device(Device::cuda);
+  EXPECT_NO_THROW(check_host_memory(device, int64_t{1} << 60, 2));
+}
+
 }  // namespace
 }  // namespace relora

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,49 @@ TEST(Resume, EveryCheckpointContinuesBitIdentically) {
   EXPECT_EQ(fp32[0], bf16[0]);  // the first forward is the same fp32 computation
   EXPECT_NE(fp32, bf16);
   for (size_t i = 0; i < fp32.size(); ++i) EXPECT_NEAR(bf16[i], fp32[i], 0.02 * fp32[i]) << "update " << i + 1;
+}
+
+// A run whose final update ends the warm start or a cycle skips that boundary's event
+// (nothing follows it). Extended with a higher train.steps, it catches up before its first
+// update: with a constant lr after warm-up (so that train.steps does not change the
+// schedule), 8 then 24 steps, or 12 then 24, repeat the 24-step run bit for bit.
+TEST(Resume, ExtendingARunThatEndedOnABoundary) {
+  testing::TempDir dir;
+  write_data(dir);
+  auto comm = make_local_comm();
+  auto config = [&](const std::string& run, int steps) {
+    std::vector<std::string> overrides = run_config(dir, run);
+    overrides.push_back("schedule.min_lr_ratio=1");
+    overrides.push_back("train.steps=" + std::to_string(steps));
+    return config_from_overrides(overrides);
+  };
+  Trainer whole(config("whole", 24), *comm);
+  const TrainSummary reference = whole.run();
+  ASSERT_EQ(reference.losses.size(), 24u);
+  for (int first : {8, 12}) {  // the end of the warm start; the first restart
+    SCOPED_TRACE("first " + std::to_string(first) + " steps");
+    const std::string run = "to" + std::to_string(first);
+    Trainer part(config(run, first), *comm);
+    EXPECT_EQ(part.run().restarts, 0);
+    // and a crash in the middle of a metrics line: the resume drops the partial line
+    std::ofstream(dir.file(run + "/metrics.jsonl"), std::ios::app) << "{\"step\":";
+    Trainer extended(config(run, 24), *comm);
+    extended.resume("auto");
+    const TrainSummary continued = extended.run();
+    ASSERT_EQ(continued.losses.size(), static_cast<size_t>(24 - first));
+    for (size_t i = 0; i < continued.losses.size(); ++i)
+      EXPECT_EQ(continued.losses[i], reference.losses[first + i]) << "update " << first + 1 + i;
+    EXPECT_EQ(continued.restarts, reference.restarts);
+    std::ifstream metrics(dir.file(run + "/metrics.jsonl"));
+    int steps = 0, restarts = 0;
+    for (std::string line; std::getline(metrics, line);) {
+      EXPECT_TRUE(line.front() == '{' && line.back() == '}') << line;
+      steps += line.find("\"lr\":") != std::string::npos;
+      restarts += line.find("\"restart\"") != std::string::npos;
+    }
+    EXPECT_EQ(steps, 24);  // log.every 1
+    EXPECT_EQ(restarts, reference.restarts);
+  }
 }
 
 TEST(Resume, RefusesAnIncompatibleConfigAndChangedData) {

@@ -72,9 +72,10 @@ void publish_latest(const std::string& dir, const std::string& name);
 void apply_retention(const std::string& dir, int keep);
 
 // For `--resume auto`: <dir>/latest's checkpoint if it opens and validates, else the newest
-// step_*.h5 that does, with a warning on stderr for each one skipped saying why; "" if none.
-// Validation reads the attributes (truncation and format problems); tensor checksums are
-// verified by read_tensors.
+// step_*.h5 that does, with a warning on stderr for each one skipped saying why; "" if there
+// is none at all, an InputError if there are some and none validates (a fresh start would
+// overwrite the run). Validation reads the attributes (truncation and format problems);
+// tensor checksums are verified by read_tensors.
 std::string find_resume_checkpoint(const std::string& dir);
 
 // Settings a resumed run may not change: the model's shape keys (vocab_size, hidden_size,

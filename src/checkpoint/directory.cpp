@@ -123,7 +123,13 @@ std::string find_resume_checkpoint(const std::string& dir) {
     } catch (const InputError& e) {
       warn(std::string("skipping ") + e.what());
     }
+    tried.insert(file.name);
   }
+  // checkpoints that all fail: starting fresh would overwrite the run's metrics and files
+  if (!tried.empty())
+    RELORA_INPUT_ERROR("--resume auto: " << dir << " holds " << tried.size() << " checkpoint"
+                       << (tried.size() == 1 ? "" : "s") << " and none can be resumed from (the warnings "
+                       "above say why); resume one with --resume PATH, or start over with another checkpoint.dir");
   return "";
 }
 

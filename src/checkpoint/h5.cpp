@@ -356,7 +356,8 @@ void read_tensor(hid_t file, const std::string& path, float* out, const std::str
   Id dataset(H5_CHECK_READ(where, H5Dopen2(file, path.c_str(), H5P_DEFAULT)), H5Dclose);
   if (H5Dread(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
     if (last_error_is_filter_failure()) {
-      RELORA_INPUT_ERROR(where << ": dataset " << path << " is corrupt (checksum mismatch)");
+      RELORA_INPUT_ERROR(where << ": dataset " << path << " is corrupt (checksum mismatch); use "
+                               "another checkpoint (relora inspect lists a file's tensors)");
     }
     throw_read_failed(where, "H5Dread", __FILE__, __LINE__);
   }

@@ -2,11 +2,13 @@
 // line on stderr and exit code 2; an internal failure with exit code 1. Under mpirun, errors
 // every rank meets at start-up are agreed and printed once; an error on some ranks during
 // training ends the whole job through MPI_Abort.
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -150,6 +152,11 @@ Args parse_args(int argc, char** argv) {
   Args a;
   if (argc < 2) return a;
   a.command = argv[1];
+  // before the options, so that a mistyped command is named as such, --help included
+  const char* const kCommands[] = {"train", "eval", "bench", "inspect", "--help", "-h", "help", "--version"};
+  if (std::none_of(std::begin(kCommands), std::end(kCommands), [&](const char* c) { return a.command == c; }))
+    RELORA_INPUT_ERROR("unknown command '" << a.command
+                       << "' (commands: train, eval, bench, inspect, data; see relora --help)");
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -214,10 +221,20 @@ int cmd_eval(Communicator& comm, const Args& a) {
     if (a.data.empty()) RELORA_INPUT_ERROR("relora eval: --data PATTERN is required (a glob of token shards)");
     if (!a.checkpoint.empty() && !a.config.empty())
       RELORA_INPUT_ERROR("relora eval: give --checkpoint or --config, not both (a checkpoint carries its config)");
+    if (a.checkpoint.empty() && a.config.empty())
+      RELORA_INPUT_ERROR("relora eval: give --checkpoint PATH (a training checkpoint) or --config FILE "
+                         "(a fresh model)");
     RunState state;
     if (!a.checkpoint.empty()) {
       state = read_run_state(a.checkpoint);
-      cfg = config_from_yaml_text(state.config_yaml, a.checkpoint + " (its stored config)", a.sets);
+      const std::string where = a.checkpoint + " (its stored config)";
+      cfg = config_from_yaml_text(state.config_yaml, where, a.sets);
+      std::string changed;
+      for (const std::string& key : incompatible_keys(config_from_yaml_text(state.config_yaml, where), cfg))
+        changed += (changed.empty() ? "" : "; ") + key;
+      if (!changed.empty())
+        RELORA_INPUT_ERROR("relora eval: --set cannot change the checkpoint's " << changed
+                           << " (they fix its tensors)");
     } else {
       cfg = load_required_config(a);
     }
@@ -282,10 +299,7 @@ int run_local(const Args& a) {
     return 0;
   }
   if (a.command == "inspect") return cmd_inspect(a);
-  if (a.command != "train" && a.command != "eval" && a.command != "bench")
-    RELORA_INPUT_ERROR("unknown command '" << a.command
-                       << "' (commands: train, eval, bench, inspect, data; see relora --help)");
-  return -1;
+  return -1;  // train, eval, bench
 }
 
 }  // namespace

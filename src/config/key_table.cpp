@@ -87,7 +87,7 @@ const std::vector<ConfigKey> kKeys = {
     RELORA_CONFIG_KEY(train, allreduce_dtype,
                       "gradient all-reduce in fp32, or bf16: half the bytes, gradients rounded to bf16 (multi-rank runs)"),
     RELORA_CONFIG_KEY(train, time_limit,
-                      "stop, checkpoint and exit 0 after this long, e.g. 3h50m; empty: no limit"),
+                      "stop, checkpoint and exit 0 this long after relora train started, e.g. 3h50m; empty: no limit"),
 
     RELORA_CONFIG_KEY(data, train, "glob of training token shards, e.g. data/c4/train_*.bin"),
     RELORA_CONFIG_KEY(data, val, "glob of validation token shards; empty: no evaluation"),

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <string>
 #include <vector>
 
+#include "core/errors.h"
 #include "model/llama.h"
 
 namespace relora {
@@ -139,6 +142,21 @@ int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, 
 void reserve_device_arena(const Ops& ops, int64_t peak) {
   if (ops.device() != Device::cuda) return;
   device_memory()->reserve(peak + peak / 20 + (64 << 20));
+}
+
+void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node) {
+  if (ops.device() != Device::cpu) return;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = -1;
+  while (meminfo >> key && key != "MemAvailable:") meminfo.ignore(1 << 10, '\n');
+  if (!(key == "MemAvailable:" && meminfo >> kib)) return;
+  const double need = static_cast<double>(peak) * ranks_on_node / 1e9, have = kib * 1024.0 / 1e9;
+  if (need > have)
+    RELORA_INPUT_ERROR("the run needs " << need << " GB of host memory (" << ranks_on_node << " rank(s) on "
+                       "this node, " << static_cast<double>(peak) / 1e9 << " GB each by the memory budget) and "
+                       << have << " GB are available; lower train.micro_batch, set train.recompute: true or "
+                       "train.activation_dtype: bf16, run fewer ranks per node, or train a smaller model");
 }
 
 std::string describe(const MemoryBudget& b) {

@@ -57,6 +57,12 @@ int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, 
 // change leaves. A no-op on the CPU.
 void reserve_device_arena(const Ops& ops, int64_t peak);
 
+// On the CPU backend: an InputError when ranks_on_node ranks holding `peak` bytes each
+// would not fit in the host's available memory (MemAvailable of /proc/meminfo), instead of
+// the kernel's OOM killer ending the run part-way through building the model. A no-op on a
+// device, or where /proc/meminfo cannot be read.
+void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node);
+
 // "10.63 GB (weights 5.31, adapters 0.05, gradients 0.05, optimizer 0.11, activations 5.11)",
 // and "; host masters 4.83 GB" when there are some
 std::string describe(const MemoryBudget& budget);

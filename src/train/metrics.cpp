@@ -73,7 +73,11 @@ void MetricsLog::eval(int64_t step, double val_loss, double val_ppl) {
 }
 
 Progress::Progress(int64_t total_steps, int log_every)
-    : total_(total_steps), log_every_(log_every), tty_(isatty(STDERR_FILENO) == 1) {}
+    // the live line on stderr only when stdout is a terminal too: stdout sent to a file
+    // gets the plain lines
+    : total_(total_steps),
+      log_every_(log_every),
+      tty_(isatty(STDERR_FILENO) == 1 && isatty(STDOUT_FILENO) == 1) {}
 
 void Progress::update(const StepRecord& r, double seconds_elapsed, int64_t steps_done) {
   const double eta = steps_done > 0 ? seconds_elapsed / steps_done * (total_ - r.step) : 0.0;
@@ -85,7 +89,7 @@ void Progress::update(const StepRecord& r, double seconds_elapsed, int64_t steps
     std::fprintf(stderr, "\r\033[K%s", text.c_str());
     std::fflush(stderr);
     live_line_ = true;
-  } else if (r.step == 1 || r.step % log_every_ == 0 || r.step == total_) {
+  } else if (steps_done == 1 || r.step % log_every_ == 0 || r.step == total_) {
     std::printf("%s\n", text.c_str());
     std::fflush(stdout);
   }

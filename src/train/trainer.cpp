@@ -12,6 +12,7 @@
 #include <cmath>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -77,18 +78,30 @@ std::string join_lines(const std::vector<std::string>& lines, const char* separa
   return out;
 }
 
-// Keeps the records of metrics.jsonl up to `step` (those of lost steps are dropped);
-// atomic, so an interrupted resume leaves the file as it was.
+// Keeps the records of metrics.jsonl up to `step` (those of lost steps are dropped, and
+// lines that are not whole records, as a crash in the middle of a write leaves, with a
+// warning); atomic, so an interrupted resume leaves the file as it was.
 void truncate_metrics(const std::string& path, int64_t step) {
   std::ifstream in(path);
   if (!in) return;
   std::string kept, line;
+  int64_t broken = 0;
   while (std::getline(in, line)) {
     const size_t at = line.find("\"step\":");
-    if (at != std::string::npos && std::stoll(line.substr(at + 7)) > step) continue;
+    const char* digits = at == std::string::npos ? nullptr : line.c_str() + at + 7;
+    char* end = nullptr;
+    const long long record_step = digits ? std::strtoll(digits, &end, 10) : 0;
+    if (line.empty() || line.front() != '{' || line.back() != '}' || (digits && end == digits)) {
+      ++broken;
+      continue;
+    }
+    if (digits && record_step > step) continue;
     kept += line + "\n";
   }
   in.close();
+  if (broken > 0)
+    std::fprintf(stderr, "relora: warning: %s: dropped %lld line(s) that are not whole records\n",
+                 path.c_str(), static_cast<long long>(broken));
   write_file_atomic(path, kept);
 }
 
@@ -162,8 +175,10 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
                                          cfg_.train.seed, false);
   if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
   const ActivationStorage storage = activation_storage(cfg_.train);
-  reserve_device_arena(*ops_, peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, storage,
-                                         bf16_staging(cfg_.train, world)));
+  const int64_t peak =
+      peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, storage, bf16_staging(cfg_.train, world));
+  check_host_memory(*ops_, peak, comm_.local_size());
+  reserve_device_arena(*ops_, peak);
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, storage);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
@@ -237,8 +252,13 @@ void Trainer::load_checkpoint(const std::string& path) {
                                      << state.shard_tokens.size() << " shard(s) of a different size than the "
                                      << train_data_->shard_tokens().size() << " matching data.train now ('"
                                      << cfg_.data.train << "'); resume on the same data");
-  const bool expect_relora = cfg_.relora.rank > 0 && state.step >= cfg_.relora.warm_start_steps;
-  if (state.relora_phase != expect_relora)
+  // at step == warm_start_steps either: a run whose final update ended the warm start had
+  // no reason to start the adapters (run() starts them before the extension's first update)
+  const int64_t warm = cfg_.relora.warm_start_steps;
+  const bool phase_fits = cfg_.relora.rank <= 0 ? !state.relora_phase
+                          : state.step == warm  ? true
+                                                : state.relora_phase == (state.step > warm);
+  if (!phase_fits)
     RELORA_INPUT_ERROR("checkpoint " << path << " is in the " << (state.relora_phase ? "ReLoRA" : "full-rank")
                                      << " phase after step " << state.step
                                      << ", which relora.warm_start_steps = " << cfg_.relora.warm_start_steps
@@ -394,7 +414,21 @@ TrainSummary Trainer::run() {
     say(line);
     return summary;
   }
-  if (start_step_ == 0) after_update(0);  // warm_start_steps 0: adapters from the start
+  // The event after the step training starts from, when it has not happened: with
+  // warm_start_steps 0 the adapters before the first update; and a resumed run whose final
+  // update ended the warm start or a cycle (no event follows a final update), extended now.
+  const Event pending = schedule_.event_after(start_step_);
+  if ((pending == Event::start_adapters && !model_->relora_phase()) ||
+      (pending == Event::restart && restarts_ < schedule_.restarts_done(start_step_))) {
+    after_update(start_step_);
+    if (pending == Event::restart) {
+      if (metrics) metrics->restart(start_step_, schedule_.cycle(start_step_ + 1));
+      std::snprintf(line, sizeof(line), "relora: step %ld (the checkpoint's final step): merged adapters, "
+                    "cycle %ld begins", static_cast<long>(start_step_),
+                    static_cast<long>(schedule_.cycle(start_step_ + 1)));
+      say(line);
+    }
+  }
   step_->rebuild();
 
   StopSignals stop_signals;
@@ -459,7 +493,7 @@ TrainSummary Trainer::run() {
     // Stop requests and timed checkpoints are agreed by all ranks (signals arrive, and
     // clocks run, at slightly different moments on each).
     double requests[2] = {
-        g_stop_signal != 0 || (time_limit_s > 0 && seconds_since(run_start) >= time_limit_s) ? 1.0 : 0.0,
+        g_stop_signal != 0 || (time_limit_s > 0 && seconds_since(created_) >= time_limit_s) ? 1.0 : 0.0,
         cfg_.checkpoint.every_minutes > 0 && seconds_since(last_save) >= 60.0 * cfg_.checkpoint.every_minutes
             ? 1.0 : 0.0};
     comm_.all_reduce(requests, 2, ReduceOp::max);

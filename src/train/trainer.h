@@ -3,6 +3,7 @@
 // Every rank runs the same trainer on its own share of each global batch; rank 0 alone
 // writes files and prints progress.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -62,6 +63,8 @@ class Trainer {
   // Applies the ReLoRA event scheduled after `update` and returns it.
   Event after_update(int64_t update);
 
+  // train.time_limit counts from here: loading data, model and checkpoint is part of a job
+  std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
   Config cfg_;
   Communicator& comm_;
   int threads_;

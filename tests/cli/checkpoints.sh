@@ -2,7 +2,8 @@
 # Checkpoints through the relora command line: SIGTERM and train.time_limit stop a run with
 # exit 0 and a loadable checkpoint; SIGUSR1 through mpirun does the same on every rank;
 # SIGKILL in the middle of checkpoint writes leaves `--resume auto` a complete checkpoint;
-# inspect and eval --checkpoint read them; a mismatched config is refused with exit 2.
+# inspect and eval --checkpoint read them; a mismatched config is refused with exit 2, by
+# train and by eval; a mistyped command is named, even with --help.
 #   usage: checkpoints.sh RELORA_BINARY
 set -uo pipefail
 relora="$1"
@@ -61,6 +62,16 @@ check eval_from_checkpoint $? "$(cat eval.out)"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "does not fit this config: model.hidden_size: checkpoint 128, config 64" shape.out
 check mismatched_config_refused $? "exit $rc; $(cat shape.out)"
+# ... and by eval, whose --set applies on top of the checkpoint's config
+"$relora" eval --checkpoint "out/$(cat out/latest)" --data 'train_*.bin' --set relora.rank=0 > eval_rank.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "relora eval: --set cannot change the checkpoint's relora.rank: checkpoint 8, config 0" eval_rank.out
+check eval_refuses_structural_set $? "exit $rc; $(cat eval_rank.out)"
+# a mistyped command is named as one, even with --help
+"$relora" trian --help > typo.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "unknown command 'trian'" typo.out
+check unknown_command_with_help $? "exit $rc; $(cat typo.out)"
 
 # 5. SIGUSR1 to mpirun reaches both ranks: both stop after the same step, one checkpoint
 rm -rf out
