@@ -295,7 +295,7 @@ TEST(MemoryBudget, HostMemoryIsCheckedBeforeTheModelIsBuilt) {
   auto cpu = make_cpu_ops();
   EXPECT_NO_THROW(check_host_memory(*cpu, 1 << 20, 2));
   testing::expect_contains(testing::input_error_of([&] { check_host_memory(*cpu, int64_t{1} << 60, 2); }),
-                           {"the run needs", "2 rank(s) on this node", "GB are available",
+                           {"the run needs", "2 rank(s) on this node", "this node has",
                             "lower train.micro_batch"});
   testing::ForwardingOps device(Device::cuda);
   EXPECT_NO_THROW(check_host_memory(device, int64_t{1} << 60, 2));

@@ -12,12 +12,10 @@ namespace {
 
 using config_detail::ConfigKey;
 
-// The keys a resumed run must share with its checkpoint: the tensors' shapes and which
-// adapters exist, and the global batch (the step count measures tokens and data in it).
+// The keys a resumed run must share with its checkpoint.
 const char* const kStructuralKeys[] = {
     "model.vocab_size", "model.hidden_size", "model.num_layers",   "model.num_heads",
     "model.intermediate_size", "relora.rank", "relora.targets", "relora.embeddings",
-    "train.global_batch",
 };
 
 // relora.targets is a set: [q_proj, v_proj] and [v_proj, q_proj] adapt the same modules.

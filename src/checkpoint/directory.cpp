@@ -103,7 +103,11 @@ void apply_retention(const std::string& dir, int keep) {
 std::string find_resume_checkpoint(const std::string& dir) {
   std::set<std::string> tried;
   const std::string latest = read_latest(dir);
-  if (!latest.empty()) {
+  std::error_code error;
+  if (!latest.empty() && !fs::exists(fs::path(dir) / latest, error)) {
+    warn((fs::path(dir) / kLatest).string() + " names " + latest +
+         ", which does not exist; trying the newest other checkpoint");
+  } else if (!latest.empty()) {
     const std::string path = (fs::path(dir) / latest).string();
     try {
       read_run_state(path);

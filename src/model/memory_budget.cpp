@@ -56,6 +56,40 @@ int64_t phase_change_bytes(int64_t base, const MemoryBudget& full, const MemoryB
   return std::max(moving_masters, adapters_arrive);
 }
 
+// The first number in `path` (a /proc or /sys file), or -1 ("max", absent, unreadable).
+int64_t number_in(const std::string& path) {
+  std::ifstream in(path);
+  int64_t value = -1;
+  return in >> value ? value : -1;
+}
+
+// The memory this process may use: MemTotal, or its cgroup's limit (v2 memory.max, v1
+// memory.limit_in_bytes; at its own cgroup's path and at the root, as a container sees
+// it) when that is lower; -1 when unknown. Not MemAvailable, which falls as the node's
+// other ranks build their models.
+int64_t host_memory_limit() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t limit = -1, kib = 0;
+  while (meminfo >> key && key != "MemTotal:") meminfo.ignore(1 << 10, '\n');
+  if (key == "MemTotal:" && meminfo >> kib) limit = kib * 1024;
+  std::vector<std::string> files = {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+  std::ifstream cgroups("/proc/self/cgroup");  // lines "id:controllers:path"
+  for (std::string line; std::getline(cgroups, line);) {
+    const size_t first = line.find(':'), second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = line.substr(first + 1, second - first - 1), path = line.substr(second + 1);
+    if (controllers.empty()) files.push_back("/sys/fs/cgroup" + path + "/memory.max");
+    if (controllers.find("memory") != std::string::npos)
+      files.push_back("/sys/fs/cgroup/memory" + path + "/memory.limit_in_bytes");
+  }
+  for (const std::string& file : files) {
+    const int64_t cgroup_limit = number_in(file);
+    if (cgroup_limit > 0 && (limit < 0 || cgroup_limit < limit)) limit = cgroup_limit;
+  }
+  return limit;
+}
+
 }  // namespace
 
 MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
@@ -146,17 +180,18 @@ void reserve_device_arena(const Ops& ops, int64_t peak) {
 
 void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node) {
   if (ops.device() != Device::cpu) return;
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  int64_t kib = -1;
-  while (meminfo >> key && key != "MemAvailable:") meminfo.ignore(1 << 10, '\n');
-  if (!(key == "MemAvailable:" && meminfo >> kib)) return;
-  const double need = static_cast<double>(peak) * ranks_on_node / 1e9, have = kib * 1024.0 / 1e9;
-  if (need > have)
-    RELORA_INPUT_ERROR("the run needs " << need << " GB of host memory (" << ranks_on_node << " rank(s) on "
-                       "this node, " << static_cast<double>(peak) / 1e9 << " GB each by the memory budget) and "
-                       << have << " GB are available; lower train.micro_batch, set train.recompute: true or "
-                       "train.activation_dtype: bf16, run fewer ranks per node, or train a smaller model");
+  const int64_t limit = host_memory_limit();
+  if (limit <= 0) return;
+  if (peak * ranks_on_node <= limit) return;
+  char sizes[200];
+  std::snprintf(sizes, sizeof(sizes),
+                "%.1f GB of host memory (%d rank(s) on this node, %.1f GB each by the memory budget) and "
+                "this node has %.1f GB",
+                static_cast<double>(peak) * ranks_on_node / 1e9, ranks_on_node,
+                static_cast<double>(peak) / 1e9, static_cast<double>(limit) / 1e9);
+  RELORA_INPUT_ERROR("the run needs " << sizes << " (its memory, or its cgroup's limit); lower "
+                     "train.micro_batch, set train.recompute: true or train.activation_dtype: bf16, run "
+                     "fewer ranks per node, or train a smaller model");
 }
 
 std::string describe(const MemoryBudget& b) {

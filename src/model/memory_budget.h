@@ -58,9 +58,9 @@ int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, 
 void reserve_device_arena(const Ops& ops, int64_t peak);
 
 // On the CPU backend: an InputError when ranks_on_node ranks holding `peak` bytes each
-// would not fit in the host's available memory (MemAvailable of /proc/meminfo), instead of
+// cannot fit in the host's memory (MemTotal, or the cgroup's limit when lower), instead of
 // the kernel's OOM killer ending the run part-way through building the model. A no-op on a
-// device, or where /proc/meminfo cannot be read.
+// device, or where neither can be read.
 void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node);
 
 // "10.63 GB (weights 5.31, adapters 0.05, gradients 0.05, optimizer 0.11, activations 5.11)",

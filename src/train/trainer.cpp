@@ -247,6 +247,11 @@ void Trainer::load_checkpoint(const std::string& path) {
     RELORA_INPUT_ERROR("checkpoint " << path << " does not fit this config: " << join_lines(incompatible, "; ")
                                      << " (these cannot change on resume; `relora inspect " << path
                                      << "` shows its config)");
+  if (saved.train.global_batch != cfg_.train.global_batch)
+    RELORA_INPUT_ERROR("checkpoint " << path << " was trained with train.global_batch "
+                                     << saved.train.global_batch << ", this config has " << cfg_.train.global_batch
+                                     << " (steps count global batches of tokens and data); resume with "
+                                     << saved.train.global_batch);
   if (state.shard_tokens != train_data_->shard_tokens())
     RELORA_INPUT_ERROR("checkpoint " << path << ": the training data changed: it was trained on "
                                      << state.shard_tokens.size() << " shard(s) of a different size than the "
@@ -417,17 +422,25 @@ TrainSummary Trainer::run() {
   // The event after the step training starts from, when it has not happened: with
   // warm_start_steps 0 the adapters before the first update; and a resumed run whose final
   // update ended the warm start or a cycle (no event follows a final update), extended now.
+  // Says what the ReLoRA event after update u did, and records a restart in the metrics.
+  auto report = [&](Event event, int64_t u, const char* when) {
+    if (event == Event::restart) {
+      if (metrics) metrics->restart(u, schedule_.cycle(u + 1));
+      std::snprintf(line, sizeof(line), "relora: step %ld%s: merged adapters, cycle %ld begins",
+                    static_cast<long>(u), when, static_cast<long>(schedule_.cycle(u + 1)));
+    } else if (event == Event::start_adapters) {
+      std::snprintf(line, sizeof(line), "relora: step %ld%s: warm start done, ReLoRA cycle 1 begins",
+                    static_cast<long>(u), when);
+    } else {
+      return;
+    }
+    say(line);
+  };
   const Event pending = schedule_.event_after(start_step_);
   if ((pending == Event::start_adapters && !model_->relora_phase()) ||
       (pending == Event::restart && restarts_ < schedule_.restarts_done(start_step_))) {
     after_update(start_step_);
-    if (pending == Event::restart) {
-      if (metrics) metrics->restart(start_step_, schedule_.cycle(start_step_ + 1));
-      std::snprintf(line, sizeof(line), "relora: step %ld (the checkpoint's final step): merged adapters, "
-                    "cycle %ld begins", static_cast<long>(start_step_),
-                    static_cast<long>(schedule_.cycle(start_step_ + 1)));
-      say(line);
-    }
+    if (start_step_ > 0) report(pending, start_step_, " (the checkpoint's final step)");
   }
   step_->rebuild();
 
@@ -470,16 +483,7 @@ TrainSummary Trainer::run() {
     }
     const auto extra_start = Clock::now();  // merge, eval and checkpoint time stays out of tokens/s
     const Event event = after_update(u);
-    if (event == Event::restart) {
-      if (metrics) metrics->restart(u, schedule_.cycle(u + 1));
-      std::snprintf(line, sizeof(line), "relora: step %ld: merged adapters, cycle %ld begins",
-                    static_cast<long>(u), static_cast<long>(schedule_.cycle(u + 1)));
-      say(line);
-    } else if (event == Event::start_adapters) {
-      std::snprintf(line, sizeof(line), "relora: step %ld: warm start done, ReLoRA cycle 1 begins",
-                    static_cast<long>(u));
-      say(line);
-    }
+    report(event, u, "");
     const bool eval_now = val_data_ && ((cfg_.data.eval_every > 0 && u % cfg_.data.eval_every == 0) ||
                                         u == cfg_.train.steps);
     if (eval_now) {

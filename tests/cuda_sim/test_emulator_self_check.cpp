@@ -136,6 +136,32 @@ TEST_F(CudaSimSelfCheck, TensorsInOneAllocationAreHeldApart) {
   EXPECT_EQ(cudaFree(block), cudaSuccess);
 }
 
+// CudaMemory leaves a red zone after every tensor of its arena in the emulated build: a
+// kernel reading past a tensor reads NaN there, and one writing past it is reported when
+// the tensor is given back.
+TEST_F(CudaSimSelfCheck, RedZonesShowOverrunsBetweenTensors) {
+  constexpr size_t kTensor = 512, kZone = sim::kRedZoneBytes;
+  void* block = nullptr;
+  ASSERT_EQ(cudaMalloc(&block, 2 * (kTensor + kZone)), cudaSuccess);
+  float* first = static_cast<float*>(block);
+  float* second = first + (kTensor + kZone) / sizeof(float);
+  sim::note_piece(first, kTensor, kZone);
+  sim::note_piece(second, kTensor, kZone);
+  const std::vector<float> ones(128, 1.0f);
+  EXPECT_EQ(cudaMemcpyAsync(first, ones.data(), kTensor, cudaMemcpyHostToDevice), cudaSuccess);
+  launch_shift_left(second, first, 128);  // reads first[128], in first's red zone
+  EXPECT_EQ(second[126], 1.0f);
+  EXPECT_TRUE(std::isnan(second[127]));
+  EXPECT_TRUE(sim::take_errors().empty());  // a read shows only as the NaN it brings
+  DeviceBuffer<float> in(Floats(200, 1.0f));
+  launch_shift_left(first, in.data(), 129);  // writes first[128]
+  EXPECT_TRUE(sim::take_errors().empty());
+  sim::forget_piece(first);
+  expect_one_error({"4 of the 256 bytes after a tensor of 512 bytes were written"});
+  sim::forget_piece(second);
+  EXPECT_EQ(cudaFree(block), cudaSuccess);
+}
+
 // After a launch abandoned by a fault or a deadlock, the fibers start afresh: later
 // launches, with blocks of other sizes too, compute correctly (and a second fault is
 // caught like the first).

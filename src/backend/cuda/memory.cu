@@ -13,6 +13,12 @@
 namespace relora::cuda {
 namespace {
 
+#ifdef RELORA_CUDA_EMULATED  // tests/cuda_sim: unused bytes after every tensor, watched there
+constexpr size_t kRedZone = sim::kRedZoneBytes;
+#else
+constexpr size_t kRedZone = 0;
+#endif
+
 class CudaMemory final : public DeviceMemory {
  public:
   explicit CudaMemory(int device) : device_(device) {}
@@ -58,9 +64,10 @@ class CudaMemory final : public DeviceMemory {
     if (bytes == 0) return nullptr;
     std::lock_guard<std::mutex> lock(mutex_);
     RELORA_CHECK(arena_ != nullptr, "device allocation before the arena was reserved");
-    char* p = static_cast<char*>(base_) + arena_->allocate(static_cast<int64_t>(bytes));
+    char* p = static_cast<char*>(base_) + arena_->allocate(static_cast<int64_t>(bytes + kRedZone));
+    ++tensors_;
 #ifdef RELORA_CUDA_EMULATED  // tests/cuda_sim: copies, products and kernels held to this range
-    sim::note_piece(p, bytes);
+    sim::note_piece(p, bytes, kRedZone);
 #endif
     try {
       CUDA_CHECK(cudaSetDevice(device_));
@@ -104,7 +111,7 @@ class CudaMemory final : public DeviceMemory {
 
   int64_t bytes_in_use() const override {
     std::lock_guard<std::mutex> lock(mutex_);
-    return arena_ ? arena_->requested_in_use() : 0;
+    return arena_ ? arena_->requested_in_use() - tensors_ * static_cast<int64_t>(kRedZone) : 0;
   }
   int64_t reserved_bytes() const override {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -127,12 +134,14 @@ class CudaMemory final : public DeviceMemory {
     sim::forget_piece(p);
 #endif
     if (arena_) arena_->release(static_cast<char*>(p) - static_cast<char*>(base_));
+    --tensors_;
   }
 
   const int device_;
   mutable std::mutex mutex_;
   void* base_ = nullptr;          // the arena's block (under mutex_)
   std::unique_ptr<Arena> arena_;  // offsets into base_ (under mutex_)
+  int64_t tensors_ = 0;           // allocations live in arena_, each with kRedZone bytes after it
 };
 
 }  // namespace

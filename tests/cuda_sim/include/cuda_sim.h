@@ -175,6 +175,10 @@ struct Guarded {
   size_t mapping_bytes;
 };
 
+// A piece of a device allocation (note_piece) and the red zone after it.
+struct Piece {
+  size_t bytes, red_zone;
+};
 struct Runtime {
   jmp_buf scheduler;  // run_block, where a fiber that waits or finishes returns to
   std::vector<Fiber> fibers;  // grows to the largest block; fibers[0, threads) are in use
@@ -190,7 +194,7 @@ struct Runtime {
   unsigned char* dynamic_smem = nullptr;
   std::map<const void*, size_t> max_dynamic_smem;  // cudaFuncSetAttribute, per kernel
   std::vector<Guarded> guarded;
-  std::map<const char*, size_t> pieces;  // note_piece: begin -> bytes
+  std::map<const char*, Piece> pieces;  // note_piece: begin -> piece
   cudaError_t last_error = cudaSuccess;
   const char* kernel = "";
   Site launch_site;
@@ -220,6 +224,16 @@ inline std::string where() {
   }
   return s;
 }
+// Keeps a whole error message ("cuda_sim: ...") for take_errors and prints it; the first 20.
+inline void record(const std::string& message) {
+  Runtime& r = rt();
+  if (r.errors.size() >= 20) {
+    ++r.errors_dropped;
+    return;
+  }
+  r.errors.push_back(message);
+  std::fprintf(stderr, "%s\n", message.c_str());
+}
 // Records an error of the running kernel (the current thread, if any), once per launch.
 // The launch then fails (cudaGetLastError), so the host code's launch check throws.
 inline void error(const std::string& what) {
@@ -227,12 +241,7 @@ inline void error(const std::string& what) {
   if (r.running && r.last_error == cudaSuccess) r.last_error = cudaErrorLaunchFailure;
   if (std::find(r.reported.begin(), r.reported.end(), what) != r.reported.end()) return;
   r.reported.push_back(what);
-  if (r.errors.size() >= 20) {
-    ++r.errors_dropped;
-    return;
-  }
-  r.errors.push_back("cuda_sim: " + what + "; " + where());
-  std::fprintf(stderr, "%s\n", r.errors.back().c_str());
+  record("cuda_sim: " + what + "; " + where());
 }
 // The errors recorded since the last call (and how many more were not kept).
 inline std::vector<std::string> take_errors() {
@@ -278,11 +287,26 @@ inline void guarded_free(void* begin) {
 // gives every tensor a range of one cudaMalloc'd arena and names each here, in the
 // emulated build only): within an allocation that has pieces, device_range holds a pointer
 // to the live piece it points into, and a piece given back is filled with 0xFF again.
-inline void note_piece(void* p, size_t bytes) { rt().pieces[static_cast<const char*>(p)] = bytes; }
+// red_zone: bytes after the piece that its owner leaves unused (kRedZoneBytes in
+// CudaMemory), filled with 0xFF: a kernel reading past the piece reads NaN, and one writing
+// past it is reported when the piece is given back.
+constexpr size_t kRedZoneBytes = 256;
+inline void note_piece(void* p, size_t bytes, size_t red_zone = 0) {
+  std::memset(static_cast<char*>(p) + bytes, 0xFF, red_zone);
+  rt().pieces[static_cast<const char*>(p)] = Piece{bytes, red_zone};
+}
 inline void forget_piece(void* p) {
   const auto it = rt().pieces.find(static_cast<const char*>(p));
   if (it == rt().pieces.end()) return;
-  std::memset(p, 0xFF, it->second);
+  const unsigned char* zone = static_cast<const unsigned char*>(p) + it->second.bytes;
+  size_t written = 0;  // bytes of the red zone that are no longer 0xFF
+  for (size_t i = 0; i < it->second.red_zone; ++i) written += zone[i] != 0xFF;
+  if (written > 0)
+    record("cuda_sim: " + std::to_string(written) + " of the " + std::to_string(it->second.red_zone) +
+           " bytes after a tensor of " + std::to_string(it->second.bytes) +
+           " bytes were written while it was live (a kernel or product wrote past its end; found "
+           "when it was given back)");
+  std::memset(p, 0xFF, it->second.bytes);
   rt().pieces.erase(it);
 }
 
@@ -295,13 +319,13 @@ inline bool device_range(const void* p, size_t bytes) {
   };
   for (const Guarded& g : rt().guarded) {
     if (!g.device || !inside(g.begin, g.bytes)) continue;
-    const std::map<const char*, size_t>& pieces = rt().pieces;
-    const auto first = pieces.lower_bound(g.begin);
-    if (first == pieces.end() || first->first >= g.begin + g.bytes) return true;  // no pieces
-    auto it = pieces.upper_bound(a);
-    if (it == pieces.begin()) return false;
+    const std::map<const char*, Piece>& live = rt().pieces;
+    const auto first = live.lower_bound(g.begin);
+    if (first == live.end() || first->first >= g.begin + g.bytes) return true;  // no pieces
+    auto it = live.upper_bound(a);
+    if (it == live.begin()) return false;
     --it;
-    return inside(it->first, it->second);
+    return inside(it->first, it->second.bytes);
   }
   return false;
 }

@@ -72,14 +72,8 @@ template <typename Code>
 Code api_error(Code code, const std::string& what, const Site& site) {
   Runtime& r = rt();
   if constexpr (std::is_same_v<Code, cudaError_t>) r.last_error = code;
-  const std::string message = "cuda_sim: " + what + " in " + site.op + " called from " +
-                              site.function + " (" + site.location() + ")";
-  if (r.errors.size() < 20) {
-    r.errors.push_back(message);
-    std::fprintf(stderr, "%s\n", message.c_str());
-  } else {
-    ++r.errors_dropped;
-  }
+  record("cuda_sim: " + what + " in " + site.op + " called from " + site.function + " (" +
+         site.location() + ")");
   return code;
 }
 
