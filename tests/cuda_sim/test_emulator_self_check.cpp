@@ -214,6 +214,11 @@ TEST_F(CudaSimSelfCheck, ProductsAreColumnMajorAndChecked) {
                     "cublasGemmEx"});
   EXPECT_EQ(product(CUBLAS_OP_N, 1, 2), CUBLAS_STATUS_INVALID_VALUE);  // lda < m
   expect_one_error({"lda=1", "cuBLAS rejects them"});
+  EXPECT_EQ(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, 2, 1, 1, &one, a.data(), CUDA_R_32F, 2, b.data(),
+                         CUDA_R_32F, 1, &zero, a.data() + 1, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_INVALID_VALUE);  // A(2,1) is a[0..1], C(2,1) a[1..2]
+  expect_one_error({"operand C overlaps operand A"});
 }
 
 }  // namespace

@@ -8,9 +8,9 @@
 // CUBLAS_STATUS_INVALID_VALUE / NOT_SUPPORTED) and as the device would meet it: every
 // matrix, all batch entries included, must lie inside one device allocation (a product
 // reading past a tensor's end would read another tensor, or fault, on a GPU; within
-// relora's arena each tensor is a piece: note_piece), alpha and
-// beta in host memory (the default pointer mode). Misuse is an emulator error
-// (sim::take_errors) at the caller's site.
+// relora's arena each tensor is a piece: note_piece), C must not share memory with A or B,
+// alpha and beta in host memory (the default pointer mode); alpha == 0: A and B not read.
+// Misuse is an emulator error (sim::take_errors) at the caller's site.
 #pragma once
 #include <cblas.h>
 
@@ -144,11 +144,21 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t trans_a, cub
                            describe_range(x->p, x->extent_bytes(batch)),
                        site);
   }
+  // cuBLAS reads A and B while it writes C: shared memory makes its result undefined
+  const auto overlap = [batch](const GemmOperand& x, const GemmOperand& y) {
+    const char *x0 = static_cast<const char*>(x.p), *y0 = static_cast<const char*>(y.p);
+    return x0 < y0 + y.extent_bytes(batch) && y0 < x0 + x.extent_bytes(batch);
+  };
+  for (const GemmOperand* x : {&a, &b})
+    if (overlap(c, *x))
+      return api_error(CUBLAS_STATUS_INVALID_VALUE,
+                       std::string("operand C overlaps operand ") + x->name + " (the result would be undefined)",
+                       site);
   const float alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
   const bool round_bf16 = compute == CUBLAS_COMPUTE_32F_FAST_16BF;
   std::vector<float> product(static_cast<size_t>(m) * n, 0.0f);
   for (int e = 0; e < batch; ++e) {
-    if (k > 0) {
+    if (k > 0 && alpha_value != 0.0f) {  // alpha == 0: A and B are not read (BLAS)
       const std::vector<float> a_dense = a.dense(e, round_bf16), b_dense = b.dense(e, round_bf16);
       cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a_dense.data(), m,
                   b_dense.data(), k, 0.0f, product.data(), m);
