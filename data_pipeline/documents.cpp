@@ -47,7 +47,7 @@ int64_t DocumentReader::input_bytes() const {
   return finished_bytes_ + (reader_ ? reader_->file_offset() : 0);
 }
 
-void DocumentReader::bad_line(const std::string& problem) {
+void DocumentReader::bad_line(const std::string& problem, const char* when_skipped) {
   if (!options_.skip_bad) {
     RELORA_INPUT_ERROR(reader_->path() << ":" << reader_->line_number() << ": " << problem
                                        << "; fix the input, or pass --skip-bad to skip bad lines");
@@ -55,8 +55,8 @@ void DocumentReader::bad_line(const std::string& problem) {
   ++bad_lines_;
   if (options_.warn_skipped && bad_lines_ <= kSkippedLinesReported) {
     std::fprintf(
-        stderr, "relora: warning: %s:%ld: %s; skipped%s\n", reader_->path().c_str(),
-        static_cast<long>(reader_->line_number()), problem.c_str(),
+        stderr, "relora: warning: %s:%ld: %s; skipped%s%s\n", reader_->path().c_str(),
+        static_cast<long>(reader_->line_number()), problem.c_str(), when_skipped,
         bad_lines_ == kSkippedLinesReported ? " (further skipped lines are only counted)" : "");
   }
 }
@@ -129,8 +129,7 @@ bool DocumentReader::next_jsonl(std::string_view line, std::string* text) {
 bool DocumentReader::next_text(std::string_view line, std::string* text) {
   std::string problem = text_line_problem(line);
   if (!problem.empty()) {
-    bad_line(problem + (options_.doc_per_file ? " (the file's document is dropped)"
-                                              : " (its document is dropped)"));
+    bad_line(problem, options_.doc_per_file ? " (the file's document is dropped)" : " (its document is dropped)");
     document_bad_ = true;
     return false;
   }

@@ -47,8 +47,9 @@ class DocumentReader {
   // Moves the document gathered so far into *text if it has content; resets it either way.
   bool take_document(std::string* text);
   void append_to_document(std::string_view line);
-  // A bad line: InputError, or (skip_bad) counted and maybe reported.
-  void bad_line(const std::string& problem);
+  // A bad line: InputError, or (skip_bad) counted and maybe reported, with `when_skipped`
+  // (what skipping it does beyond the line, e.g. " (its document is dropped)").
+  void bad_line(const std::string& problem, const char* when_skipped = "");
 
   std::vector<InputFile> files_;
   DocumentOptions options_;

@@ -214,15 +214,24 @@ TEST(Checkpoint, RetentionKeepsTheNewestAndLatest) {
   for (int step : {100, 200, 300, 400, 1000}) std::ofstream(dir.file(checkpoint_name(step))) << "x";
   std::ofstream(dir.file(checkpoint_name(500) + ".tmp")) << "interrupted save";
   std::ofstream(dir.file("metrics.jsonl")) << "{}";
-  publish_latest(dir.path(), checkpoint_name(200));  // resumed from an older checkpoint
-  apply_retention(dir.path(), 3);
-  std::vector<std::string> files;
-  for (const auto& entry : fs::directory_iterator(dir.path())) files.push_back(entry.path().filename());
-  std::sort(files.begin(), files.end());
-  EXPECT_EQ(files, (std::vector<std::string>{"latest", "metrics.jsonl", "step_00000200.h5",
-                                             "step_00000400.h5", "step_00001000.h5"}));
+  const auto files = [&] {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir.path())) names.push_back(entry.path().filename());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  // step 400 saved: the 3 newest up to it; the later 1000 (an abandoned continuation) stays
+  publish_latest(dir.path(), checkpoint_name(400));
+  apply_retention(dir.path(), 3, 400);
+  EXPECT_EQ(files(), (std::vector<std::string>{"latest", "metrics.jsonl", "step_00000200.h5",
+                                               "step_00000300.h5", "step_00000400.h5", "step_00001000.h5"}));
+  EXPECT_EQ(checkpoints_after(dir.path(), 300), (std::vector<std::string>{"step_00001000.h5", "step_00000400.h5"}));
+  // `latest` is kept even when older than the others up to the step saved
+  publish_latest(dir.path(), checkpoint_name(200));
+  apply_retention(dir.path(), 1, 400);
+  EXPECT_EQ(files(), (std::vector<std::string>{"latest", "metrics.jsonl", "step_00000200.h5", "step_00001000.h5"}));
   publish_latest(dir.path(), checkpoint_name(1000));
-  apply_retention(dir.path(), 1);
+  apply_retention(dir.path(), 1, 1000);
   EXPECT_TRUE(fs::exists(dir.file("step_00001000.h5")));
   EXPECT_FALSE(fs::exists(dir.file("step_00000400.h5")));
   EXPECT_FALSE(fs::exists(dir.file("step_00000200.h5")));

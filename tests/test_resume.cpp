@@ -156,7 +156,11 @@ TEST(Resume, RefusesAnIncompatibleConfigAndChangedData) {
   expect_refused(wider, "model.hidden_size: checkpoint 32, config 48");
   std::vector<std::string> larger_batch = cfg;
   larger_batch.push_back("train.global_batch=8");
-  expect_refused(larger_batch, "was trained with train.global_batch 4, this config has 8");
+  expect_refused(larger_batch, "train.global_batch: checkpoint 4, config 8");
+  std::vector<std::string> reseeded = cfg;
+  reseeded.push_back("train.seed=7");
+  reseeded.push_back("model.seq_len=8");
+  expect_refused(reseeded, "model.seq_len: checkpoint 16, config 8; train.seed: checkpoint 1234, config 7");
   std::vector<int32_t> more(500, 3);
   write_token_shard(dir.file("train_000001.bin"), more);
   expect_refused(cfg, "the training data changed");

@@ -66,10 +66,15 @@ std::string checkpoint_name(int64_t step);
 // renamed, directory fsynced.
 void publish_latest(const std::string& dir, const std::string& name);
 
-// Deletes all but the newest `keep` step_*.h5 files (by step) of `dir`, never the one
-// `latest` names, and leftover step_*.h5.tmp files of interrupted saves. Call it after a
-// successful save, from the one process that writes checkpoints.
-void apply_retention(const std::string& dir, int keep);
+// After a successful save of step `saved_step`, from the one process that writes
+// checkpoints: deletes all but the newest `keep` step_*.h5 files (by step) of `dir` up to
+// that step, never the one `latest` names, and leftover step_*.h5.tmp files of interrupted
+// saves. Files of later steps (a continuation abandoned by resuming an earlier checkpoint)
+// are left alone.
+void apply_retention(const std::string& dir, int keep, int64_t saved_step);
+
+// The step_*.h5 files of `dir` after `step`, newest first.
+std::vector<std::string> checkpoints_after(const std::string& dir, int64_t step);
 
 // For `--resume auto`: <dir>/latest's checkpoint if it opens and validates, else the newest
 // step_*.h5 that does, with a warning on stderr for each one skipped saying why; "" if there
@@ -83,6 +88,11 @@ std::string find_resume_checkpoint(const std::string& dir);
 // relora.embeddings. One line per difference, "model.hidden_size: checkpoint 256, config
 // 512"; empty if compatible.
 std::vector<std::string> incompatible_keys(const Config& checkpoint_cfg, const Config& now);
+
+// Settings that fix what a step is and the order of the data (train.global_batch,
+// model.seq_len, train.seed): a resumed run keeps them, or its data would not continue
+// where the checkpoint's left off. Lines as incompatible_keys.
+std::vector<std::string> data_order_changes(const Config& checkpoint_cfg, const Config& now);
 
 // Every key whose value differs, "train.steps 300 -> 600", in key-table order.
 std::vector<std::string> changed_keys(const Config& checkpoint_cfg, const Config& now);

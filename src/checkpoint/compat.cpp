@@ -29,11 +29,12 @@ bool same_value(const ConfigKey& key, const Config& a, const Config& b) {
   return config_detail::field_yaml(key, a) == config_detail::field_yaml(key, b);
 }
 
-}  // namespace
-
-std::vector<std::string> incompatible_keys(const Config& checkpoint_cfg, const Config& now) {
+// "key: checkpoint A, config B" for each of `names` whose value differs.
+template <size_t N>
+std::vector<std::string> differences(const char* const (&names)[N], const Config& checkpoint_cfg,
+                                     const Config& now) {
   std::vector<std::string> lines;
-  for (const char* name : kStructuralKeys) {
+  for (const char* name : names) {
     const ConfigKey* key = config_detail::find_config_key(name);
     RELORA_CHECK(key != nullptr, name);
     if (!same_value(*key, checkpoint_cfg, now)) {
@@ -42,6 +43,17 @@ std::vector<std::string> incompatible_keys(const Config& checkpoint_cfg, const C
     }
   }
   return lines;
+}
+
+}  // namespace
+
+std::vector<std::string> incompatible_keys(const Config& checkpoint_cfg, const Config& now) {
+  return differences(kStructuralKeys, checkpoint_cfg, now);
+}
+
+std::vector<std::string> data_order_changes(const Config& checkpoint_cfg, const Config& now) {
+  const char* const keys[] = {"train.global_batch", "model.seq_len", "train.seed"};
+  return differences(keys, checkpoint_cfg, now);
 }
 
 std::vector<std::string> changed_keys(const Config& checkpoint_cfg, const Config& now) {

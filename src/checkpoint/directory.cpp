@@ -75,7 +75,7 @@ void publish_latest(const std::string& dir, const std::string& name) {
   checkpoint_detail::write_file_durably((fs::path(dir) / kLatest).string(), name + "\n");
 }
 
-void apply_retention(const std::string& dir, int keep) {
+void apply_retention(const std::string& dir, int keep, int64_t saved_step) {
   RELORA_CHECK(keep >= 1, "keep " << keep);
   const std::string latest = read_latest(dir);
   const std::vector<StepFile> files = step_files(dir, ".h5");
@@ -84,7 +84,7 @@ void apply_retention(const std::string& dir, int keep) {
   int slots = latest_exists ? keep - 1 : keep;  // for files other than latest's
   std::vector<std::string> doomed;
   for (const StepFile& file : files) {
-    if (file.name == latest) continue;
+    if (file.name == latest || file.step > saved_step) continue;
     if (slots > 0) {
       --slots;
     } else {
@@ -98,6 +98,13 @@ void apply_retention(const std::string& dir, int keep) {
       warn("cannot delete old checkpoint " + (fs::path(dir) / name).string() + ": " + error.message());
     }
   }
+}
+
+std::vector<std::string> checkpoints_after(const std::string& dir, int64_t step) {
+  std::vector<std::string> names;
+  for (const StepFile& file : step_files(dir, ".h5"))
+    if (file.step > step) names.push_back(file.name);
+  return names;
 }
 
 std::string find_resume_checkpoint(const std::string& dir) {

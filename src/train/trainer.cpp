@@ -198,14 +198,22 @@ void Trainer::check_ranks_agree() {
 }
 
 void Trainer::resume(const std::string& spec) {
-  if (spec.empty()) return;
   std::string path;
   collectively(comm_, [&] {
     if (comm_.rank() != 0) return;
+    if (spec.empty()) {  // a new run beside another's checkpoints would mix with them
+      const std::vector<std::string> found = checkpoints_after(cfg_.checkpoint.dir, -1);
+      if (!found.empty())
+        RELORA_INPUT_ERROR("checkpoint.dir " << cfg_.checkpoint.dir << " holds checkpoints of an earlier run "
+                                             << "(newest " << found.front() << "): continue it with --resume "
+                                             << "auto, or start a new run in another checkpoint.dir");
+      return;
+    }
     path = spec == "auto" ? find_resume_checkpoint(cfg_.checkpoint.dir) : spec;
     if (spec != "auto" && !std::ifstream(path))
       RELORA_INPUT_ERROR("--resume " << path << ": no such checkpoint file (give a step_*.h5 path, or auto)");
   });
+  if (spec.empty()) return;
   broadcast_string(comm_, path, 0);
   if (path.empty()) {
     if (comm_.rank() == 0)
@@ -247,11 +255,11 @@ void Trainer::load_checkpoint(const std::string& path) {
     RELORA_INPUT_ERROR("checkpoint " << path << " does not fit this config: " << join_lines(incompatible, "; ")
                                      << " (these cannot change on resume; `relora inspect " << path
                                      << "` shows its config)");
-  if (saved.train.global_batch != cfg_.train.global_batch)
-    RELORA_INPUT_ERROR("checkpoint " << path << " was trained with train.global_batch "
-                                     << saved.train.global_batch << ", this config has " << cfg_.train.global_batch
-                                     << " (steps count global batches of tokens and data); resume with "
-                                     << saved.train.global_batch);
+  const std::vector<std::string> reordered = data_order_changes(saved, cfg_);
+  if (!reordered.empty())
+    RELORA_INPUT_ERROR("checkpoint " << path << ": " << join_lines(reordered, "; ")
+                                     << " (these fix what a step is and the order of the data, so a resumed run "
+                                        "keeps them)");
   if (state.shard_tokens != train_data_->shard_tokens())
     RELORA_INPUT_ERROR("checkpoint " << path << ": the training data changed: it was trained on "
                                      << state.shard_tokens.size() << " shard(s) of a different size than the "
@@ -281,6 +289,11 @@ void Trainer::load_checkpoint(const std::string& path) {
                 static_cast<long>(state.cycle), static_cast<long>(state.restarts), state.world_size);
     if (!changed.empty())
       std::printf("relora: settings changed since the checkpoint: %s\n", join_lines(changed, ", ").c_str());
+    const std::vector<std::string> later = checkpoints_after(cfg_.checkpoint.dir, state.step);
+    if (!later.empty())
+      std::printf("relora: warning: %s holds %zu checkpoint(s) after step %ld (newest %s), a continuation "
+                  "this run leaves: kept, not counted by checkpoint.keep; delete them if not needed\n",
+                  cfg_.checkpoint.dir.c_str(), later.size(), static_cast<long>(state.step), later.front().c_str());
   }
 }
 
@@ -324,7 +337,7 @@ std::string Trainer::save_checkpoint_at(int64_t step) {
     provenance(state.shard_paths, "manifest.json", &state.data_manifest_path, &state.data_manifest_checksum);
     const SaveStats stats = save_checkpoint(path, state, *model_, *optimizer_);
     publish_latest(cfg_.checkpoint.dir, checkpoint_name(step));
-    apply_retention(cfg_.checkpoint.dir, cfg_.checkpoint.keep);
+    apply_retention(cfg_.checkpoint.dir, cfg_.checkpoint.keep, step);
     std::printf("relora: step %ld: checkpoint %s (%.1f MB in %.2f s)\n", static_cast<long>(step), path.c_str(),
                 stats.bytes / 1e6, stats.seconds);
     std::fflush(stdout);
@@ -496,13 +509,15 @@ TrainSummary Trainer::run() {
     }
     // Stop requests and timed checkpoints are agreed by all ranks (signals arrive, and
     // clocks run, at slightly different moments on each).
-    double requests[2] = {
-        g_stop_signal != 0 || (time_limit_s > 0 && seconds_since(created_) >= time_limit_s) ? 1.0 : 0.0,
+    // requests: a stop signal, the time limit, a timed checkpoint
+    double requests[3] = {
+        g_stop_signal != 0 ? 1.0 : 0.0,
+        time_limit_s > 0 && seconds_since(created_) >= time_limit_s ? 1.0 : 0.0,
         cfg_.checkpoint.every_minutes > 0 && seconds_since(last_save) >= 60.0 * cfg_.checkpoint.every_minutes
             ? 1.0 : 0.0};
-    comm_.all_reduce(requests, 2, ReduceOp::max);
-    const bool stop = requests[0] > 0 && u < cfg_.train.steps;
-    if ((cfg_.checkpoint.every > 0 && u % cfg_.checkpoint.every == 0) || requests[1] > 0 || stop ||
+    comm_.all_reduce(requests, 3, ReduceOp::max);
+    const bool stop = (requests[0] > 0 || requests[1] > 0) && u < cfg_.train.steps;
+    if ((cfg_.checkpoint.every > 0 && u % cfg_.checkpoint.every == 0) || requests[2] > 0 || stop ||
         u == cfg_.train.steps) {
       if (progress) progress->finish();
       summary.last_checkpoint = save_checkpoint_at(u);
@@ -511,7 +526,7 @@ TrainSummary Trainer::run() {
     interval_start += Clock::now() - extra_start;
     if (stop) {
       const char* why = g_stop_signal == SIGUSR1 ? "SIGUSR1" : g_stop_signal == SIGTERM ? "SIGTERM"
-                        : g_stop_signal != 0     ? "a signal on another rank" : "train.time_limit";
+                        : requests[0] > 0        ? "a signal on another rank" : "train.time_limit";
       std::snprintf(line, sizeof(line), "relora: stopped at step %ld by %s; resume with --resume auto (or %s)",
                     static_cast<long>(u), why, summary.last_checkpoint.c_str());
       say(line);

@@ -3,7 +3,9 @@
 # exit 0 and a loadable checkpoint; SIGUSR1 through mpirun does the same on every rank;
 # SIGKILL in the middle of checkpoint writes leaves `--resume auto` a complete checkpoint;
 # inspect and eval --checkpoint read them; a mismatched config is refused with exit 2, by
-# train and by eval; a mistyped command is named, even with --help.
+# train and by eval, and so is a new run beside them; resuming an older checkpoint keeps
+# the later ones; a mistyped command is named, even with --help; a signal to one rank stops
+# all of them.
 #   usage: checkpoints.sh RELORA_BINARY
 set -uo pipefail
 relora="$1"
@@ -67,6 +69,20 @@ check mismatched_config_refused $? "exit $rc; $(cat shape.out)"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "relora eval: --set cannot change the checkpoint's relora.rank: checkpoint 8, config 0" eval_rank.out
 check eval_refuses_structural_set $? "exit $rc; $(cat eval_rank.out)"
+# a new run (no --resume) beside these checkpoints is refused, exit 2
+"$relora" train --config run.yaml > fresh.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "holds checkpoints of an earlier run .*continue it with --resume auto" fresh.out
+check new_run_beside_checkpoints_refused $? "exit $rc; $(cat fresh.out)"
+# resuming an older checkpoint than a later one (a continuation left behind, here far
+# ahead): the later one is named, and retention keeps it
+cp "out/$(cat out/latest)" out/step_99999999.h5
+"$relora" train --config run.yaml --resume "out/$(cat out/latest)" --set train.time_limit=1s > rewind.out 2>&1
+rc=$?
+[ "$rc" -eq 0 ] && grep -q "1 checkpoint(s) after step .*(newest step_99999999.h5), a continuation this run leaves" \
+  rewind.out && [ -f out/step_99999999.h5 ] && [ "$(ls out/step_*.h5 | wc -l)" -eq 3 ]
+check rewind_keeps_the_later_checkpoint $? "exit $rc; $(grep -m3 'warning\|error' rewind.out); $(ls out)"
+rm out/step_99999999.h5
 # a mistyped command is named as one, even with --help
 "$relora" trian --help > typo.out 2>&1
 rc=$?
@@ -85,5 +101,20 @@ rc=$?
 [ "$rc" -eq 0 ] && grep -q "stopped at step" usr1.out && grep -q "world size 2" inspect2.out
 check sigusr1_under_mpirun $? "exit $rc; $(tail -3 usr1.out)"
 
-echo "checkpoint cases: $((7 - failures)) passed, $failures failed"
+# 6. SIGUSR1 to rank 1 alone: both ranks stop, and rank 0 says why
+rm -rf out
+mpirun -np 2 --oversubscribe --bind-to none "$relora" train --config run.yaml > rank1.out 2>&1 &
+pid=$!
+sleep 4
+rank1=""
+for p in $(pgrep -f "$relora train --config run.yaml"); do
+  tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && rank1="$p"
+done
+[ -n "$rank1" ] && kill -USR1 "$rank1"
+wait "$pid"
+rc=$?
+[ -n "$rank1" ] && [ "$rc" -eq 0 ] && grep -q "stopped at step .* by a signal on another rank" rank1.out
+check sigusr1_to_one_rank_is_named $? "rank 1 pid '$rank1', exit $rc; $(tail -3 rank1.out)"
+
+echo "checkpoint cases: $((checks - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -15,8 +15,11 @@ with open(path, "wb") as f:
 PY
 }
 
-# check NAME CONDITION_EXIT_CODE DETAIL: prints ok or FAIL and counts failures in $failures.
+# check NAME CONDITION_EXIT_CODE DETAIL: prints ok or FAIL and counts checks in $checks,
+# failures in $failures.
+checks=0
 failures=0
 check() {
+  checks=$((checks + 1))
   if [ "$2" -eq 0 ]; then echo "ok   $1"; else echo "FAIL $1: $3"; failures=$((failures + 1)); fi
 }

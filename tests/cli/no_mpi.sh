@@ -48,5 +48,5 @@ rc=$?
 [ "$rc" -eq 2 ] && [ "$(wc -l < wrong.err)" -eq 1 ] && grep -q "^relora: error: .*is not relora's MPI plugin" wrong.err
 check wrong_library_exits_2_with_one_line $? "exit $rc; $(cat wrong.err)"
 
-echo "no-MPI cases: $((4 - failures)) passed, $failures failed"
+echo "no-MPI cases: $((checks - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -60,5 +60,5 @@ rm -rf out
 expect rank1_killed "" -- \
   "${mpirun[@]}" bash -c "if [ \$OMPI_COMM_WORLD_RANK = 1 ]; then (sleep 3; kill -9 \$\$) & fi; exec '$relora' train --config run.yaml"
 
-echo "failure cases: $((4 - failures)) passed, $failures failed"
+echo "failure cases: $((checks - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]
