@@ -25,6 +25,7 @@ YAML
 expect() {
   local name="$1" message="$2"
   shift 3
+  checks=$((checks + 1))
   local start=$SECONDS
   timeout 60 "$@" > "$work/$name.out" 2> "$work/$name.err" < /dev/null
   local rc=$? elapsed=$((SECONDS - start))
