@@ -184,6 +184,12 @@ TEST_F(DataTest, RejectsTokenOutsideVocabularyNamingTheFirst) {
                   {path("vocab.bin"), "token 4096", "index 700001", "vocab_size 4096"});
   EXPECT_NO_THROW(TokenShard(path("vocab.bin"), 5001));
 
+  // a job's ranks check their share of the shards' tokens: shard i on rank i % ranks
+  write_token_shard(path("vocab_ok.bin"), {1, 2, 3});
+  const std::string both = path("vocab*.bin");  // vocab.bin (bad), vocab_ok.bin
+  expect_contains(input_error_of([&] { Loader(both, 4096, 1, 1, false, 0, 2); }), {path("vocab.bin"), "token 4096"});
+  EXPECT_NO_THROW(Loader(both, 4096, 1, 1, false, 1, 2));
+
   write_token_shard(path("vocab32.bin"), {1, 2, 70000});
   expect_contains(input_error_of([&] { TokenShard s(path("vocab32.bin"), 65536); }),
                   {path("vocab32.bin"), "token 70000", "index 2", "vocab_size 65536"});

@@ -9,14 +9,16 @@
 
 namespace relora {
 
-Loader::Loader(const std::string& pattern, int vocab_size, int seq_len, uint64_t seed, bool shuffle)
+Loader::Loader(const std::string& pattern, int vocab_size, int seq_len, uint64_t seed, bool shuffle,
+               int rank, int ranks)
     : seq_len_(seq_len), seed_(seed), shuffle_(shuffle) {
+  RELORA_CHECK(ranks >= 1 && rank >= 0 && rank < ranks, "rank " << rank << " of " << ranks);
   RELORA_CHECK(seq_len > 0, "sequence length " << seq_len);
   files_ = glob_files(pattern, "token shards");
   shards_.reserve(files_.size());
   first_window_.reserve(files_.size() + 1);
-  for (const std::string& file : files_) {
-    shards_.emplace_back(file, vocab_size);
+  for (size_t i = 0; i < files_.size(); ++i) {
+    shards_.emplace_back(files_[i], vocab_size, static_cast<int>(i % ranks) == rank);
     first_window_.push_back(total_windows_);
     total_windows_ += shards_.back().num_windows(seq_len);
   }

@@ -16,7 +16,11 @@ namespace relora {
 class Loader {
  public:
   // pattern: glob of shards; shuffle=false keeps file order then window order (evaluation).
-  Loader(const std::string& pattern, int vocab_size, int seq_len, uint64_t seed, bool shuffle);
+  // Every shard's header and size are validated; its tokens (a pass over the whole file)
+  // only on rank `rank` of `ranks`: shards rank, rank + ranks, ... (each rank of a job checks
+  // its share, and an error on one ends all through the start-up agreement).
+  Loader(const std::string& pattern, int vocab_size, int seq_len, uint64_t seed, bool shuffle,
+         int rank = 0, int ranks = 1);
 
   int64_t num_samples() const { return total_windows_; }  // per epoch
   int64_t cursor() const { return cursor_; }

@@ -75,7 +75,7 @@ void write_all(int fd, const void* data, size_t bytes, const std::string& path) 
 
 }  // namespace
 
-TokenShard::TokenShard(const std::string& path, int vocab_size) : path_(path) {
+TokenShard::TokenShard(const std::string& path, int vocab_size, bool check_tokens) : path_(path) {
   RELORA_CHECK(vocab_size > 0, "vocab_size " << vocab_size << " for " << path);
   FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
@@ -124,6 +124,7 @@ TokenShard::TokenShard(const std::string& path, int vocab_size) : path_(path) {
                               << " bytes; the shard is truncated or corrupt (re-create it)");
     }
     tokens_ = static_cast<const unsigned char*>(map_) + kHeaderBytes;
+    if (!check_tokens) return;
     const uint16_t* narrow = reinterpret_cast<const uint16_t*>(tokens_);
     const uint32_t* wide = reinterpret_cast<const uint32_t*>(tokens_);
     int64_t bad = width_ == 2 ? first_token_out_of_vocab(narrow, num_tokens_, vocab_size)

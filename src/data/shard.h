@@ -11,8 +11,9 @@ namespace relora {
 class TokenShard {
  public:
   // Maps `path` and validates it: magic/version, file size == header + count * width, and
-  // every token < vocab_size. Throws InputError naming the file and the problem.
-  TokenShard(const std::string& path, int vocab_size);
+  // (with check_tokens, a pass over the whole file) every token < vocab_size. Throws
+  // InputError naming the file and the problem.
+  TokenShard(const std::string& path, int vocab_size, bool check_tokens = true);
   ~TokenShard();
   TokenShard(const TokenShard&) = delete;
   TokenShard& operator=(const TokenShard&) = delete;

@@ -169,10 +169,10 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
   ops_ = std::move(backend.ops);
   backend_reason_ = backend.reason;
   train_data_ = std::make_unique<Loader>(cfg_.data.train, cfg_.model.vocab_size, cfg_.model.seq_len,
-                                         cfg_.train.seed, true);
+                                         cfg_.train.seed, true, comm_.rank(), world);
   if (!cfg_.data.val.empty())
     val_data_ = std::make_unique<Loader>(cfg_.data.val, cfg_.model.vocab_size, cfg_.model.seq_len,
-                                         cfg_.train.seed, false);
+                                         cfg_.train.seed, false, comm_.rank(), world);
   if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
   const ActivationStorage storage = activation_storage(cfg_.train);
   const int64_t peak =
