@@ -226,15 +226,23 @@ TEST(Checkpoint, RetentionKeepsTheNewestAndLatest) {
   EXPECT_EQ(files(), (std::vector<std::string>{"latest", "metrics.jsonl", "step_00000200.h5",
                                                "step_00000300.h5", "step_00000400.h5", "step_00001000.h5"}));
   EXPECT_EQ(checkpoints_after(dir.path(), 300), (std::vector<std::string>{"step_00001000.h5", "step_00000400.h5"}));
-  // `latest` is kept even when older than the others up to the step saved
+  // `latest` is kept even when older than the others up to the step saved, and so is the
+  // file saved, beyond `keep` if need be
   publish_latest(dir.path(), checkpoint_name(200));
   apply_retention(dir.path(), 1, 400);
-  EXPECT_EQ(files(), (std::vector<std::string>{"latest", "metrics.jsonl", "step_00000200.h5", "step_00001000.h5"}));
+  EXPECT_EQ(files(), (std::vector<std::string>{"latest", "metrics.jsonl", "step_00000200.h5", "step_00000400.h5",
+                                               "step_00001000.h5"}));
   publish_latest(dir.path(), checkpoint_name(1000));
   apply_retention(dir.path(), 1, 1000);
   EXPECT_TRUE(fs::exists(dir.file("step_00001000.h5")));
   EXPECT_FALSE(fs::exists(dir.file("step_00000400.h5")));
   EXPECT_FALSE(fs::exists(dir.file("step_00000200.h5")));
+  // the file saved is never deleted, whatever `latest` names, and `latest` after it takes
+  // none of its slots
+  for (int step : {10, 20, 30}) std::ofstream(dir.file(checkpoint_name(step))) << "x";
+  apply_retention(dir.path(), 2, 20);
+  EXPECT_EQ(files(), (std::vector<std::string>{"latest", "metrics.jsonl", "step_00000010.h5", "step_00000020.h5",
+                                               "step_00000030.h5", "step_00001000.h5"}));
 }
 
 TEST(Checkpoint, FindResumeFallsBackPastBadCheckpoints) {
@@ -255,21 +263,27 @@ TEST(Checkpoint, FindResumeFallsBackPastBadCheckpoints) {
   // `latest` wins over newer files
   publish_latest(dir.path(), checkpoint_name(20));
   EXPECT_EQ(find_resume_checkpoint(dir.path()), dir.file("step_00000020.h5"));
-  // the one `latest` names is truncated: the newest other that validates, with a warning
+  // the one `latest` names is truncated: the newest older one that validates, with a
+  // warning; not the later step 30 (a continuation left behind by resuming step 20)
   truncate_to_half(dir.file("step_00000020.h5"));
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(find_resume_checkpoint(dir.path()), dir.file("step_00000010.h5"));
+  std::string warnings = ::testing::internal::GetCapturedStderr();
+  expect_contains(warnings, "latest names a checkpoint that cannot be resumed from: checkpoint " +
+                                dir.file("step_00000020.h5") + ": the file is truncated");
+  // without `latest`, the newest that validates
+  fs::remove(dir.file("latest"));
   truncate_to_half(dir.file("step_00000030.h5"));
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(find_resume_checkpoint(dir.path()), dir.file("step_00000010.h5"));
-  const std::string warnings = ::testing::internal::GetCapturedStderr();
-  expect_contains(warnings, "latest names a checkpoint that cannot be resumed from: checkpoint " +
-                                dir.file("step_00000020.h5") + ": the file is truncated");
+  warnings = ::testing::internal::GetCapturedStderr();
   expect_contains(warnings, "warning: skipping checkpoint " + dir.file("step_00000030.h5") +
                                 ": the file is truncated");
   // none can be resumed from: refused, not a fresh start that would overwrite the run
   truncate_to_half(dir.file("step_00000010.h5"));
   ::testing::internal::CaptureStderr();
   testing::expect_contains(testing::input_error_of([&] { find_resume_checkpoint(dir.path()); }),
-                  {"--resume auto: " + dir.path() + " holds 3 checkpoints and none can be resumed from",
+                  {"--resume auto: none of the 3 checkpoint(s) it tried in " + dir.path() + " can be resumed from",
                    "--resume PATH", "another checkpoint.dir"});
   ::testing::internal::GetCapturedStderr();
 }

@@ -188,7 +188,10 @@ TEST_F(DataTest, RejectsTokenOutsideVocabularyNamingTheFirst) {
   write_token_shard(path("vocab_ok.bin"), {1, 2, 3});
   const std::string both = path("vocab*.bin");  // vocab.bin (bad), vocab_ok.bin
   expect_contains(input_error_of([&] { Loader(both, 4096, 1, 1, false, 0, 2); }), {path("vocab.bin"), "token 4096"});
-  EXPECT_NO_THROW(Loader(both, 4096, 1, 1, false, 1, 2));
+  Loader unchecked(both, 4096, 1, 1, false, 1, 2);  // vocab.bin's tokens not scanned here...
+  std::vector<int32_t> inputs(1), targets(1);
+  expect_contains(input_error_of([&] { unchecked.read(700000, 1, inputs.data(), targets.data()); }),
+                  {path("vocab.bin"), "token 4096", "index 700001"});  // ...but never handed out
 
   write_token_shard(path("vocab32.bin"), {1, 2, 70000});
   expect_contains(input_error_of([&] { TokenShard s(path("vocab32.bin"), 65536); }),

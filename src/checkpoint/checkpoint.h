@@ -68,18 +68,18 @@ void publish_latest(const std::string& dir, const std::string& name);
 
 // After a successful save of step `saved_step`, from the one process that writes
 // checkpoints: deletes all but the newest `keep` step_*.h5 files (by step) of `dir` up to
-// that step, never the one `latest` names, and leftover step_*.h5.tmp files of interrupted
-// saves. Files of later steps (a continuation abandoned by resuming an earlier checkpoint)
-// are left alone.
+// that step, never the file saved or the one `latest` names (those up to the step count
+// towards `keep`), and leftover step_*.h5.tmp files of interrupted saves. Files of later
+// steps (a continuation abandoned by resuming an earlier checkpoint) are left alone.
 void apply_retention(const std::string& dir, int keep, int64_t saved_step);
 
 // The step_*.h5 files of `dir` after `step`, newest first.
 std::vector<std::string> checkpoints_after(const std::string& dir, int64_t step);
 
 // For `--resume auto`: <dir>/latest's checkpoint if it opens and validates, else the newest
-// step_*.h5 that does, with a warning on stderr for each one skipped saying why; "" if there
-// is none at all, an InputError if there are some and none validates (a fresh start would
-// overwrite the run). Validation reads the attributes (truncation and format problems);
+// step_*.h5 before latest's step (any, without a `latest`) that does, with a warning on
+// stderr for each one skipped saying why; "" if there is none at all, an InputError if
+// there are some and none validates (a fresh start would overwrite the run). Validation reads the attributes (truncation and format problems);
 // tensor checksums are verified by read_tensors.
 std::string find_resume_checkpoint(const std::string& dir);
 

@@ -2,6 +2,7 @@
 // choice of the checkpoint to resume from.
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -77,14 +78,15 @@ void publish_latest(const std::string& dir, const std::string& name) {
 
 void apply_retention(const std::string& dir, int keep, int64_t saved_step) {
   RELORA_CHECK(keep >= 1, "keep " << keep);
-  const std::string latest = read_latest(dir);
+  const std::string latest = read_latest(dir), saved = checkpoint_name(saved_step);
   const std::vector<StepFile> files = step_files(dir, ".h5");
-  const bool latest_exists = std::any_of(files.begin(), files.end(),
-                                         [&](const StepFile& file) { return file.name == latest; });
-  int slots = latest_exists ? keep - 1 : keep;  // for files other than latest's
+  // never deleted: the file saved and the one `latest` names; those up to saved_step use slots
+  int slots = keep;
+  for (const StepFile& file : files)
+    if ((file.name == latest || file.name == saved) && file.step <= saved_step) --slots;
   std::vector<std::string> doomed;
   for (const StepFile& file : files) {
-    if (file.name == latest || file.step > saved_step) continue;
+    if (file.name == latest || file.name == saved || file.step > saved_step) continue;
     if (slots > 0) {
       --slots;
     } else {
@@ -110,6 +112,10 @@ std::vector<std::string> checkpoints_after(const std::string& dir, int64_t step)
 std::string find_resume_checkpoint(const std::string& dir) {
   std::set<std::string> tried;
   const std::string latest = read_latest(dir);
+  // with `latest` naming a step, only older ones are fallbacks: later ones are a
+  // continuation that a resume from an older checkpoint left behind
+  const int64_t latest_step = step_of(latest, ".h5");
+  const int64_t newest_fallback = latest_step >= 0 ? latest_step - 1 : INT64_MAX;
   std::error_code error;
   if (!latest.empty() && !fs::exists(fs::path(dir) / latest, error)) {
     warn((fs::path(dir) / kLatest).string() + " names " + latest +
@@ -126,7 +132,7 @@ std::string find_resume_checkpoint(const std::string& dir) {
     tried.insert(latest);
   }
   for (const StepFile& file : step_files(dir, ".h5")) {
-    if (tried.count(file.name)) continue;
+    if (tried.count(file.name) || file.step > newest_fallback) continue;
     const std::string path = (fs::path(dir) / file.name).string();
     try {
       read_run_state(path);
@@ -138,9 +144,10 @@ std::string find_resume_checkpoint(const std::string& dir) {
   }
   // checkpoints that all fail: starting fresh would overwrite the run's metrics and files
   if (!tried.empty())
-    RELORA_INPUT_ERROR("--resume auto: " << dir << " holds " << tried.size() << " checkpoint"
-                       << (tried.size() == 1 ? "" : "s") << " and none can be resumed from (the warnings "
-                       "above say why); resume one with --resume PATH, or start over with another checkpoint.dir");
+    RELORA_INPUT_ERROR("--resume auto: none of the " << tried.size() << " checkpoint(s) it tried in " << dir
+                       << " can be resumed from (the warnings above say why; steps after the one `latest` "
+                       "names are not tried); resume one with --resume PATH, or start over with another "
+                       "checkpoint.dir");
   return "";
 }
 

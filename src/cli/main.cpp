@@ -242,7 +242,7 @@ int cmd_eval(Communicator& comm, const Args& a) {
     ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank(),
                        comm.local_size()).ops;
     data = std::make_unique<Loader>(a.data, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed, false,
-                                    comm.rank(), comm.world_size());
+                                    comm.local_rank(), comm.local_size());
     model = model_for_eval(cfg, *ops, a.checkpoint, state);
   });
   EvalResult r = evaluate(*model, *data, cfg.train.micro_batch, a.batches, comm);

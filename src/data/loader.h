@@ -17,8 +17,10 @@ class Loader {
  public:
   // pattern: glob of shards; shuffle=false keeps file order then window order (evaluation).
   // Every shard's header and size are validated; its tokens (a pass over the whole file)
-  // only on rank `rank` of `ranks`: shards rank, rank + ranks, ... (each rank of a job checks
-  // its share, and an error on one ends all through the start-up agreement).
+  // only on rank `rank` of `ranks`: shards rank, rank + ranks, ... The trainer passes the
+  // rank on the node and the ranks there: each node checks every file once (its ranks may
+  // read node-local copies), and an error on one rank ends all through the start-up
+  // agreement.
   Loader(const std::string& pattern, int vocab_size, int seq_len, uint64_t seed, bool shuffle,
          int rank = 0, int ranks = 1);
 

@@ -46,6 +46,13 @@ void copy_tokens(const T* tokens, int64_t n, int32_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(tokens[i]);
 }
 
+[[noreturn]] void token_outside_vocabulary(const std::string& path, uint32_t token, int64_t index,
+                                           int vocab_size) {
+  RELORA_INPUT_ERROR(path << ": token " << token << " at index " << index
+                          << " is outside the vocabulary (vocab_size " << vocab_size
+                          << "); the shard was made with another tokenizer or vocab_size is too small");
+}
+
 // Closes a file descriptor when it goes out of scope.
 class FdGuard {
  public:
@@ -75,7 +82,8 @@ void write_all(int fd, const void* data, size_t bytes, const std::string& path) 
 
 }  // namespace
 
-TokenShard::TokenShard(const std::string& path, int vocab_size, bool check_tokens) : path_(path) {
+TokenShard::TokenShard(const std::string& path, int vocab_size, bool check_tokens)
+    : path_(path), vocab_size_(vocab_size) {
   RELORA_CHECK(vocab_size > 0, "vocab_size " << vocab_size << " for " << path);
   FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
@@ -130,11 +138,7 @@ TokenShard::TokenShard(const std::string& path, int vocab_size, bool check_token
     int64_t bad = width_ == 2 ? first_token_out_of_vocab(narrow, num_tokens_, vocab_size)
                               : first_token_out_of_vocab(wide, num_tokens_, vocab_size);
     if (bad < num_tokens_) {
-      uint32_t token = width_ == 2 ? narrow[bad] : wide[bad];
-      RELORA_INPUT_ERROR(path << ": token " << token << " at index " << bad
-                              << " is outside the vocabulary (vocab_size " << vocab_size
-                              << "); the shard was made with another tokenizer or vocab_size "
-                                 "is too small");
+      token_outside_vocabulary(path, width_ == 2 ? narrow[bad] : wide[bad], bad, vocab_size);
     }
   } catch (...) {
     ::munmap(map_, map_bytes_);
@@ -148,6 +152,7 @@ TokenShard::~TokenShard() {
 
 TokenShard::TokenShard(TokenShard&& other) noexcept
     : path_(std::move(other.path_)),
+      vocab_size_(other.vocab_size_),
       num_tokens_(other.num_tokens_),
       width_(other.width_),
       map_(other.map_),
@@ -173,6 +178,10 @@ void TokenShard::read_window(int64_t k, int seq, int32_t* out) const {
   } else {
     copy_tokens(reinterpret_cast<const uint32_t*>(tokens_) + start, seq + 1, out);
   }
+  // every token used is in the vocabulary (also where start-up checked another rank's copy)
+  for (int i = 0; i <= seq; ++i)
+    if (out[i] < 0 || out[i] >= vocab_size_)
+      token_outside_vocabulary(path_, static_cast<uint32_t>(out[i]), start + i, vocab_size_);
 }
 
 std::vector<std::string> glob_files(const std::string& pattern, const std::string& what) {

@@ -24,11 +24,13 @@ class TokenShard {
   int bytes_per_token() const { return width_; }
   // Windows of seq+1 tokens at stride seq: floor((n - 1) / seq).
   int64_t num_windows(int seq) const;
-  // out(seq + 1) = tokens [k*seq, k*seq + seq + 1) as int32.
+  // out(seq + 1) = tokens [k*seq, k*seq + seq + 1) as int32; InputError if one is outside
+  // the vocabulary (so a model never sees one, whichever rank checked the file).
   void read_window(int64_t k, int seq, int32_t* out) const;
 
  private:
   std::string path_;
+  int vocab_size_;
   int64_t num_tokens_ = 0;
   int width_ = 2;
   void* map_ = nullptr;

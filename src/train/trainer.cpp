@@ -169,10 +169,10 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
   ops_ = std::move(backend.ops);
   backend_reason_ = backend.reason;
   train_data_ = std::make_unique<Loader>(cfg_.data.train, cfg_.model.vocab_size, cfg_.model.seq_len,
-                                         cfg_.train.seed, true, comm_.rank(), world);
+                                         cfg_.train.seed, true, comm_.local_rank(), comm_.local_size());
   if (!cfg_.data.val.empty())
     val_data_ = std::make_unique<Loader>(cfg_.data.val, cfg_.model.vocab_size, cfg_.model.seq_len,
-                                         cfg_.train.seed, false, comm_.rank(), world);
+                                         cfg_.train.seed, false, comm_.local_rank(), comm_.local_size());
   if (comm_.rank() == 0) make_dirs(cfg_.checkpoint.dir);
   const ActivationStorage storage = activation_storage(cfg_.train);
   const int64_t peak =
@@ -258,8 +258,8 @@ void Trainer::load_checkpoint(const std::string& path) {
   const std::vector<std::string> reordered = data_order_changes(saved, cfg_);
   if (!reordered.empty())
     RELORA_INPUT_ERROR("checkpoint " << path << ": " << join_lines(reordered, "; ")
-                                     << " (these fix what a step is and the order of the data, so a resumed run "
-                                        "keeps them)");
+                                     << " (these fix what a step is and the order of the data: resume with the "
+                                        "checkpoint's values; `relora inspect` shows its config)");
   if (state.shard_tokens != train_data_->shard_tokens())
     RELORA_INPUT_ERROR("checkpoint " << path << ": the training data changed: it was trained on "
                                      << state.shard_tokens.size() << " shard(s) of a different size than the "
@@ -292,7 +292,7 @@ void Trainer::load_checkpoint(const std::string& path) {
     const std::vector<std::string> later = checkpoints_after(cfg_.checkpoint.dir, state.step);
     if (!later.empty())
       std::printf("relora: warning: %s holds %zu checkpoint(s) after step %ld (newest %s), a continuation "
-                  "this run leaves: kept, not counted by checkpoint.keep; delete them if not needed\n",
+                  "this run leaves: kept while the run is behind them; delete them if not needed\n",
                   cfg_.checkpoint.dir.c_str(), later.size(), static_cast<long>(state.step), later.front().c_str());
   }
 }
@@ -510,8 +510,9 @@ TrainSummary Trainer::run() {
     // Stop requests and timed checkpoints are agreed by all ranks (signals arrive, and
     // clocks run, at slightly different moments on each).
     // requests: a stop signal, the time limit, a timed checkpoint
+    const int signal_here = g_stop_signal;  // one read: the reason below matches the request
     double requests[3] = {
-        g_stop_signal != 0 ? 1.0 : 0.0,
+        signal_here != 0 ? 1.0 : 0.0,
         time_limit_s > 0 && seconds_since(created_) >= time_limit_s ? 1.0 : 0.0,
         cfg_.checkpoint.every_minutes > 0 && seconds_since(last_save) >= 60.0 * cfg_.checkpoint.every_minutes
             ? 1.0 : 0.0};
@@ -525,8 +526,8 @@ TrainSummary Trainer::run() {
     }
     interval_start += Clock::now() - extra_start;
     if (stop) {
-      const char* why = g_stop_signal == SIGUSR1 ? "SIGUSR1" : g_stop_signal == SIGTERM ? "SIGTERM"
-                        : requests[0] > 0        ? "a signal on another rank" : "train.time_limit";
+      const char* why = signal_here == SIGUSR1 ? "SIGUSR1" : signal_here == SIGTERM ? "SIGTERM"
+                        : requests[0] > 0      ? "a signal on another rank" : "train.time_limit";
       std::snprintf(line, sizeof(line), "relora: stopped at step %ld by %s; resume with --resume auto (or %s)",
                     static_cast<long>(u), why, summary.last_checkpoint.c_str());
       say(line);

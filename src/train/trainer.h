@@ -36,7 +36,8 @@ class Trainer {
   // opens the data, builds and initialises the model. Errors are InputError.
   Trainer(const Config& cfg, Communicator& comm);
   ~Trainer();
-  // Collective. spec: "" (start fresh), "auto" (<checkpoint.dir>/latest or the newest
+  // Collective. spec: "" (start fresh: refused when checkpoint.dir holds checkpoints; run()
+  // alone, as tests call it, does not check), "auto" (<checkpoint.dir>/latest or the newest
   // complete checkpoint; fresh if there is none) or a checkpoint path. Every rank reads the
   // file (checkpoint.read: shared) or rank 0 reads it and broadcasts (broadcast).
   void resume(const std::string& spec);
