@@ -6,6 +6,8 @@
 #include <cstring>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "core/errors.h"
 
 namespace relora {
@@ -18,6 +20,16 @@ DeviceMemory& installed_device_memory() {
   return *g_device_memory;
 }
 
+// Zero-filled host memory for `bytes`, aligned to and a multiple of `alignment`, freed by the
+// returned pointer's deleter.
+std::shared_ptr<float> host_zeros(size_t bytes, size_t alignment) {
+  bytes = (bytes + alignment - 1) / alignment * alignment;
+  void* p = std::aligned_alloc(alignment, bytes);
+  RELORA_CHECK(p != nullptr, "out of memory allocating " << bytes << " bytes");
+  std::memset(p, 0, bytes);
+  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+}
+
 }  // namespace
 
 size_t element_size(DType dtype) { return dtype == DType::bf16 ? 2 : 4; }
@@ -26,6 +38,10 @@ void set_device_memory(DeviceMemory* memory) { g_device_memory = memory; }
 DeviceMemory* device_memory() { return g_device_memory; }
 
 Tensor Tensor::zeros(std::vector<int64_t> shape, Device device, DType dtype) {
+  return allocate(std::move(shape), device, dtype, 64);
+}
+
+Tensor Tensor::allocate(std::vector<int64_t> shape, Device device, DType dtype, size_t host_alignment) {
   Tensor t;
   int64_t n = 1;
   for (int64_t d : shape) {
@@ -43,16 +59,14 @@ Tensor Tensor::zeros(std::vector<int64_t> shape, Device device, DType dtype) {
     t.data_ = std::shared_ptr<float>(static_cast<float*>(p), [&memory](float* q) { memory.release(q); });
     return t;
   }
-  size_t bytes = (t.bytes() + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, bytes);
-  RELORA_CHECK(p != nullptr, "out of memory allocating " << bytes << " bytes");
-  std::memset(p, 0, bytes);
-  t.data_ = std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+  t.data_ = host_zeros(t.bytes(), host_alignment);
   return t;
 }
 
 Tensor Tensor::pinned(std::vector<int64_t> shape) {
-  Tensor t = zeros(std::move(shape), Device::cpu);
+  // whole pages of its own: cudaHostRegister refuses a range that overlaps a registered one,
+  // as two neighbouring heap blocks sharing a page would
+  Tensor t = allocate(std::move(shape), Device::cpu, DType::f32, static_cast<size_t>(sysconf(_SC_PAGESIZE)));
   if (t.numel_ == 0) return t;
   DeviceMemory& memory = installed_device_memory();
   memory.pin(t.data(), t.bytes());

@@ -91,6 +91,9 @@ class Tensor {
   std::string shape_str() const;
 
  private:
+  // zeros() with host memory aligned to (and a multiple of) host_alignment bytes
+  static Tensor allocate(std::vector<int64_t> shape, Device device, DType dtype, size_t host_alignment);
+
   std::vector<int64_t> shape_;
   int64_t numel_ = 0;
   DType dtype_ = DType::f32;

@@ -8,11 +8,13 @@ namespace relora {
 std::unique_ptr<Communicator> make_gradient_communicator(Communicator& host, Device device,
                                                          int64_t timeout_s) {
   if (device != Device::cuda || host.world_size() <= 1) return nullptr;
-#ifdef RELORA_HAVE_NCCL  // every CUDA build but the emulated one of tests/cuda_sim
+#ifdef RELORA_HAVE_NCCL  // CUDA builds that found nccl.h; not the emulated one of tests/cuda_sim
   return make_nccl_comm(host, timeout_s);
 #else
   (void)timeout_s;
-  throw InternalError("gradients in device memory across ranks in a build without NCCL");
+  RELORA_INPUT_ERROR("train.device cuda on " << host.world_size() << " ranks needs NCCL, and this build has "
+                     "none (nccl.h was not found when it was configured): install NCCL's headers and "
+                     "rebuild (NCCL_HOME names where they are), or run on one GPU");
 #endif
 }
 

@@ -36,7 +36,6 @@ struct NcclApi {
   decltype(&ncclCommInitRank) comm_init_rank;
   decltype(&ncclAllReduce) all_reduce;
   decltype(&ncclCommGetAsyncError) get_async_error;
-  decltype(&ncclCommAbort) comm_abort;
   decltype(&ncclCommDestroy) comm_destroy;
   decltype(&ncclGetErrorString) error_string;
 };
@@ -59,7 +58,6 @@ const NcclApi& nccl_api() {
     a.comm_init_rank = reinterpret_cast<decltype(a.comm_init_rank)>(symbol("ncclCommInitRank"));
     a.all_reduce = reinterpret_cast<decltype(a.all_reduce)>(symbol("ncclAllReduce"));
     a.get_async_error = reinterpret_cast<decltype(a.get_async_error)>(symbol("ncclCommGetAsyncError"));
-    a.comm_abort = reinterpret_cast<decltype(a.comm_abort)>(symbol("ncclCommAbort"));
     a.comm_destroy = reinterpret_cast<decltype(a.comm_destroy)>(symbol("ncclCommDestroy"));
     a.error_string = reinterpret_cast<decltype(a.error_string)>(symbol("ncclGetErrorString"));
     return a;
@@ -67,10 +65,20 @@ const NcclApi& nccl_api() {
   return api;
 }
 
+// What a failed NCCL call may mean for this program, beyond NCCL's own string.
+const char* nccl_hint(ncclResult_t rc) {
+  return rc == ncclUnhandledCudaError
+             ? " (NCCL allocates device memory beside the arena that the memory budget sized: if the "
+               "GPU is nearly full, lower train.micro_batch or set train.recompute: true; NCCL_DEBUG=WARN "
+               "says more)"
+             : " (NCCL_DEBUG=WARN says more)";
+}
+
 #define NCCL_CHECK(call)                                                                      \
   do {                                                                                        \
     const ncclResult_t relora_nccl_rc_ = (call);                                              \
-    RELORA_CHECK(relora_nccl_rc_ == ncclSuccess, #call ": " << nccl_api().error_string(relora_nccl_rc_)); \
+    RELORA_CHECK(relora_nccl_rc_ == ncclSuccess,                                              \
+                 #call ": " << nccl_api().error_string(relora_nccl_rc_) << nccl_hint(relora_nccl_rc_)); \
   } while (0)
 
 bool is_device_pointer(const void* p) {
@@ -105,17 +113,19 @@ class NcclComm final : public Communicator {
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
-  // Unwinding with all-reduces still pending (an error mid-step) or after a failure: abort
-  // the communicator (ncclCommAbort frees it), never wait on it or destroy it twice.
+  // A healthy communicator is destroyed (under the watchdog: ncclCommDestroy waits for the
+  // peers), before its stream and events. One that failed, or has all-reduces pending
+  // (unwinding from an error mid-step), is left alone: the job is ending (the error path
+  // calls MPI_Abort), and ncclCommAbort itself can block on peers that are gone
+  // (NVIDIA/nccl#863), which would keep this rank from ending it.
   ~NcclComm() override {
-    if (started_ > 0) abort_comm();
-    for (cudaEvent_t e : ready_events_) cudaEventDestroy(e);
-    cudaEventDestroy(done_);
-    cudaStreamDestroy(stream_);
-    if (comm_ != nullptr && !aborted_) {
+    if (comm_ != nullptr && !failed_ && started_ == 0) {
       const Watchdog::Guard guard = watchdog_.guard("NCCL tear-down (ncclCommDestroy)");
       nccl_api().comm_destroy(comm_);
     }
+    for (cudaEvent_t e : ready_events_) cudaEventDestroy(e);
+    cudaEventDestroy(done_);
+    cudaStreamDestroy(stream_);
   }
 
   int rank() const override { return host_.rank(); }
@@ -155,13 +165,13 @@ class NcclComm final : public Communicator {
       ncclResult_t async_error = ncclSuccess;
       NCCL_CHECK(nccl_api().get_async_error(comm_, &async_error));
       if (async_error != ncclSuccess) {
-        abort_comm();
+        failed_ = true;
         throw InternalError(std::string("NCCL all-reduce failed: ") + nccl_api().error_string(async_error) +
                             " (a peer rank died or the network failed); ending the job");
       }
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
       if (waited > static_cast<double>(timeout_s_)) {
-        abort_comm();
+        failed_ = true;
         throw InternalError("NCCL all-reduce did not complete within train.comm_timeout (" +
                             std::to_string(timeout_s_) + " s): a peer rank is stuck or gone; ending the job");
       }
@@ -174,16 +184,12 @@ class NcclComm final : public Communicator {
   void broadcast(void* data, int64_t bytes, int root) override { host_.broadcast(data, bytes, root); }
   void barrier() override { host_.barrier(); }
   [[noreturn]] void abort(int exit_code) override {
-    abort_comm();
+    failed_ = true;
     host_.abort(exit_code);
     std::_Exit(exit_code);  // not reached: host_.abort ends the process
   }
 
  private:
-  void abort_comm() noexcept {
-    if (comm_ != nullptr && !aborted_) nccl_api().comm_abort(comm_);
-    aborted_ = true;
-  }
   // Queues an all-reduce of data(n) on the NCCL stream after the compute stream's work so far.
   void start(void* data, int64_t n, ncclDataType_t type, ncclRedOp_t op) {
     if (started_ == static_cast<int>(ready_events_.size())) {
@@ -205,7 +211,7 @@ class NcclComm final : public Communicator {
   cudaEvent_t done_ = nullptr;
   std::vector<cudaEvent_t> ready_events_;  // one per bucket started this update, reused
   int started_ = 0;
-  bool aborted_ = false;
+  bool failed_ = false;  // an all-reduce failed or timed out, or the job is being aborted
 };
 
 }  // namespace

@@ -288,8 +288,8 @@ void Llama::enter_relora_phase(const AdapterInit& init) {
     lin->attach(a, b, scale);
     lin->init_adapters(init);
   };
-  // Projections: targets get adapters; the others freeze too (only adapters and norms
-  // train in the ReLoRA phase, as in the reference ReLoRA implementation).
+  // Projections: targets get adapters; the others freeze too (only adapters, norms and,
+  // with embeddings: full, the embedding and lm_head train in the ReLoRA phase).
   for (auto& blk : blocks_)
     for (LoraLinear* lin : blk->linears()) {
       if (is_target(lin->module()))

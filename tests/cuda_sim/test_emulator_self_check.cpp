@@ -4,6 +4,7 @@
 // SIM_WMMA_BARRIER); the fixed versions must pass. Without these, a suite that passes
 // could be one that cannot fail. What cuda_sim.h cannot detect is not tested here.
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -160,6 +161,21 @@ TEST_F(CudaSimSelfCheck, RedZonesShowOverrunsBetweenTensors) {
   expect_one_error({"4 of the 256 bytes after a tensor of 512 bytes were written"});
   sim::forget_piece(second);
   EXPECT_EQ(cudaFree(block), cudaSuccess);
+}
+
+// Page-locking works on whole pages, as the driver's does: a second range in a page that
+// is already registered is refused (relora pins each host master in pages of its own).
+TEST_F(CudaSimSelfCheck, PinningTwoRangesOfOnePageIsRefused) {
+  const size_t page = sim::page_size();
+  char* host = static_cast<char*>(std::aligned_alloc(page, 2 * page));
+  ASSERT_NE(host, nullptr);
+  EXPECT_EQ(cudaHostRegister(host, 100, cudaHostRegisterDefault), cudaSuccess);
+  EXPECT_EQ(cudaHostRegister(host + 200, 100, cudaHostRegisterDefault), cudaErrorHostMemoryAlreadyRegistered);
+  expect_one_error({"pages overlap those of a registered one", "cudaHostRegister"});
+  EXPECT_EQ(cudaHostRegister(host + page, 100, cudaHostRegisterDefault), cudaSuccess);
+  EXPECT_EQ(cudaHostUnregister(host), cudaSuccess);
+  EXPECT_EQ(cudaHostUnregister(host + page), cudaSuccess);
+  std::free(host);
 }
 
 // After a launch abandoned by a fault or a deadlock, the fibers start afresh: later

@@ -10,6 +10,7 @@
 // call's site, and the call returns the runtime's error code, so CUDA_CHECK throws.
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -189,10 +190,17 @@ inline cudaError_t cudaHostRegister(void* p, size_t bytes, unsigned flags,
                                     sim::Site site = sim::Site::current("cudaHostRegister")) {
   if (flags != cudaHostRegisterDefault || bytes == 0 || sim::device_range(p, 0))
     return sim::api_error(cudaErrorInvalidValue, "not a host range with default flags", site);
+  // the driver locks whole pages: ranges that share one overlap
+  const uintptr_t page = sim::page_size(), first = reinterpret_cast<uintptr_t>(p) / page,
+                  last = (reinterpret_cast<uintptr_t>(p) + bytes - 1) / page;
   const char* a = static_cast<const char*>(p);
-  for (const sim::HostRuntime::Registered& g : sim::host_rt().registered)
-    if (a < g.begin + g.bytes && g.begin < a + bytes)
-      return sim::api_error(cudaErrorHostMemoryAlreadyRegistered, "a range that overlaps a registered one", site);
+  for (const sim::HostRuntime::Registered& g : sim::host_rt().registered) {
+    const uintptr_t g_first = reinterpret_cast<uintptr_t>(g.begin) / page,
+                    g_last = (reinterpret_cast<uintptr_t>(g.begin) + g.bytes - 1) / page;
+    if (first <= g_last && g_first <= last)
+      return sim::api_error(cudaErrorHostMemoryAlreadyRegistered,
+                            "a range whose pages overlap those of a registered one", site);
+  }
   sim::host_rt().registered.push_back({a, bytes});
   return cudaSuccess;
 }
