@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
 #include <thread>
@@ -114,12 +115,14 @@ class NcclComm final : public Communicator {
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
   // A healthy communicator is destroyed (under the watchdog: ncclCommDestroy waits for the
-  // peers), before its stream and events. One that failed, or has all-reduces pending
-  // (unwinding from an error mid-step), is left alone: the job is ending (the error path
+  // peers), before its stream and events. One that failed, has all-reduces pending, or is
+  // destroyed by an exception's unwinding, is left alone: the job is ending (the error path
   // calls MPI_Abort), and ncclCommAbort itself can block on peers that are gone
   // (NVIDIA/nccl#863), which would keep this rank from ending it.
   ~NcclComm() override {
-    if (comm_ != nullptr && !failed_ && started_ == 0) {
+    // (an exception unwinding through here may have left the peers in a collective: the
+    // job is ending, so no destroy that waits for them)
+    if (comm_ != nullptr && !failed_ && started_ == 0 && std::uncaught_exceptions() == 0) {
       const Watchdog::Guard guard = watchdog_.guard("NCCL tear-down (ncclCommDestroy)");
       nccl_api().comm_destroy(comm_);
     }
@@ -155,6 +158,7 @@ class NcclComm final : public Communicator {
   // Waits for every started all-reduce, then orders the compute stream after them.
   void wait_all() override {
     if (started_ == 0) return;
+    RELORA_CHECK(!failed_, "NCCL communicator used after it failed");
     CUDA_CHECK(cudaEventRecord(done_, stream_));
     const auto begin = std::chrono::steady_clock::now();
     for (;;) {
@@ -192,6 +196,7 @@ class NcclComm final : public Communicator {
  private:
   // Queues an all-reduce of data(n) on the NCCL stream after the compute stream's work so far.
   void start(void* data, int64_t n, ncclDataType_t type, ncclRedOp_t op) {
+    RELORA_CHECK(!failed_, "NCCL communicator used after it failed");
     if (started_ == static_cast<int>(ready_events_.size())) {
       ready_events_.emplace_back();
       CUDA_CHECK(cudaEventCreateWithFlags(&ready_events_.back(), cudaEventDisableTiming));
