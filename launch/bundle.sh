@@ -68,6 +68,9 @@ echo "== build: $build_dir (Release, RELORA_CUDA=$cuda, RELORA_CUDA_ARCHS=$arch,
 cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DRELORA_CUDA="$cuda" \
   -DRELORA_CUDA_ARCHS="$arch" -DRELORA_NATIVE=OFF >"$build_dir.configure.log" 2>&1 ||
   { tail -20 "$build_dir.configure.log" >&2; die "cmake configure failed (log: $build_dir.configure.log)"; }
+if [ "$cuda" = ON ] && grep -q "WITHOUT NCCL" "$build_dir.configure.log"; then
+  die "nccl.h was not found, so the bundle's GPU runs would be single-rank: install NCCL's headers or set NCCL_HOME"
+fi
 rm -f "$build_dir.configure.log"
 cmake --build "$build_dir" -j "$(nproc)" || die "build failed in $build_dir"
 for exe in relora relora_tests; do
