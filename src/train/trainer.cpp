@@ -250,16 +250,13 @@ void Trainer::rebuild_for_relora_resume() {
 void Trainer::load_checkpoint(const std::string& path) {
   const RunState state = read_run_state(path);
   const Config saved = config_from_yaml_text(state.config_yaml, path + " (its stored config)");
-  const std::vector<std::string> incompatible = incompatible_keys(saved, cfg_);
+  // the tensors' shapes, and what a step is and the order of the data
+  std::vector<std::string> incompatible = incompatible_keys(saved, cfg_);
+  for (const std::string& line : data_order_changes(saved, cfg_)) incompatible.push_back(line);
   if (!incompatible.empty())
     RELORA_INPUT_ERROR("checkpoint " << path << " does not fit this config: " << join_lines(incompatible, "; ")
                                      << " (these cannot change on resume; `relora inspect " << path
                                      << "` shows its config)");
-  const std::vector<std::string> reordered = data_order_changes(saved, cfg_);
-  if (!reordered.empty())
-    RELORA_INPUT_ERROR("checkpoint " << path << ": " << join_lines(reordered, "; ")
-                                     << " (these fix what a step is and the order of the data: resume with the "
-                                        "checkpoint's values; `relora inspect` shows its config)");
   if (state.shard_tokens != train_data_->shard_tokens())
     RELORA_INPUT_ERROR("checkpoint " << path << ": the training data changed: it was trained on "
                                      << state.shard_tokens.size() << " shard(s) of a different size than the "
