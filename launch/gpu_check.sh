@@ -5,7 +5,7 @@
 # (llama_1b, recompute on: device memory the ReLoRA phase's tensors hold over the full
 # phase's, and the device memory each reserves, target <= 0.60), a real training run on
 # synthetic text with a restart, a resume (bit-identical) and an eval, and with time left
-# llama_350m with bf16 activations. A failing, crashing or hanging step is recorded and
+# llama_350m with TF32 products, then with bf16 activations. A failing, crashing or hanging step is recorded and
 # the next one runs, so one GPU session yields every figure it can; the summary lists
 # the figures, the targets and every problem.
 #   usage: launch/gpu_check.sh [--bundle FILE] [--models "tiny llama_350m"] [--out DIR]
@@ -557,22 +557,28 @@ PY
 resume_summary="resume not checked"
 smoke_run || true
 
-# (5) bf16 activations (train.activation_dtype: bf16): llama_350m's full-rank step time and
-# tensor memory against the fp32 run of (2). No target: it tells whether bf16 storage could
-# be the default on a GPU. Last, and only with 120 s left (100 for it, 20 kept for the
-# summary), so it never costs a check above.
-step "(5) bf16 activations: llama_350m, full-rank phase, against (2)"
-if [ -z "${fp32_350m_line:-}" ]; then
-  echo "not run: no llama_350m full-rank line from (2)"
-elif ! limit 100 >/dev/null || [ "$(limit 100)" -lt 100 ]; then
-  echo "not run: under 120 s left before the deadline"
-elif bench "llama_350m/full-bf16-activations" 150 --config configs/llama_350m.yaml \
-  --set train.device=cuda --set model.seq_len=512 --set train.activation_dtype=bf16 --steps 10 \
-  --warmup 2 --phase full; then
-  targets+=("llama_350m: bf16 activations, full-rank step time $(ratio_of "$(field "$last" step_ms)" \
+# (5, 6) llama_350m's full-rank phase with one setting changed, against the run of (2):
+# (5) train.matmul: tf32 (products on fp32 tensors rounded to TF32 rather than bf16: which
+# of the two cuBLAS runs faster on fp32 storage), (6) train.activation_dtype: bf16 (what
+# backward keeps in bf16: its step time and tensor memory). No targets: they tell which
+# settings a GPU should default to. Last, and each only with 120 s left (100 for it, 20
+# kept for the summary), so they never cost a check above.
+variant_350m() {  # STEP LABEL KEY=VALUE
+  step "($1) llama_350m, full-rank phase, $3, against (2)"
+  if [ -z "${fp32_350m_line:-}" ]; then
+    echo "not run: no llama_350m full-rank line from (2)"
+  elif ! limit 100 >/dev/null || [ "$(limit 100)" -lt 100 ]; then
+    echo "not run: under 120 s left before the deadline"
+  elif bench "llama_350m/full-$2" 150 --config configs/llama_350m.yaml --set train.device=cuda \
+    --set model.seq_len=512 --set "$3" --steps 10 --warmup 2 --phase full; then
+    targets+=("llama_350m: $3, full-rank step time $(ratio_of "$(field "$last" step_ms)" \
 "$(field "$fp32_350m_line" step_ms)") and tensor memory $(ratio_of "$(field "$last" peak_mem_bytes)" \
-"$(field "$fp32_350m_line" peak_mem_bytes)") of fp32's (no target)")
-fi
+"$(field "$fp32_350m_line" peak_mem_bytes)") of (2)'s, mfu $(field "$last" mfu), training gemm \
+$(field "$last" train_product_gflops) GFLOP/s (no target)")
+  fi
+}
+variant_350m 5 tf32-products train.matmul=tf32
+variant_350m 6 bf16-activations train.activation_dtype=bf16
 
 # ---- summary ------------------------------------------------------------------------------
 step "summary"

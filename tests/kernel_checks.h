@@ -31,6 +31,7 @@ struct Tolerance {
 constexpr Tolerance kFp32{1e-5, 1e-6, false};    // elementwise fp32 kernels
 constexpr Tolerance kFp32Sum{1e-5, 1e-6, true};  // fp32 sums in another order
 constexpr Tolerance kBf16{2e-2, 0.0, true};      // bf16 x bf16 -> fp32 products
+constexpr Tolerance kTf32{2e-3, 0.0, true};      // TF32 x TF32 -> fp32 products
 
 // got (the kernel's) against want (the reference); reports the first five misses.
 inline void expect_close(const Floats& got, const Floats& want, Tolerance tol, const std::string& what) {

@@ -43,7 +43,7 @@ Backend make_backend(const std::string& device, int devices, const std::string& 
                        << per_node << " ranks per node, or use train.device=cpu");
   const int index = local_rank % per_node;  // 0 when it sees one
 #ifdef RELORA_HAVE_CUDA
-  backend.ops = cuda::make_cuda_ops(index, matmul == "fp32");
+  backend.ops = cuda::make_cuda_ops(index, matmul);
 #else
   (void)matmul;
 #endif

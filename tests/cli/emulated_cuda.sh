@@ -8,8 +8,9 @@
 # 1e-4 relative, every later one within 2e-3 (bf16 products; measured: 7e-6 and below
 # 6e-4); recomputation, a resume and relora.master_on_host (bf16 weight copies: the same
 # exact bf16 products, the same fp32 sums here) give the device run's losses exactly; bf16
-# activations on the device within the same tolerances of bf16 activations on the CPU; and
-# no run prints an emulator error (a misuse the host code did not stop at).
+# activations on the device within the same tolerances of bf16 activations on the CPU, and
+# TF32 products (train.matmul: tf32) of the CPU run; and no run prints an emulator error
+# (a misuse the host code did not stop at).
 #   usage: emulated_cuda.sh RELORA_EMULATED_BINARY
 set -uo pipefail
 relora="$1"
@@ -99,6 +100,14 @@ done
 within cuda_bf16 cpu_bf16
 check bf16_activations_within_bf16_tolerance_of_cpu $? "$(paste <(losses cuda_bf16) <(losses cpu_bf16))"
 
+# TF32 products (train.matmul: tf32; the fused attention stays bf16): within the same
+# tolerances of the CPU run
+"$relora" train --config run.yaml --set train.device=cuda --set train.matmul=tf32 \
+  --set checkpoint.dir=cuda_tf32 > cuda_tf32.out 2>&1
+check tf32_products_run $? "$(tail -3 cuda_tf32.out)"
+within cuda_tf32 cpu
+check tf32_products_within_tolerance_of_cpu $? "$(paste <(losses cuda_tf32) <(losses cpu))"
+
 # resume from step 6 (the ReLoRA phase, halfway through the first cycle) in a new directory
 mkdir resumed && cp cuda/step_00000006.h5 resumed/ && echo step_00000006.h5 > resumed/latest
 "$relora" train --config run.yaml --set train.device=cuda --set checkpoint.dir=resumed \
@@ -109,7 +118,7 @@ check resume_from_device_checkpoint $? "exit $rc; $(grep -m3 'resum\|error' resu
 identical 7 resumed cuda
 check resume_is_exact $? "$(paste <(losses resumed) <(losses cuda))"
 
-device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out resumed.out eval.err)
+device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out cuda_tf32.out resumed.out eval.err)
 ! grep -l '^cuda_sim: ' "${device_logs[@]}" > /dev/null 2>&1
 check no_emulator_errors $? "$(grep -h -m3 '^cuda_sim: ' "${device_logs[@]}")"
 

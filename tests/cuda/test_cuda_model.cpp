@@ -2,7 +2,7 @@
 // fp32 products (train.matmul: fp32; 1e-4 of each tensor's largest gradient: an indexing
 // error cannot hide in bf16 noise), the loss with bf16 products (2e-2 relative; adapter
 // gradients through several bf16 products differ by several percent on this tiny model, so
-// they are compared in fp32 only), 20 training updates with bf16 products through the
+// they are compared in fp32 only), the loss with TF32 products (2e-3), 20 training updates with bf16 products through the
 // adapter start and a merge-and-restart (losses within 2e-2 relative; the bf16 tests also
 // with head size 64, the fused attention kernels), merges in exact fp32,
 // and the NCCL communicator at world size 1. Skipped without a usable GPU.
@@ -37,13 +37,14 @@ class CudaModel : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (cuda::device_count(&why) == 0) GTEST_SKIP() << "no usable CUDA device: " << why;
-    gpu_ = cuda::make_cuda_ops(0, false);
-    gpu_fp32_ = cuda::make_cuda_ops(0, true);
+    gpu_ = cuda::make_cuda_ops(0, "bf16");
+    gpu_fp32_ = cuda::make_cuda_ops(0, "fp32");
+    gpu_tf32_ = cuda::make_cuda_ops(0, "tf32");
     device_memory()->reserve(int64_t{256} << 20);  // the small models fit many times over
     cpu_ = make_cpu_ops();
   }
   void TearDown() override { expect_no_emulator_errors(); }
-  std::unique_ptr<Ops> gpu_, gpu_fp32_, cpu_;
+  std::unique_ptr<Ops> gpu_, gpu_fp32_, gpu_tf32_, cpu_;
 };
 
 std::vector<float> host_copy(const Tensor& t) {
@@ -115,6 +116,21 @@ TEST_F(CudaModel, LossWithBf16ProductsMatchesCpu) {
                    std::to_string(cfg.model.hidden_size / cfg.model.num_heads));
       const double want = one_backward(*cpu_, cfg, relora_phase).loss;
       EXPECT_NEAR(one_backward(*gpu_, cfg, relora_phase).loss, want, 2e-2 * std::fabs(want));
+    }
+  }
+}
+
+// train.matmul: tf32. Head size 4 takes the cuBLAS attention path, in TF32 too: the loss
+// within 2e-3 (ten times closer than bf16's bound). Head size 64 takes the fused kernels,
+// which multiply in bf16 under tf32 as well: bf16's bound.
+TEST_F(CudaModel, LossWithTf32ProductsMatchesCpu) {
+  for (bool fused : {false, true}) {
+    const Config cfg = fused ? fused_attention_config() : testing::small_training_config();
+    for (bool relora_phase : {false, true}) {
+      SCOPED_TRACE(std::string(relora_phase ? "relora" : "full") + (fused ? " fused" : " cuBLAS"));
+      const double want = one_backward(*cpu_, cfg, relora_phase).loss;
+      EXPECT_NEAR(one_backward(*gpu_tf32_, cfg, relora_phase).loss, want,
+                  (fused ? 2e-2 : 2e-3) * std::fabs(want));
     }
   }
 }

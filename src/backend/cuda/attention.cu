@@ -19,8 +19,8 @@
 //   dS_h = P_h .* (dP_h - rowsum(P_h .* dP_h)), in place over dP
 //   dQ_h = scale * dS_h K_h                          (M=T, N=D, K=T)
 //   dK_h = scale * dS_h^T Q_h                        (M=T, N=D, K=T; A operand transposed)
-// Products run in the backend's training precision (bf16 inputs, fp32 accumulation, unless
-// train.matmul is fp32), softmax in fp32. The
+// Products run in the backend's training precision (bf16 or TF32 inputs with fp32
+// accumulation, or fp32 with train.matmul: fp32), softmax in fp32. The
 // full (T,T) products are computed (the upper triangle is wasted work, masked by the kernels).
 #include <algorithm>
 #include <cmath>

@@ -387,7 +387,7 @@ class CudaOps final : public Ops {
   }
 
   bool fused_attention(int D) const {
-    return allow_fused_attention_ && training_ == GemmPrecision::bf16 &&
+    return allow_fused_attention_ && training_ != GemmPrecision::fp32 &&
            flash_attention_supported(D, ctx_->smem_per_block);
   }
 
@@ -449,8 +449,12 @@ int device_count(std::string* why) {
   return count;
 }
 
-std::unique_ptr<Ops> make_cuda_ops(int index, bool fp32_products) {
-  const GemmPrecision training = fp32_products ? GemmPrecision::fp32 : GemmPrecision::bf16;
+std::unique_ptr<Ops> make_cuda_ops(int index, const std::string& matmul) {
+  RELORA_CHECK(matmul == "bf16" || matmul == "tf32" || matmul == "fp32",
+               "train.matmul '" << matmul << "' reached the CUDA backend unvalidated");
+  const GemmPrecision training = matmul == "fp32"   ? GemmPrecision::fp32
+                                 : matmul == "tf32" ? GemmPrecision::tf32
+                                                    : GemmPrecision::bf16;
   std::lock_guard<std::mutex> lock(g_context_mutex);
   if (Context* existing = g_context.load()) {  // a later CudaOps shares the process's context
     if (existing->device != index) {

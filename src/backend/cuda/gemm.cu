@@ -13,9 +13,10 @@
 //   - likewise A: not transposed -> CUBLAS_OP_N (lda >= K), transposed -> CUBLAS_OP_T (lda >= M).
 //   - cuBLAS sizes: m = N, n = M, k = K; C^T(N,M) column-major has leading dimension ldc >= N.
 // fp32 storage, the compute type picking the multiplication precision:
-// CUBLAS_COMPUTE_32F_FAST_16BF (inputs rounded to bf16, tensor cores, fp32 accumulation) or
-// CUBLAS_COMPUTE_32F (full fp32); or bf16 operands (CUDA_R_16BF) with CUBLAS_COMPUTE_32F,
-// C always fp32.
+// CUBLAS_COMPUTE_32F_FAST_16BF or CUBLAS_COMPUTE_32F_FAST_TF32 (inputs rounded to bf16 or
+// TF32, tensor cores, fp32 accumulation) or CUBLAS_COMPUTE_32F (full fp32: an explicit
+// compute type, so no handle math mode can turn a merge's product into TF32); or bf16
+// operands (CUDA_R_16BF) with CUBLAS_COMPUTE_32F, C always fp32.
 #include "backend/cuda/check.h"
 #include "backend/cuda/kernels.h"
 
@@ -23,7 +24,13 @@ namespace relora::cuda {
 namespace {
 
 cublasComputeType_t compute_type(GemmPrecision precision) {
-  return precision == GemmPrecision::bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+  switch (precision) {
+    case GemmPrecision::bf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case GemmPrecision::tf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case GemmPrecision::fp32:
+    case GemmPrecision::bf16_words: return CUBLAS_COMPUTE_32F;
+  }
+  return CUBLAS_COMPUTE_32F;
 }
 cudaDataType_t operand_type(GemmPrecision precision) {
   return precision == GemmPrecision::bf16_words ? CUDA_R_16BF : CUDA_R_32F;

@@ -33,10 +33,11 @@ inline unsigned grid_stride_blocks(int64_t n) {
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // ---- gemm.cu: cuBLAS products, row-major ------------------------------------------------
-// Precision of a product's multiplications: fp32 operands rounded to bf16 with fp32
-// accumulation (training), pure fp32 (ReLoRA merges), or operands stored as bf16 words
-// (a frozen weight kept in bf16; fp32 accumulation). C is fp32 in every case.
-enum class GemmPrecision { bf16, fp32, bf16_words };
+// Precision of a product's multiplications: fp32 operands rounded to bf16 (training's
+// default) or to TF32 (train.matmul: tf32), both on tensor cores with fp32 accumulation;
+// pure fp32 (ReLoRA merges, train.matmul: fp32); or operands stored as bf16 words (a frozen
+// weight kept in bf16; fp32 accumulation). C is fp32 in every case.
+enum class GemmPrecision { bf16, tf32, fp32, bf16_words };
 // For b in [0, batch): C_b(M,N) = alpha op(A_b) op(B_b) + beta C_b with X_b = X + b*stride_x,
 // lda/ldb/ldc the row strides as stored, strides in elements. A and B are float, or bf16
 // words for bf16_words. Sizes must be validated by the caller; M, N, K > 0.

@@ -2,8 +2,10 @@
 // cublasGemmStridedBatchedEx), with cuBLAS's column-major semantics, computed by OpenBLAS:
 //   C(m,n) = alpha op(A)(m,k) op(B)(k,n) + beta C   (column-major; beta == 0: C not read)
 // The compute type sets the precision as on the device: CUBLAS_COMPUTE_32F_FAST_16BF rounds
-// fp32 operands to bf16 (nearest even) first, so the products are exact and the sums fp32;
-// CUBLAS_COMPUTE_32F multiplies fp32 as stored, or bf16 operands (CUDA_R_16BF) widened.
+// fp32 operands to bf16 (nearest even) first, CUBLAS_COMPUTE_32F_FAST_TF32 to TF32 (10
+// fraction bits, nearest with ties away from zero, as cvt.rna.tf32.f32), so the products
+// are exact and the sums fp32; CUBLAS_COMPUTE_32F multiplies fp32 as stored, or bf16
+// operands (CUDA_R_16BF) widened.
 // A call is checked as cuBLAS checks it (sizes, leading dimensions, type combinations:
 // CUBLAS_STATUS_INVALID_VALUE / NOT_SUPPORTED) and as the device would meet it: every
 // matrix, all batch entries included, must lie inside one device allocation (a product
@@ -14,6 +16,9 @@
 #pragma once
 #include <cblas.h>
 
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -28,7 +33,11 @@ enum cublasStatus_t {
 };
 enum cublasOperation_t { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
 enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
-enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_16BF = 75 };
+enum cublasComputeType_t {
+  CUBLAS_COMPUTE_32F = 68,
+  CUBLAS_COMPUTE_32F_FAST_16BF = 75,
+  CUBLAS_COMPUTE_32F_FAST_TF32 = 77
+};
 enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT = -1 };
 
 struct cublasContext {
@@ -89,8 +98,8 @@ struct GemmOperand {
     return static_cast<const float*>(p)[index];
   }
   // op(X) of batch entry b as a dense column-major rows x cols matrix (ld = rows), each
-  // value rounded to bf16 first when round_bf16.
-  std::vector<float> dense(int b, bool round_bf16) const {
+  // value rounded by `round` (the compute type's input precision) first.
+  std::vector<float> dense(int b, float (*round)(float)) const {
     std::vector<float> out(static_cast<size_t>(rows) * cols);
     const long long base = static_cast<long long>(b) * stride;
     for (int j = 0; j < cols; ++j)
@@ -98,15 +107,32 @@ struct GemmOperand {
         const long long index = op == CUBLAS_OP_N ? base + static_cast<long long>(j) * ld + i
                                                   : base + static_cast<long long>(i) * ld + j;
         const float x = at(index);
-        out[static_cast<size_t>(j) * rows + i] = round_bf16 ? __bfloat162float(__float2bfloat16_rn(x)) : x;
+        out[static_cast<size_t>(j) * rows + i] = round(x);
       }
     return out;
   }
 };
 
+inline float as_stored(float x) { return x; }
+inline float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+inline float round_to_tf32(float x) {
+  if (!std::isfinite(x)) return x;
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits = (bits + 0x1000u) & 0xFFFFE000u;  // 13 low fraction bits dropped, ties away from zero
+  std::memcpy(&x, &bits, sizeof bits);
+  return x;
+}
+inline float (*input_rounding(cublasComputeType_t compute))(float) {
+  if (compute == CUBLAS_COMPUTE_32F_FAST_16BF) return round_to_bf16;
+  if (compute == CUBLAS_COMPUTE_32F_FAST_TF32) return round_to_tf32;
+  return as_stored;
+}
+
 inline bool supported_types(cudaDataType_t a, cudaDataType_t b, cudaDataType_t c,
                             cublasComputeType_t compute) {
-  if (compute == CUBLAS_COMPUTE_32F_FAST_16BF) return a == CUDA_R_32F && b == CUDA_R_32F && c == CUDA_R_32F;
+  if (compute == CUBLAS_COMPUTE_32F_FAST_16BF || compute == CUBLAS_COMPUTE_32F_FAST_TF32)
+    return a == CUDA_R_32F && b == CUDA_R_32F && c == CUDA_R_32F;
   if (compute != CUBLAS_COMPUTE_32F) return false;
   if (a == CUDA_R_32F) return b == CUDA_R_32F && c == CUDA_R_32F;
   return a == CUDA_R_16BF && b == CUDA_R_16BF;  // C fp32 or bf16
@@ -155,11 +181,11 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t trans_a, cub
                        std::string("operand C overlaps operand ") + x->name + " (the result would be undefined)",
                        site);
   const float alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
-  const bool round_bf16 = compute == CUBLAS_COMPUTE_32F_FAST_16BF;
+  float (*const round)(float) = input_rounding(compute);
   std::vector<float> product(static_cast<size_t>(m) * n, 0.0f);
   for (int e = 0; e < batch; ++e) {
     if (k > 0 && alpha_value != 0.0f) {  // alpha == 0: A and B are not read (BLAS)
-      const std::vector<float> a_dense = a.dense(e, round_bf16), b_dense = b.dense(e, round_bf16);
+      const std::vector<float> a_dense = a.dense(e, round), b_dense = b.dense(e, round);
       cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a_dense.data(), m,
                   b_dense.data(), k, 0.0f, product.data(), m);
     }
