@@ -8,7 +8,7 @@ namespace relora {
 std::unique_ptr<Communicator> make_gradient_communicator(Communicator& host, Device device,
                                                          int64_t timeout_s) {
   if (device != Device::cuda || host.world_size() <= 1) return nullptr;
-#ifdef RELORA_HAVE_NCCL  // CUDA builds that found nccl.h; not the emulated one of tests/cuda_sim
+#ifdef RELORA_HAVE_NCCL  // CUDA builds that found nccl.h, and the emulated one (tests/cuda_sim)
   return make_nccl_comm(host, timeout_s);
 #else
   (void)timeout_s;

@@ -3,8 +3,9 @@
 // host-memory collectives (losses, checksums, strings, checkpoint broadcasts) stay on the host
 // communicator. NCCL runs on its own stream: a bucket's all-reduce waits for an event
 // recorded on the compute stream at the moment backward marked it ready, and wait_all()
-// polls for completion, checking ncclCommGetAsyncError, so a dead peer or a broken network
-// ends the job with a message after train.comm_timeout instead of hanging it. The blocking
+// polls for completion, checking ncclCommGetAsyncError (once more after they completed:
+// a result finished after an error is not used), so a dead peer or a broken network ends
+// the job with a message, at the latest after train.comm_timeout, instead of hanging it. The blocking
 // host calls (ncclCommInitRank waits for every rank to join; a collective call may open
 // connections) run under a Watchdog with the same timeout.
 // libnccl.so.2 is loaded with dlopen when the first NcclComm is made, so single-GPU and CPU
@@ -163,9 +164,9 @@ class NcclComm final : public Communicator {
     const auto begin = std::chrono::steady_clock::now();
     for (;;) {
       const cudaError_t state = cudaEventQuery(done_);
-      if (state == cudaSuccess) break;
-      if (state != cudaErrorNotReady) CUDA_CHECK(state);
-      cudaGetLastError();  // "not ready" must not linger for the next launch check to find
+      if (state != cudaSuccess && state != cudaErrorNotReady) CUDA_CHECK(state);
+      if (state == cudaErrorNotReady) cudaGetLastError();  // must not linger for the next launch check
+      // checked once more after completion too: what NCCL finished after an error is not used
       ncclResult_t async_error = ncclSuccess;
       NCCL_CHECK(nccl_api().get_async_error(comm_, &async_error));
       if (async_error != ncclSuccess) {
@@ -173,6 +174,7 @@ class NcclComm final : public Communicator {
         throw InternalError(std::string("NCCL all-reduce failed: ") + nccl_api().error_string(async_error) +
                             " (a peer rank died or the network failed); ending the job");
       }
+      if (state == cudaSuccess) break;
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
       if (waited > static_cast<double>(timeout_s_)) {
         failed_ = true;

@@ -54,6 +54,7 @@ class TrainStep {
 
   const StepTimes& times() const { return times_; }
   const GradSync& grad_sync() const { return grad_sync_; }
+  const Communicator& communicator() const { return comm_; }  // the gradients
 
  private:
   Llama& model_;

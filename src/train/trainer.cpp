@@ -408,6 +408,11 @@ TrainSummary Trainer::run() {
   std::snprintf(line, sizeof(line), "relora: backend %s (%s)", ops_->device_name().c_str(),
                 backend_reason_.c_str());
   say(line);
+  if (comm_.world_size() > 1) {
+    std::snprintf(line, sizeof(line), "relora: gradients all-reduced over %s, host values over %s",
+                  step_->communicator().name(), comm_.name());
+    say(line);
+  }
   if (cfg_.relora.master_on_host && ops_->device() == Device::cpu)
     say("relora: relora.master_on_host has no effect on the CPU (the weights are in host memory already)");
   for (bool relora_phase : {false, true}) {

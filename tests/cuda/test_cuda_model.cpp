@@ -242,7 +242,7 @@ TEST_F(CudaModel, MergeIsExactFp32) {
   }
 }
 
-#ifdef RELORA_HAVE_NCCL  // not in the emulated build (tests/cuda_sim): NCCL needs a GPU
+#ifdef RELORA_HAVE_NCCL  // the emulated build has it too (tests/cuda_sim/nccl)
 // NCCL at world size 1: all-reduce leaves a device buffer as it is (sum and avg), the
 // overlapped start/wait path too (fp32 sum and avg, bf16 sum), and host values pass through to the host communicator.
 TEST_F(CudaModel, NcclAllReduceWithOneRank) {

@@ -28,10 +28,14 @@ enum cudaMemcpyKind {
 constexpr unsigned cudaStreamNonBlocking = 1;
 constexpr unsigned cudaHostRegisterDefault = 0;
 
+constexpr unsigned cudaEventDefault = 0;
+constexpr unsigned cudaEventDisableTiming = 2;
+
 struct CUstream_st {};
 struct CUevent_st {
   bool recorded = false;
-  double ms = 0.0;  // host time of the last record, in ms
+  bool timing = true;  // not with cudaEventDisableTiming
+  double ms = 0.0;     // host time of the last record, in ms
 };
 typedef CUevent_st* cudaEvent_t;
 
@@ -94,6 +98,7 @@ inline const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorHostMemoryAlreadyRegistered: return "part or all of the requested memory range is already mapped";
     case cudaErrorHostMemoryNotRegistered: return "pointer does not correspond to a registered memory region";
@@ -168,6 +173,38 @@ inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_
   std::memset(p, value, bytes);
   return cudaSuccess;
 }
+enum cudaMemoryType {
+  cudaMemoryTypeUnregistered = 0,
+  cudaMemoryTypeHost = 1,
+  cudaMemoryTypeDevice = 2,
+  cudaMemoryTypeManaged = 3
+};
+struct cudaPointerAttributes {
+  cudaMemoryType type;
+  int device;
+  void* devicePointer;
+  void* hostPointer;
+};
+// As CUDA 11+: device for any address inside a cudaMalloc allocation, host for registered
+// host memory, unregistered (no error) for any other host address.
+inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* p) {
+  if (attributes == nullptr) return sim::fail(cudaErrorInvalidValue);
+  const char* a = static_cast<const char*>(p);
+  *attributes = cudaPointerAttributes{cudaMemoryTypeUnregistered, -1, nullptr, nullptr};
+  for (const sim::Guarded& g : sim::rt().guarded) {
+    if (g.device && a >= g.begin && a < g.begin + g.bytes) {
+      *attributes = cudaPointerAttributes{cudaMemoryTypeDevice, 0, const_cast<char*>(a), nullptr};
+      return cudaSuccess;
+    }
+  }
+  for (const sim::HostRuntime::Registered& r : sim::host_rt().registered) {
+    if (a >= r.begin && a < r.begin + r.bytes) {
+      *attributes = cudaPointerAttributes{cudaMemoryTypeHost, 0, const_cast<char*>(a), const_cast<char*>(a)};
+      return cudaSuccess;
+    }
+  }
+  return cudaSuccess;
+}
 // Host memory is anything outside device allocations (pageable or registered).
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                                    cudaStream_t = nullptr,
@@ -220,10 +257,28 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
   *stream = new CUstream_st;
   return cudaSuccess;
 }
+inline cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete stream;
+  return cudaSuccess;
+}
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = new CUevent_st;
   return cudaSuccess;
+}
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
+  if ((flags & ~cudaEventDisableTiming) != 0) return sim::fail(cudaErrorInvalidValue);
+  *event = new CUevent_st;
+  (*event)->timing = (flags & cudaEventDisableTiming) == 0;
+  return cudaSuccess;
+}
+// Work runs when it is queued, so every event has completed by the time it can be asked.
+inline cudaError_t cudaEventQuery(cudaEvent_t event) {
+  return event == nullptr ? sim::fail(cudaErrorInvalidResourceHandle) : cudaSuccess;
+}
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned flags) {
+  if (event == nullptr) return sim::fail(cudaErrorInvalidResourceHandle);
+  return flags == 0 ? cudaSuccess : sim::fail(cudaErrorInvalidValue);
 }
 inline cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete event;
@@ -239,7 +294,8 @@ inline cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   return event == nullptr ? sim::fail(cudaErrorInvalidResourceHandle) : cudaSuccess;
 }
 inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
-  if (start == nullptr || stop == nullptr || !start->recorded || !stop->recorded)
+  if (start == nullptr || stop == nullptr || !start->recorded || !stop->recorded ||
+      !start->timing || !stop->timing)
     return sim::fail(cudaErrorInvalidResourceHandle);
   *ms = static_cast<float>(stop->ms - start->ms);
   return cudaSuccess;
