@@ -420,7 +420,7 @@ for m in $models; do
       step_ms[$phase]="$(field "$last" step_ms)"
       mfu[$phase]="$(field "$last" mfu)"
       peak_line="$last"
-      [ "$m/$phase" = llama_350m/full ] && fp32_350m_line="$last"
+      [ "$m/$phase" = llama_350m/full ] && default_350m_line="$last"
     fi
   done
   if [ -n "${step_ms[full]:-}" ] && [ -n "${step_ms[relora]:-}" ]; then
@@ -565,15 +565,15 @@ smoke_run || true
 # kept for the summary), so they never cost a check above.
 variant_350m() {  # STEP LABEL KEY=VALUE
   step "($1) llama_350m, full-rank phase, $3, against (2)"
-  if [ -z "${fp32_350m_line:-}" ]; then
+  if [ -z "${default_350m_line:-}" ]; then
     echo "not run: no llama_350m full-rank line from (2)"
   elif ! limit 100 >/dev/null || [ "$(limit 100)" -lt 100 ]; then
     echo "not run: under 120 s left before the deadline"
   elif bench "llama_350m/full-$2" 150 --config configs/llama_350m.yaml --set train.device=cuda \
     --set model.seq_len=512 --set "$3" --steps 10 --warmup 2 --phase full; then
     targets+=("llama_350m: $3, full-rank step time $(ratio_of "$(field "$last" step_ms)" \
-"$(field "$fp32_350m_line" step_ms)") and tensor memory $(ratio_of "$(field "$last" peak_mem_bytes)" \
-"$(field "$fp32_350m_line" peak_mem_bytes)") of (2)'s, mfu $(field "$last" mfu), training gemm \
+"$(field "$default_350m_line" step_ms)") and tensor memory $(ratio_of "$(field "$last" peak_mem_bytes)" \
+"$(field "$default_350m_line" peak_mem_bytes)") of (2)'s, mfu $(field "$last" mfu), training gemm \
 $(field "$last" train_product_gflops) GFLOP/s (no target)")
   fi
 }

@@ -5,6 +5,7 @@
 // could be one that cannot fail. What cuda_sim.h cannot detect is not tested here.
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -235,6 +236,20 @@ TEST_F(CudaSimSelfCheck, ProductsAreColumnMajorAndChecked) {
                          CUBLAS_GEMM_DEFAULT),
             CUBLAS_STATUS_INVALID_VALUE);  // A(2,1) is a[0..1], C(2,1) a[1..2]
   expect_one_error({"operand C overlaps operand A"});
+}
+
+// CUBLAS_COMPUTE_32F_FAST_TF32's inputs as cvt.rna.tf32.f32 rounds them: 10 fraction bits,
+// ties away from zero (both signs), a carry into the exponent, overflow to infinity,
+// infinities and NaN unchanged.
+TEST_F(CudaSimSelfCheck, Tf32RoundingIsNearestWithTiesAway) {
+  EXPECT_EQ(sim::round_to_tf32(1.0f + 0x1p-11f), 1.0f + 0x1p-10f);      // a tie: away from zero
+  EXPECT_EQ(sim::round_to_tf32(-(1.0f + 0x1p-11f)), -(1.0f + 0x1p-10f));
+  EXPECT_EQ(sim::round_to_tf32(1.0f + 0x1p-11f - 0x1p-23f), 1.0f);       // just under half
+  EXPECT_EQ(sim::round_to_tf32(1.0f + 0x1p-10f + 0x1p-12f), 1.0f + 0x1p-10f);
+  EXPECT_EQ(sim::round_to_tf32(2.0f - 0x1p-11f), 2.0f);                   // carry into the exponent
+  EXPECT_EQ(sim::round_to_tf32(std::numeric_limits<float>::max()), INFINITY);  // past TF32's largest
+  EXPECT_EQ(sim::round_to_tf32(-INFINITY), -INFINITY);
+  EXPECT_TRUE(std::isnan(sim::round_to_tf32(NAN)));
 }
 
 }  // namespace

@@ -14,9 +14,9 @@
 //   - cuBLAS sizes: m = N, n = M, k = K; C^T(N,M) column-major has leading dimension ldc >= N.
 // fp32 storage, the compute type picking the multiplication precision:
 // CUBLAS_COMPUTE_32F_FAST_16BF or CUBLAS_COMPUTE_32F_FAST_TF32 (inputs rounded to bf16 or
-// TF32, tensor cores, fp32 accumulation) or CUBLAS_COMPUTE_32F (full fp32: an explicit
-// compute type, so no handle math mode can turn a merge's product into TF32); or bf16
-// operands (CUDA_R_16BF) with CUBLAS_COMPUTE_32F, C always fp32.
+// TF32, tensor cores, fp32 accumulation; each only allows its precision, FAST_16BF TF32
+// too) or CUBLAS_COMPUTE_32F (full fp32: the handle keeps cuBLAS's default math mode); or
+// bf16 operands (CUDA_R_16BF) with CUBLAS_COMPUTE_32F, C always fp32.
 #include "backend/cuda/check.h"
 #include "backend/cuda/kernels.h"
 
