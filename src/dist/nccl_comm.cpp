@@ -42,11 +42,17 @@ struct NcclApi {
   decltype(&ncclGetErrorString) error_string;
 };
 
+// The emulated build (tests/cuda_sim) names its own NCCL by absolute path, so that no
+// LD_LIBRARY_PATH can hand it the real one.
+#ifndef RELORA_NCCL_LIBRARY
+#define RELORA_NCCL_LIBRARY "libnccl.so.2"
+#endif
+
 const NcclApi& nccl_api() {
   static const NcclApi api = [] {
-    void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    void* lib = dlopen(RELORA_NCCL_LIBRARY, RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr)
-      RELORA_INPUT_ERROR("train.device cuda with several ranks needs NCCL, but libnccl.so.2 could not be "
+      RELORA_INPUT_ERROR("train.device cuda with several ranks needs NCCL, but " RELORA_NCCL_LIBRARY " could not be "
                          "loaded ("
                          << dlerror() << "); install NCCL or add its lib directory to LD_LIBRARY_PATH");
     auto symbol = [&](const char* name) {

@@ -5,7 +5,7 @@
 # emulated NCCL (tests/cuda_sim/nccl: an all-reduce over MPI). Two ranks on the device
 # against two ranks on the CPU (MPI all-reduce): the first step's loss within 1e-4
 # relative, later ones within 2e-3 (bf16 products), gradient norms within 3e-2, the same
-# bytes all-reduced, also with train.allreduce_dtype bf16;
+# bytes all-reduced, also with train.allreduce_dtype bf16 and two micro-batches per rank;
 # a resume on two device ranks is exact; and a broken link (rank 1's third all-reduce
 # fails, its peer waits in its own) ends the job with the NCCL error within 30 s.
 #   usage: emulated_nccl.sh RELORA_EMULATED_BINARY
@@ -47,10 +47,11 @@ check nccl_losses_within_bf16_tolerance_of_mpi $? "$(paste <(losses cuda) <(loss
 same_sync cuda cpu
 check nccl_gradient_norms_and_bytes_as_mpi $? "$(paste <(metric cuda grad_norm) <(metric cpu grad_norm) <(metric cuda comm_bytes) <(metric cpu comm_bytes))"
 
-# bf16 all-reduce: staged bf16 buckets summed by NCCL (ncclBfloat16), against the CPU's
-train cpu_bf16 cpu --set train.allreduce_dtype=bf16
+# bf16 all-reduce: staged bf16 buckets summed by NCCL (ncclBfloat16), against the CPU's;
+# global batch 8: two micro-batches per rank, the buckets starting in the second
+train cpu_bf16 cpu --set train.allreduce_dtype=bf16 --set train.global_batch=8
 check cpu_bf16_allreduce_run $? "$(tail -3 cpu_bf16.out)"
-train cuda_bf16 cuda --set train.allreduce_dtype=bf16
+train cuda_bf16 cuda --set train.allreduce_dtype=bf16 --set train.global_batch=8
 check cuda_bf16_allreduce_run $? "$(tail -3 cuda_bf16.out)"
 within cuda_bf16 cpu_bf16
 check nccl_bf16_losses_within_tolerance_of_mpi $? "$(paste <(losses cuda_bf16) <(losses cpu_bf16))"

@@ -1,6 +1,7 @@
 // Emulated <nccl.h>: the part of NCCL's API that src/dist/nccl_comm.cpp uses, with NCCL's
 // names and values, for the emulated CUDA build (tests/cuda_sim). nccl_comm.cpp dlopens
-// libnccl.so.2; the emulated binaries find tests/cuda_sim/nccl/nccl_sim.cpp's build of it.
+// libnccl.so.2; the emulated binaries load tests/cuda_sim/nccl/nccl_sim.cpp's build of it
+// by absolute path (RELORA_NCCL_LIBRARY).
 #pragma once
 #include <cstddef>
 

@@ -7,8 +7,8 @@
 //   - ranks that pass the same unique id form one communicator (split from MPI_COMM_WORLD by
 //     the id), and each must pass its own rank, 0..nranks-1; anything else is ncclInvalidUsage;
 //   - fp32 sum and average (each rank's values times 1/nranks, then summed, as NCCL does),
-//     bf16 sum (each value widened, summed in fp32, rounded once to nearest even); the sums
-//     run in rank order, so every rank gets the same bits, as with NCCL.
+//     bf16 sum (each partial sum rounded to bf16, nearest even); the sums run in rank
+//     order, so every rank gets the same bits, as with NCCL (whose order is its ring's).
 // Fault injection for the failure tests: with SIM_NCCL_FAIL_RANK=R and SIM_NCCL_FAIL_AT=N,
 // rank R's N-th all-reduce (from 1) and every later one are queued but never take part,
 // and ncclCommGetAsyncError reports ncclRemoteError on that rank from then on, as after a
@@ -136,9 +136,10 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
   if (comm->nranks > 1) {
     const std::vector<uint16_t> all = gather_all(*comm, send, n);
     for (size_t i = 0; i < n; ++i) {
-      float s = relora::bf16_to_float(all[i]);
-      for (int r = 1; r < comm->nranks; ++r) s += relora::bf16_to_float(all[static_cast<size_t>(r) * n + i]);
-      result[i] = relora::float_to_bf16(s);
+      uint16_t s = all[i];  // each partial sum rounded to bf16, as NCCL's reductions (and MpiComm's) do
+      for (int r = 1; r < comm->nranks; ++r)
+        s = relora::float_to_bf16(relora::bf16_to_float(s) + relora::bf16_to_float(all[static_cast<size_t>(r) * n + i]));
+      result[i] = s;
     }
   }
   std::memcpy(recvbuff, result.data(), n * sizeof(uint16_t));
