@@ -104,6 +104,10 @@ class NcclComm final : public Communicator {
     NCCL_CHECK(nccl.get_version(&version));
     if (version < 21000)
       RELORA_INPUT_ERROR("libnccl.so.2 is NCCL " << version << "; relora needs NCCL 2.10 or newer (ncclAvg)");
+    // non-blocking communicators return ncclInProgress from every call, which relora does not poll
+    if (const char* blocking = std::getenv("NCCL_COMM_BLOCKING"); blocking != nullptr && std::strcmp(blocking, "0") == 0)
+      RELORA_INPUT_ERROR("NCCL_COMM_BLOCKING=0 makes NCCL's communicators non-blocking, which relora does not "
+                         "support: unset it (or set it to 1)");
     {
       // every rank waits here for the others: for rank 0's id, then in ncclCommInitRank
       const Watchdog::Guard guard = watchdog_.guard("NCCL set-up (unique id, ncclCommInitRank)");

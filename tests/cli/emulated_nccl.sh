@@ -7,7 +7,8 @@
 # relative, later ones within 2e-3 (bf16 products), gradient norms within 3e-2, the same
 # bytes all-reduced, also with train.allreduce_dtype bf16 and two micro-batches per rank;
 # a resume on two device ranks is exact; and a broken link (rank 1's third all-reduce
-# fails, its peer waits in its own) ends the job with the NCCL error within 30 s.
+# fails, its peer waits in its own) ends the job with the NCCL error within 30 s;
+# NCCL_COMM_BLOCKING=0 is refused with exit 2.
 #   usage: emulated_nccl.sh RELORA_EMULATED_BINARY
 set -uo pipefail
 relora="$1"
@@ -76,6 +77,13 @@ elapsed=$((SECONDS - start))
 [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$elapsed" -le 30 ] &&
   grep -q "rank 1: .*NCCL all-reduce failed: remote process exited or there was a network error" broken.out
 check broken_link_ends_the_job $? "exit $rc after ${elapsed}s; $(grep -m3 -i 'error\|nccl' broken.out)"
+
+# NCCL_COMM_BLOCKING=0 (non-blocking communicators, which relora does not poll): exit 2
+NCCL_COMM_BLOCKING=0 timeout 60 "${mpirun[@]}" -x NCCL_COMM_BLOCKING "$relora" train --config run.yaml \
+  --set train.device=cuda --set checkpoint.dir=nonblocking > nonblocking.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "NCCL_COMM_BLOCKING=0 makes NCCL's communicators non-blocking" nonblocking.out
+check nonblocking_nccl_refused $? "exit $rc; $(grep -m2 -i 'error' nonblocking.out)"
 
 logs=(cuda.out cuda_bf16.out resumed.out broken.out)
 ! grep -l '^cuda_sim: ' "${logs[@]}" > /dev/null 2>&1
