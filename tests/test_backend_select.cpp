@@ -1,11 +1,14 @@
 // train.device: cpu always gives the CPU backend; auto gives CUDA exactly when a GPU is usable
-// (and says why not otherwise); cuda without a usable GPU is one clear InputError.
+// (and says why not otherwise); cuda without a usable GPU is one clear InputError. The GPU
+// a rank binds to, and the launcher's local rank read before MPI starts.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "backend/select.h"
 #include "core/errors.h"
+#include "dist/communicator.h"
 #include "test_util.h"
 #ifdef RELORA_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -45,6 +48,33 @@ TEST(BackendSelect, CudaWithoutAGpuIsOneClearError) {
   testing::expect_contains(testing::input_error_of([] { make_backend("cuda", 0, "bf16", 0, 1); }),
                            {"train.device: cuda, but no CUDA device is usable: ",
                             "use train.device=cpu (or auto)"});
+}
+
+// The rule make_backend binds by, and bind_gpu_before_mpi before MPI starts.
+TEST(BackendSelect, GpuIndexIsTheLocalRankModuloTheNodesGpus) {
+  EXPECT_EQ(gpu_index(0, 4, 5), 1);  // every visible GPU
+  EXPECT_EQ(gpu_index(2, 8, 5), 1);  // train.devices 2 of 8
+  EXPECT_EQ(gpu_index(0, 1, 3), 0);  // a rank that sees one GPU
+}
+
+// The launchers' node-local rank variables, in order; values that are not a rank are skipped.
+TEST(BackendSelect, LauncherLocalRankBeforeMpiStarts) {
+  const char* vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
+                        "PALS_LOCAL_RANKID", "SLURM_LOCALID"};
+  for (const char* var : vars) unsetenv(var);
+  EXPECT_EQ(launcher_local_rank(), -1);
+  setenv("SLURM_LOCALID", "5", 1);
+  EXPECT_EQ(launcher_local_rank(), 5);
+  setenv("MPI_LOCALRANKID", "2", 1);
+  EXPECT_EQ(launcher_local_rank(), 2);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "x1", 1);
+  EXPECT_EQ(launcher_local_rank(), 2);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3", 1);
+  EXPECT_EQ(launcher_local_rank(), 3);
+  setenv("MPI_LOCALRANKID", "-1", 1);
+  unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  EXPECT_EQ(launcher_local_rank(), 5);
+  for (const char* var : vars) unsetenv(var);
 }
 
 }  // namespace

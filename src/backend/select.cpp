@@ -2,11 +2,29 @@
 #include "backend/select.h"
 
 #include "core/errors.h"
+#include "dist/communicator.h"
 #ifdef RELORA_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
 
 namespace relora {
+
+int gpu_index(int devices, int visible, int local_rank) {
+  const int per_node = devices > 0 ? devices : visible;
+  return per_node > 0 ? local_rank % per_node : 0;
+}
+
+void bind_gpu_before_mpi(const std::string& device, int devices) {
+  const int local_rank = launcher_local_rank();
+  if (device == "cpu" || local_rank < 0) return;
+#ifdef RELORA_HAVE_CUDA
+  const int visible = cuda::device_count(nullptr);
+  if (visible == 0 || devices > visible) return;
+  cuda::select_device(gpu_index(devices, visible, local_rank));
+#else
+  (void)devices;
+#endif
+}
 
 Backend make_backend(const std::string& device, int devices, const std::string& matmul,
                      int local_rank, int local_size) {
@@ -41,7 +59,7 @@ Backend make_backend(const std::string& device, int devices, const std::string& 
                        << per_node << " GPU(s) to bind them to (train.devices " << devices << ", "
                        << visible << " visible); each rank needs a GPU of its own: start at most "
                        << per_node << " ranks per node, or use train.device=cpu");
-  const int index = local_rank % per_node;  // 0 when it sees one
+  const int index = gpu_index(devices, visible, local_rank);  // 0 when it sees one
 #ifdef RELORA_HAVE_CUDA
   backend.ops = cuda::make_cuda_ops(index, matmul);
 #else

@@ -21,4 +21,16 @@ struct Backend {
 Backend make_backend(const std::string& device, int devices, const std::string& matmul,
                      int local_rank, int local_size);
 
+// The GPU a rank binds to: local_rank % per_node, per_node = train.devices or, when that
+// is 0, every visible GPU. The one rule of make_backend and bind_gpu_before_mpi.
+int gpu_index(int devices, int visible, int local_rank);
+
+// Call before MPI starts. Under a launcher that exports the node-local rank
+// (launcher_local_rank), binds this process to the GPU make_backend will give it: MPI
+// libraries with GPU support (MPICH, Cray MPICH, MVAPICH2-GDR) create a CUDA context on
+// the current device in MPI_Init, which would otherwise be GPU 0 for every rank of a node.
+// Nothing for train.device cpu, a build without CUDA, no usable GPU or no launcher's local
+// rank; errors are left for make_backend to report.
+void bind_gpu_before_mpi(const std::string& device, int devices);
+
 }  // namespace relora

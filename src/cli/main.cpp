@@ -189,6 +189,14 @@ Config load_required_config(const Args& a) {
   return load_config(a.config, a.sets);
 }
 
+// The command's config with --set applied: eval --checkpoint's stored one (its run state in
+// *state), else --config's.
+Config command_config(const Args& a, RunState* state) {
+  if (a.command != "eval" || a.checkpoint.empty()) return load_required_config(a);
+  *state = read_run_state(a.checkpoint);
+  return config_from_yaml_text(state->config_yaml, a.checkpoint + " (its stored config)", a.sets);
+}
+
 // Prints the error with the rank; in a multi-rank job ends every rank (MPI_Abort), else
 // rethrows for main to return the exit code. Call it from a catch block.
 void abort_job(Communicator& comm, const std::exception& e) {
@@ -226,18 +234,15 @@ int cmd_eval(Communicator& comm, const Args& a) {
       RELORA_INPUT_ERROR("relora eval: give --checkpoint PATH (a training checkpoint) or --config FILE "
                          "(a fresh model)");
     RunState state;
+    cfg = command_config(a, &state);
     if (!a.checkpoint.empty()) {
-      state = read_run_state(a.checkpoint);
-      const std::string where = a.checkpoint + " (its stored config)";
-      cfg = config_from_yaml_text(state.config_yaml, where, a.sets);
       std::string changed;
-      for (const std::string& key : incompatible_keys(config_from_yaml_text(state.config_yaml, where), cfg))
+      for (const std::string& key :
+           incompatible_keys(config_from_yaml_text(state.config_yaml, a.checkpoint + " (its stored config)"), cfg))
         changed += (changed.empty() ? "" : "; ") + key;
       if (!changed.empty())
         RELORA_INPUT_ERROR("relora eval: --set cannot change the checkpoint's " << changed
                            << " (they fix its tensors)");
-    } else {
-      cfg = load_required_config(a);
     }
     configure_threads(cfg.train.threads);
     ops = make_backend(cfg.train.device, cfg.train.devices, cfg.train.matmul, comm.local_rank(),
@@ -321,6 +326,16 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "relora: internal error: %s\n", e.what());
     return 1;
+  }
+  // A GPU chosen before MPI_Init (bind_gpu_before_mpi); any problem with the config is
+  // reported by the command itself, collectively, once MPI runs.
+  if (launcher_local_rank() >= 0) {
+    try {
+      RunState state;
+      const Config cfg = command_config(args, &state);
+      bind_gpu_before_mpi(cfg.train.device, cfg.train.devices);
+    } catch (const std::exception&) {
+    }
   }
   std::unique_ptr<Communicator> comm;
   try {

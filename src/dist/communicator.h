@@ -51,6 +51,9 @@ std::unique_ptr<Communicator> make_local_comm();
 std::unique_ptr<Communicator> make_mpi_comm();
 // True when an MPI launcher (mpirun/mpiexec, srun with PMI/PMIx) started this process.
 bool launched_by_mpi();
+// This process's rank on its node as its launcher exports it (Open MPI, MPICH's and Intel
+// MPI's Hydra, MVAPICH2, Cray PALS, Slurm), readable before MPI starts; -1 when none does.
+int launcher_local_rank();
 // MpiComm when launched_by_mpi(), else LocalComm.
 std::unique_ptr<Communicator> make_communicator();
 

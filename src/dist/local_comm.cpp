@@ -34,6 +34,18 @@ bool launched_by_mpi() {
   return false;
 }
 
+int launcher_local_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
+                          "PALS_LOCAL_RANKID", "SLURM_LOCALID"}) {
+    const char* value = std::getenv(var);
+    if (value == nullptr || *value == '\0') continue;
+    char* end = nullptr;
+    const long rank = std::strtol(value, &end, 10);
+    if (*end == '\0' && rank >= 0 && rank < (1L << 20)) return static_cast<int>(rank);
+  }
+  return -1;
+}
+
 std::unique_ptr<Communicator> make_communicator() {
   return launched_by_mpi() ? make_mpi_comm() : make_local_comm();
 }

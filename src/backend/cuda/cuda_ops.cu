@@ -449,6 +449,10 @@ int device_count(std::string* why) {
   return count;
 }
 
+void select_device(int index) {
+  if (cudaSetDevice(index) != cudaSuccess) cudaGetLastError();
+}
+
 std::unique_ptr<Ops> make_cuda_ops(int index, const std::string& matmul) {
   RELORA_CHECK(matmul == "bf16" || matmul == "tf32" || matmul == "fp32",
                "train.matmul '" << matmul << "' reached the CUDA backend unvalidated");
