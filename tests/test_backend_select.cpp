@@ -57,23 +57,35 @@ TEST(BackendSelect, GpuIndexIsTheLocalRankModuloTheNodesGpus) {
   EXPECT_EQ(gpu_index(0, 1, 3), 0);  // a rank that sees one GPU
 }
 
-// The launchers' node-local rank variables, in order; values that are not a rank are skipped.
+// The launchers' node-local rank variables, in order; values that are not a rank are
+// skipped; SLURM_LOCALID only for an srun task (SLURM_PROCID is PMI_RANK or PMIX_RANK).
 TEST(BackendSelect, LauncherLocalRankBeforeMpiStarts) {
   const char* vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
-                        "PALS_LOCAL_RANKID", "SLURM_LOCALID"};
-  for (const char* var : vars) unsetenv(var);
+                        "PALS_LOCAL_RANKID", "FLUX_TASK_LOCAL_ID", "SLURM_LOCALID", "SLURM_PROCID",
+                        "PMI_RANK", "PMIX_RANK"};
+  for (const char* var : vars) unsetenv(var);  // (each test runs in a process of its own)
+  const char* source = "";
+  EXPECT_EQ(launcher_local_rank(&source), -1);
+  setenv("SLURM_LOCALID", "5", 1);  // a batch script's own: not an srun task's
   EXPECT_EQ(launcher_local_rank(), -1);
-  setenv("SLURM_LOCALID", "5", 1);
-  EXPECT_EQ(launcher_local_rank(), 5);
+  setenv("SLURM_PROCID", "7", 1);
+  setenv("PMI_RANK", "6", 1);
+  EXPECT_EQ(launcher_local_rank(), -1);
+  setenv("PMIX_RANK", "7", 1);
+  EXPECT_EQ(launcher_local_rank(&source), 5);
+  EXPECT_STREQ(source, "SLURM_LOCALID");
+  setenv("FLUX_TASK_LOCAL_ID", "4", 1);
+  EXPECT_EQ(launcher_local_rank(), 4);
   setenv("MPI_LOCALRANKID", "2", 1);
   EXPECT_EQ(launcher_local_rank(), 2);
   setenv("OMPI_COMM_WORLD_LOCAL_RANK", "x1", 1);
   EXPECT_EQ(launcher_local_rank(), 2);
   setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3", 1);
-  EXPECT_EQ(launcher_local_rank(), 3);
+  EXPECT_EQ(launcher_local_rank(&source), 3);
+  EXPECT_STREQ(source, "OMPI_COMM_WORLD_LOCAL_RANK");
   setenv("MPI_LOCALRANKID", "-1", 1);
   unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
-  EXPECT_EQ(launcher_local_rank(), 5);
+  EXPECT_EQ(launcher_local_rank(), 4);
   for (const char* var : vars) unsetenv(var);
 }
 

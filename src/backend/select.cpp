@@ -1,6 +1,8 @@
 // Backend selection: train.device and the CUDA devices this process can see.
 #include "backend/select.h"
 
+#include <cstdio>
+
 #include "core/errors.h"
 #include "dist/communicator.h"
 #ifdef RELORA_HAVE_CUDA
@@ -8,6 +10,16 @@
 #endif
 
 namespace relora {
+namespace {
+
+// What bind_gpu_before_mpi did: the GPU it bound (-1: none) and the variable it read.
+struct EarlyBinding {
+  int gpu = -1;
+  const char* source = "";
+};
+EarlyBinding g_early_binding;
+
+}  // namespace
 
 int gpu_index(int devices, int visible, int local_rank) {
   const int per_node = devices > 0 ? devices : visible;
@@ -15,12 +27,14 @@ int gpu_index(int devices, int visible, int local_rank) {
 }
 
 void bind_gpu_before_mpi(const std::string& device, int devices) {
-  const int local_rank = launcher_local_rank();
+  const char* source = "";
+  const int local_rank = launcher_local_rank(&source);
   if (device == "cpu" || local_rank < 0) return;
 #ifdef RELORA_HAVE_CUDA
   const int visible = cuda::device_count(nullptr);
   if (visible == 0 || devices > visible) return;
-  cuda::select_device(gpu_index(devices, visible, local_rank));
+  const int gpu = gpu_index(devices, visible, local_rank);
+  if (cuda::select_device(gpu)) g_early_binding = EarlyBinding{gpu, source};
 #else
   (void)devices;
 #endif
@@ -67,6 +81,15 @@ Backend make_backend(const std::string& device, int devices, const std::string& 
 #endif
   backend.reason = "train.device: " + device + ", local rank " + std::to_string(local_rank) +
                    " -> GPU " + std::to_string(index) + " of " + std::to_string(per_node);
+  if (g_early_binding.gpu == index) {
+    backend.reason += ", bound before MPI_Init (" + std::string(g_early_binding.source) + ")";
+  } else if (g_early_binding.gpu >= 0) {
+    std::fprintf(stderr,
+                 "relora: warning: local rank %d: GPU %d was bound before MPI_Init (from %s), GPU %d after it "
+                 "(from MPI's node-local rank): GPU %d holds a CUDA context this rank does not use; the "
+                 "launcher's and MPI's node-local ranks differ\n",
+                 local_rank, g_early_binding.gpu, g_early_binding.source, index, g_early_binding.gpu);
+  }
   return backend;
 }
 

@@ -30,7 +30,8 @@ int gpu_index(int devices, int visible, int local_rank);
 // libraries with GPU support (MPICH, Cray MPICH, MVAPICH2-GDR) create a CUDA context on
 // the current device in MPI_Init, which would otherwise be GPU 0 for every rank of a node.
 // Nothing for train.device cpu, a build without CUDA, no usable GPU or no launcher's local
-// rank; errors are left for make_backend to report.
+// rank; errors are left for make_backend to report. make_backend then says so in its
+// reason, or warns on stderr when MPI's node-local rank gives another GPU.
 void bind_gpu_before_mpi(const std::string& device, int devices);
 
 }  // namespace relora

@@ -329,7 +329,7 @@ int main(int argc, char** argv) {
   }
   // A GPU chosen before MPI_Init (bind_gpu_before_mpi); any problem with the config is
   // reported by the command itself, collectively, once MPI runs.
-  if (launcher_local_rank() >= 0) {
+  if (launched_by_mpi() && launcher_local_rank() >= 0) {
     try {
       RunState state;
       const Config cfg = command_config(args, &state);

@@ -52,8 +52,11 @@ std::unique_ptr<Communicator> make_mpi_comm();
 // True when an MPI launcher (mpirun/mpiexec, srun with PMI/PMIx) started this process.
 bool launched_by_mpi();
 // This process's rank on its node as its launcher exports it (Open MPI, MPICH's and Intel
-// MPI's Hydra, MVAPICH2, Cray PALS, Slurm), readable before MPI starts; -1 when none does.
-int launcher_local_rank();
+// MPI's Hydra, MVAPICH2, Cray PALS, Flux, Slurm's srun), readable before MPI starts; -1
+// when none does. *source (if given) names the variable. SLURM_LOCALID counts only for an
+// srun task (SLURM_PROCID equal to PMI_RANK or PMIX_RANK): a batch script's own value
+// would be inherited by every rank a launcher of its own starts.
+int launcher_local_rank(const char** source = nullptr);
 // MpiComm when launched_by_mpi(), else LocalComm.
 std::unique_ptr<Communicator> make_communicator();
 

@@ -1,5 +1,6 @@
 // LocalComm: the communicator of a run with one process. Every collective is the identity.
 #include <cstdlib>
+#include <cstring>
 
 #include "dist/communicator.h"
 
@@ -34,14 +35,30 @@ bool launched_by_mpi() {
   return false;
 }
 
-int launcher_local_rank() {
+namespace {
+
+// The variable's value as a rank (0 <= rank < 2^20), or -1.
+int rank_in(const char* var) {
+  const char* value = std::getenv(var);
+  if (value == nullptr || *value == '\0') return -1;
+  char* end = nullptr;
+  const long rank = std::strtol(value, &end, 10);
+  return *end == '\0' && rank >= 0 && rank < (1L << 20) ? static_cast<int>(rank) : -1;
+}
+
+}  // namespace
+
+int launcher_local_rank(const char** source) {
   for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
-                          "PALS_LOCAL_RANKID", "SLURM_LOCALID"}) {
-    const char* value = std::getenv(var);
-    if (value == nullptr || *value == '\0') continue;
-    char* end = nullptr;
-    const long rank = std::strtol(value, &end, 10);
-    if (*end == '\0' && rank >= 0 && rank < (1L << 20)) return static_cast<int>(rank);
+                          "PALS_LOCAL_RANKID", "FLUX_TASK_LOCAL_ID", "SLURM_LOCALID"}) {
+    const int rank = rank_in(var);
+    if (rank < 0) continue;
+    if (std::strcmp(var, "SLURM_LOCALID") == 0) {
+      const int task = rank_in("SLURM_PROCID");
+      if (task < 0 || (task != rank_in("PMI_RANK") && task != rank_in("PMIX_RANK"))) continue;
+    }
+    if (source != nullptr) *source = var;
+    return rank;
   }
   return -1;
 }

@@ -105,7 +105,9 @@ class NcclComm final : public Communicator {
     if (version < 21000)
       RELORA_INPUT_ERROR("libnccl.so.2 is NCCL " << version << "; relora needs NCCL 2.10 or newer (ncclAvg)");
     // non-blocking communicators return ncclInProgress from every call, which relora does not poll
-    if (const char* blocking = std::getenv("NCCL_COMM_BLOCKING"); blocking != nullptr && std::strcmp(blocking, "0") == 0)
+    const char* blocking = std::getenv("NCCL_COMM_BLOCKING");
+    char* end = nullptr;
+    if (blocking != nullptr && *blocking != '\0' && std::strtol(blocking, &end, 10) == 0 && *end == '\0')
       RELORA_INPUT_ERROR("NCCL_COMM_BLOCKING=0 makes NCCL's communicators non-blocking, which relora does not "
                          "support: unset it (or set it to 1)");
     {

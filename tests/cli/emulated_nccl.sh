@@ -8,7 +8,8 @@
 # bytes all-reduced, also with train.allreduce_dtype bf16 and two micro-batches per rank;
 # a resume on two device ranks is exact; and a broken link (rank 1's third all-reduce
 # fails, its peer waits in its own) ends the job with the NCCL error within 30 s;
-# NCCL_COMM_BLOCKING=0 is refused with exit 2.
+# NCCL_COMM_BLOCKING=0 is refused with exit 2; with two GPUs per node each rank binds
+# its own before MPI_Init, and warns when the launcher's and MPI's local ranks differ.
 #   usage: emulated_nccl.sh RELORA_EMULATED_BINARY
 set -uo pipefail
 relora="$1"
@@ -85,7 +86,23 @@ rc=$?
 [ "$rc" -eq 2 ] && grep -q "NCCL_COMM_BLOCKING=0 makes NCCL's communicators non-blocking" nonblocking.out
 check nonblocking_nccl_refused $? "exit $rc; $(grep -m2 -i 'error' nonblocking.out)"
 
-logs=(cuda.out cuda_bf16.out resumed.out broken.out)
+# two GPUs per node (SIM_DEVICES=2): each rank binds its own before MPI_Init, from the
+# launcher's local rank, and the same one after; with the launcher's local ranks swapped,
+# each rank warns that MPI's gives another GPU
+SIM_DEVICES=2 timeout 120 "${mpirun[@]}" -x SIM_DEVICES "$relora" train --config run.yaml \
+  --set train.device=cuda --set train.steps=2 --set checkpoint.dir=two_gpus > two_gpus.out 2>&1
+rc=$?
+grep -q "local rank 0 -> GPU 0 of 2, bound before MPI_Init (OMPI_COMM_WORLD_LOCAL_RANK)" two_gpus.out &&
+  ! grep -q "warning" two_gpus.out && [ "$rc" -eq 0 ]
+check gpu_bound_before_mpi_init $? "exit $rc; $(grep -m2 'backend\|warning\|error' two_gpus.out)"
+SIM_DEVICES=2 timeout 120 "${mpirun[@]}" -x SIM_DEVICES bash -c \
+  "OMPI_COMM_WORLD_LOCAL_RANK=\$((1 - OMPI_COMM_WORLD_LOCAL_RANK)) exec '$relora' train --config run.yaml \
+   --set train.device=cuda --set train.steps=2 --set checkpoint.dir=swapped" > swapped.out 2>&1
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(grep -c "warning: local rank [01]: GPU [01] was bound before MPI_Init (from OMPI_COMM_WORLD_LOCAL_RANK), GPU [01] after it" swapped.out)" -eq 2 ]
+check differing_local_ranks_warn $? "exit $rc; $(grep -m3 'warning\|error' swapped.out)"
+
+logs=(cuda.out cuda_bf16.out resumed.out broken.out two_gpus.out swapped.out)
 ! grep -l '^cuda_sim: ' "${logs[@]}" > /dev/null 2>&1
 check no_emulator_errors $? "$(grep -h -m3 '^cuda_sim: ' "${logs[@]}")"
 

@@ -21,8 +21,8 @@ int device_count(std::string* why);
 // the device is not usable.
 std::unique_ptr<Ops> make_cuda_ops(int index, const std::string& matmul);
 
-// cudaSetDevice(index) and nothing else (bind_gpu_before_mpi); an error is cleared and
-// left for make_cuda_ops to report.
-void select_device(int index);
+// cudaSetDevice(index) and nothing else (bind_gpu_before_mpi): false on failure, whose
+// error is cleared and left for make_cuda_ops to report.
+bool select_device(int index);
 
 }  // namespace relora::cuda

@@ -449,8 +449,10 @@ int device_count(std::string* why) {
   return count;
 }
 
-void select_device(int index) {
-  if (cudaSetDevice(index) != cudaSuccess) cudaGetLastError();
+bool select_device(int index) {
+  if (cudaSetDevice(index) == cudaSuccess) return true;
+  cudaGetLastError();
+  return false;
 }
 
 std::unique_ptr<Ops> make_cuda_ops(int index, const std::string& matmul) {

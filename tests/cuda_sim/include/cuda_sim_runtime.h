@@ -11,6 +11,7 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -121,16 +122,36 @@ cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attribute, in
 }
 
 // ---- the device ----------------------------------------------------------------------------
+// SIM_DEVICES=N (default 1) identical devices, for the device-binding tests; they share the
+// one emulated memory (a process uses one device).
+namespace sim {
+inline int device_count() {
+  const char* value = std::getenv("SIM_DEVICES");
+  const int n = value == nullptr ? 1 : std::atoi(value);
+  return n >= 1 && n <= 64 ? n : 1;
+}
+inline int& current_device() {
+  static int device = 0;
+  return device;
+}
+}  // namespace sim
 inline cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  *count = sim::device_count();
   return cudaSuccess;
 }
 inline cudaError_t cudaSetDevice(int device, sim::Site site = sim::Site::current("cudaSetDevice")) {
-  if (device != 0) return sim::api_error(cudaErrorInvalidDevice, "device " + std::to_string(device) + " of 1", site);
+  if (device < 0 || device >= sim::device_count())
+    return sim::api_error(cudaErrorInvalidDevice,
+                          "device " + std::to_string(device) + " of " + std::to_string(sim::device_count()), site);
+  sim::current_device() = device;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetDevice(int* device) {
+  *device = sim::current_device();
   return cudaSuccess;
 }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (device != 0) return sim::fail(cudaErrorInvalidDevice);
+  if (device < 0 || device >= sim::device_count()) return sim::fail(cudaErrorInvalidDevice);
   std::memset(prop, 0, sizeof *prop);
   std::strcpy(prop->name, "cuda_sim: sm_90 emulated on the CPU");
   prop->totalGlobalMem = sim::kDeviceMemoryBytes;
