@@ -178,7 +178,7 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
   const int64_t peak =
       peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, storage, bf16_staging(cfg_.train, world));
   check_host_memory(*ops_, peak, comm_.local_size());
-  reserve_device_arena(*ops_, peak);
+  reserve_arena(peak);
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, storage);
   model_->init_weights(cfg_.train.seed);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
@@ -233,6 +233,29 @@ void Trainer::resume(const std::string& spec) {
   if (!shared) broadcast_state();
 }
 
+std::vector<std::string> Trainer::budget_lines() const {
+  std::vector<std::string> lines;
+  for (bool relora_phase : {false, true}) {
+    if (relora_phase && cfg_.relora.rank == 0) continue;
+    const MemoryBudget budget =
+        memory_budget(cfg_.model, cfg_.relora, *ops_, cfg_.train.micro_batch, activation_storage(cfg_.train),
+                      bf16_staging(cfg_.train, comm_.world_size()), relora_phase);
+    lines.push_back(std::string("memory per rank, ") + (relora_phase ? "ReLoRA" : "full-rank") +
+                    " phase: " + describe(budget));
+  }
+  return lines;
+}
+
+void Trainer::reserve_arena(int64_t bytes) const {
+  try {
+    reserve_device_arena(*ops_, bytes);
+  } catch (const InputError& e) {
+    std::string budget;
+    for (const std::string& line : budget_lines()) budget += "; " + line;
+    RELORA_INPUT_ERROR(e.what() << budget);
+  }
+}
+
 void Trainer::rebuild_for_relora_resume() {
   const int micro = cfg_.train.micro_batch;
   optimizer_.reset();
@@ -240,8 +263,8 @@ void Trainer::rebuild_for_relora_resume() {
   const ActivationStorage storage = activation_storage(cfg_.train);
   if (ops_->device() != Device::cpu) {
     device_memory()->release_arena();
-    reserve_device_arena(*ops_, resume_peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, storage,
-                                                  bf16_staging(cfg_.train, comm_.world_size())));
+    reserve_arena(resume_peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, storage,
+                                    bf16_staging(cfg_.train, comm_.world_size())));
   }
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, storage);
   optimizer_ = std::make_unique<AdamW>(cfg_.optimizer, *ops_);
@@ -415,16 +438,7 @@ TrainSummary Trainer::run() {
   }
   if (cfg_.relora.master_on_host && ops_->device() == Device::cpu)
     say("relora: relora.master_on_host has no effect on the CPU (the weights are in host memory already)");
-  for (bool relora_phase : {false, true}) {
-    if (relora_phase && cfg_.relora.rank == 0) continue;
-    const MemoryBudget budget =
-        memory_budget(cfg_.model, cfg_.relora, *ops_, cfg_.train.micro_batch,
-                      activation_storage(cfg_.train), bf16_staging(cfg_.train, comm_.world_size()),
-                      relora_phase);
-    std::snprintf(line, sizeof(line), "relora: memory per rank, %s phase: %s",
-                  relora_phase ? "ReLoRA" : "full-rank", describe(budget).c_str());
-    say(line);
-  }
+  for (const std::string& budget : budget_lines()) say(("relora: " + budget).c_str());
 
   TrainSummary summary;
   summary.first_step = start_step_ + 1;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/ops.h"
@@ -63,6 +64,11 @@ class Trainer {
   std::string save_checkpoint_at(int64_t step);
   // Applies the ReLoRA event scheduled after `update` and returns it.
   Event after_update(int64_t update);
+  // "memory per rank, full-rank phase: ..." for each phase this run has, as run() prints them.
+  std::vector<std::string> budget_lines() const;
+  // reserve_device_arena(bytes); when the device cannot hold it, its InputError carries the
+  // budget, which run() has not printed yet.
+  void reserve_arena(int64_t bytes) const;
 
   // train.time_limit counts from here: loading data, model and checkpoint is part of a job
   std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();

@@ -9,8 +9,9 @@
 # 6e-4); recomputation, a resume and relora.master_on_host (bf16 weight copies: the same
 # exact bf16 products, the same fp32 sums here) give the device run's losses exactly; bf16
 # activations on the device within the same tolerances of bf16 activations on the CPU, and
-# TF32 products (train.matmul: tf32) of the CPU run; and no run prints an emulator error
-# (a misuse the host code did not stop at).
+# TF32 products (train.matmul: tf32) of the CPU run; a run too big for the device ends
+# with its budget by category; and no run prints an emulator error (a misuse the host
+# code did not stop at).
 #   usage: emulated_cuda.sh RELORA_EMULATED_BINARY
 set -uo pipefail
 relora="$1"
@@ -89,6 +90,16 @@ grep -q "resuming from resumed/step_00000006.h5" resumed.out && [ "$rc" -eq 0 ]
 check resume_from_device_checkpoint $? "exit $rc; $(grep -m3 'resum\|error' resumed.out)"
 identical 7 resumed cuda
 check resume_is_exact $? "$(paste <(losses resumed) <(losses cuda))"
+
+# a run the device cannot hold (the emulated one has 16 GB): exit 2 before anything is
+# allocated, the error carrying the budget by category (run() has not printed it yet)
+"$relora" train --config run.yaml --set train.device=cuda --set model.hidden_size=4096 \
+  --set model.num_heads=32 --set model.intermediate_size=11008 --set model.num_layers=24 \
+  --set checkpoint.dir=too_big > too_big.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.*; memory per rank, full-rank phase: .* GB (weights" too_big.out &&
+  grep -q "; memory per rank, ReLoRA phase: " too_big.out
+check too_big_for_the_device_names_the_budget $? "exit $rc; $(head -c 600 too_big.out)"
 
 device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out cuda_tf32.out resumed.out eval.err)
 ! grep -l '^cuda_sim: ' "${device_logs[@]}" > /dev/null 2>&1

@@ -40,7 +40,7 @@ class CudaMemory final : public DeviceMemory {
       if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) cudaGetLastError();
       base_ = nullptr;
       RELORA_INPUT_ERROR("device " << device_ << " cannot hold this run: " << bytes / 1e9
-                                   << " GB needed (the memory budget printed above), "
+                                   << " GB needed (the memory budget, +5% and 64 MiB), "
                                    << free_bytes / 1e9 << " GB free of " << total_bytes / 1e9
                                    << " (" << cudaGetErrorString(err)
                                    << "); lower train.micro_batch or set train.recompute: true");
