@@ -77,7 +77,9 @@ const char* kEvalUsage =
     "every window of every shard matching PATTERN (windows of model.seq_len+1 tokens at\n"
     "stride model.seq_len), or over the first N batches of train.micro_batch windows.\n"
     "With --checkpoint the model (and its config) come from the checkpoint, adapters\n"
-    "applied; with --config alone the model is freshly initialised from train.seed.\n"
+    "applied, except train.device, train.devices and train.threads: this machine's\n"
+    "defaults unless --set gives them; with --config alone the model is freshly\n"
+    "initialised from train.seed.\n"
     "\n"
     "options:\n"
     "  --checkpoint PATH       a step_*.h5 checkpoint\n"
@@ -183,18 +185,26 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
+std::string stored_config_origin(const Args& a) { return a.checkpoint + " (its stored config)"; }
+
 Config load_required_config(const Args& a) {
   if (a.config.empty())
     RELORA_INPUT_ERROR("relora " << a.command << ": --config FILE is required (e.g. --config configs/tiny.yaml)");
   return load_config(a.config, a.sets);
 }
 
-// The command's config with --set applied: eval --checkpoint's stored one (its run state in
-// *state), else --config's.
+// The command's config with --set applied: --config's, or eval --checkpoint's stored one
+// (its run state in *state) with this machine's settings — train.device, train.devices and
+// train.threads at their defaults unless --set gives them — not the training machine's.
 Config command_config(const Args& a, RunState* state) {
   if (a.command != "eval" || a.checkpoint.empty()) return load_required_config(a);
   *state = read_run_state(a.checkpoint);
-  return config_from_yaml_text(state->config_yaml, a.checkpoint + " (its stored config)", a.sets);
+  const Config defaults;
+  std::vector<std::string> sets = {"train.device=" + defaults.train.device,
+                                   "train.devices=" + std::to_string(defaults.train.devices),
+                                   "train.threads=" + std::to_string(defaults.train.threads)};
+  sets.insert(sets.end(), a.sets.begin(), a.sets.end());  // later ones win
+  return config_from_yaml_text(state->config_yaml, stored_config_origin(a), sets);
 }
 
 // Prints the error with the rank; in a multi-rank job ends every rank (MPI_Abort), else
@@ -238,7 +248,7 @@ int cmd_eval(Communicator& comm, const Args& a) {
     if (!a.checkpoint.empty()) {
       std::string changed;
       for (const std::string& key :
-           incompatible_keys(config_from_yaml_text(state.config_yaml, a.checkpoint + " (its stored config)"), cfg))
+           incompatible_keys(config_from_yaml_text(state.config_yaml, stored_config_origin(a)), cfg))
         changed += (changed.empty() ? "" : "; ") + key;
       if (!changed.empty())
         RELORA_INPUT_ERROR("relora eval: --set cannot change the checkpoint's " << changed

@@ -47,6 +47,12 @@ eval_loss() {
 }
 cuda_eval="$(eval_loss cuda)"
 cpu_eval="$(eval_loss cpu)"
+# the same checkpoint on a machine without a GPU (SIM_DEVICES=0), no --set: the stored
+# train.device (cuda) is the training machine's; eval takes this one's default, auto
+no_gpu_eval="$(SIM_DEVICES=0 "$relora" eval --checkpoint cuda/step_00000012.h5 --data 'train_*.bin' \
+  --batches 4 2>> eval.err | sed -n 's/.*"loss":\([-0-9.e+]*\),.*/\1/p')"
+[ -n "$no_gpu_eval" ] && [ "$no_gpu_eval" = "$cpu_eval" ]
+check device_checkpoint_evaluates_without_a_gpu $? "no GPU '$no_gpu_eval', cpu '$cpu_eval'; $(tail -2 eval.err)"
 awk -v a="$cuda_eval" -v b="$cpu_eval" \
   'BEGIN { d = a - b; if (d < 0) d = -d; exit (a != "" && b > 0 && d <= 2e-3 * b) ? 0 : 1 }'
 check eval_on_device_within_tolerance_of_cpu $? "cuda '$cuda_eval', cpu '$cpu_eval'"

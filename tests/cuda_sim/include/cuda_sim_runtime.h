@@ -123,12 +123,12 @@ cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attribute, in
 
 // ---- the device ----------------------------------------------------------------------------
 // SIM_DEVICES=N (default 1) identical devices, for the device-binding tests; they share the
-// one emulated memory (a process uses one device).
+// one emulated memory (a process uses one device). SIM_DEVICES=0: a machine without a GPU.
 namespace sim {
 inline int device_count() {
   const char* value = std::getenv("SIM_DEVICES");
-  const int n = value == nullptr ? 1 : std::atoi(value);
-  return n >= 1 && n <= 64 ? n : 1;
+  const int n = value == nullptr || *value == '\0' ? 1 : std::atoi(value);
+  return n >= 0 && n <= 64 ? n : 1;
 }
 inline int& current_device() {
   static int device = 0;
