@@ -29,7 +29,7 @@ TEST(WatchdogDeathTest, BlockedCallEndsTheProcess) {
         std::this_thread::sleep_for(std::chrono::seconds(30));
       },
       ::testing::ExitedWithCode(1),
-      "rank 3: NCCL set-up \\(ncclCommInitRank\\) did not complete within train.comm_timeout "
+      "relora: rank 3: error: NCCL set-up \\(ncclCommInitRank\\) did not complete within train.comm_timeout "
       "\\(1 s\\)");
 }
 

@@ -65,6 +65,11 @@ std::unique_ptr<Communicator> make_communicator();
 // a GPU collective may wait before the job ends (train.comm_timeout).
 std::unique_ptr<Communicator> make_gradient_communicator(Communicator& host, Device device,
                                                          int64_t timeout_s);
+// Local, and cheap: InputError where make_gradient_communicator would refuse the settings
+// (a CUDA build without NCCL, NCCL_COMM_BLOCKING=0), so a run can refuse them at start.
+void check_gradient_communicator(Device device, int world_size);
+// InputError for an NCCL environment relora cannot use (NCCL_COMM_BLOCKING=0). CUDA builds only.
+void check_nccl_environment();
 // NCCL over the ranks of `host`, which broadcasts the unique id and keeps carrying every
 // host-memory collective. CUDA builds only.
 std::unique_ptr<Communicator> make_nccl_comm(Communicator& host, int64_t timeout_s);

@@ -104,12 +104,7 @@ class NcclComm final : public Communicator {
     NCCL_CHECK(nccl.get_version(&version));
     if (version < 21000)
       RELORA_INPUT_ERROR("libnccl.so.2 is NCCL " << version << "; relora needs NCCL 2.10 or newer (ncclAvg)");
-    // non-blocking communicators return ncclInProgress from every call, which relora does not poll
-    const char* blocking = std::getenv("NCCL_COMM_BLOCKING");
-    char* end = nullptr;
-    if (blocking != nullptr && *blocking != '\0' && std::strtol(blocking, &end, 10) == 0 && *end == '\0')
-      RELORA_INPUT_ERROR("NCCL_COMM_BLOCKING=0 makes NCCL's communicators non-blocking, which relora does not "
-                         "support: unset it (or set it to 1)");
+    check_nccl_environment();
     {
       // every rank waits here for the others: for rank 0's id, then in ncclCommInitRank
       const Watchdog::Guard guard = watchdog_.guard("NCCL set-up (unique id, ncclCommInitRank)");
@@ -234,6 +229,15 @@ class NcclComm final : public Communicator {
 };
 
 }  // namespace
+
+void check_nccl_environment() {
+  // non-blocking communicators return ncclInProgress from every call, which relora does not poll
+  const char* blocking = std::getenv("NCCL_COMM_BLOCKING");
+  char* end = nullptr;
+  if (blocking != nullptr && *blocking != '\0' && std::strtol(blocking, &end, 10) == 0 && *end == '\0')
+    RELORA_INPUT_ERROR("NCCL_COMM_BLOCKING=0 makes NCCL's communicators non-blocking, which relora does not "
+                       "support: unset it (or set it to 1)");
+}
 
 std::unique_ptr<Communicator> make_nccl_comm(Communicator& host, int64_t timeout_s) {
   return std::make_unique<NcclComm>(host, timeout_s);

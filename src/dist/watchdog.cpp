@@ -48,7 +48,7 @@ void Watchdog::watch() {
     if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && what_ != nullptr &&
         deadline_ == deadline && !stopping_) {
       std::fprintf(stderr,
-                   "relora: error: rank %d: %s did not complete within %s (%lld s): a peer rank "
+                   "relora: rank %d: error: %s did not complete within %s (%lld s): a peer rank "
                    "is stuck or gone, or the network is down; ending the job\n",
                    rank_, what_, setting_.c_str(), static_cast<long long>(timeout_.count()));
       std::fflush(stderr);

@@ -168,6 +168,7 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
                                  comm_.local_size());
   ops_ = std::move(backend.ops);
   backend_reason_ = backend.reason;
+  check_gradient_communicator(ops_->device(), world);  // refused here, once, not in run()
   train_data_ = std::make_unique<Loader>(cfg_.data.train, cfg_.model.vocab_size, cfg_.model.seq_len,
                                          cfg_.train.seed, true, comm_.local_rank(), comm_.local_size());
   if (!cfg_.data.val.empty())
