@@ -2,6 +2,7 @@
 #include "checkpoint/durable.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -71,6 +72,27 @@ void write_file_durably(const std::string& path, const std::string& text) {
     fail("cannot fsync and close " + tmp);
   }
   rename_durably(tmp, path);
+}
+
+std::string why_unwritable(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd < 0) return std::strerror(errno);
+  const char block[4096] = {};
+  const bool wrote = ::write(fd, block, sizeof(block)) == static_cast<ssize_t>(sizeof(block)) && ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  std::remove(path.c_str());
+  if (!wrote) return std::strerror(error);
+  struct statvfs fs {};
+  if (::statvfs(directory_of(path).c_str(), &fs) == 0) {
+    const double free_mb = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize) / 1e6;
+    if (free_mb < 64.0) {
+      char text[64];
+      std::snprintf(text, sizeof(text), "the file system is full (%.1f MB free)", free_mb);
+      return text;
+    }
+  }
+  return "";
 }
 
 }  // namespace relora::checkpoint_detail

@@ -17,4 +17,9 @@ void rename_durably(const std::string& from, const std::string& to);
 // Writes `text` to path.tmp, fsyncs it and renames it over `path` durably.
 void write_file_durably(const std::string& path, const std::string& text);
 
+// Why no file can be written at `path` (which must not exist), for an error message: the
+// system's reason for a failed create or 4 KiB write ("Not a directory", "Permission
+// denied"), or "the file system is full (N MB free)" under 64 MB free; "" otherwise.
+std::string why_unwritable(const std::string& path);
+
 }  // namespace relora::checkpoint_detail

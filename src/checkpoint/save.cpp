@@ -165,8 +165,17 @@ SaveStats save_checkpoint(const std::string& path, const RunState& state, const 
   try {
     write_checkpoint_file(tmp, state, model, optimizer);
     checkpoint_detail::fsync_file(tmp);
-  } catch (...) {
+  } catch (const InputError&) {
     std::remove(tmp.c_str());
+    throw;
+  } catch (const std::exception&) {
+    std::remove(tmp.c_str());
+    // a file system that takes no file (gone, read-only, full) is the usual cause: say so
+    const std::string why = checkpoint_detail::why_unwritable(tmp);
+    if (!why.empty())
+      RELORA_INPUT_ERROR("cannot write the checkpoint " << path << ": " << why
+                         << "; make checkpoint.dir writable with room to spare (or point it elsewhere) and resume "
+                            "with --resume auto");
     throw;
   }
   checkpoint_detail::rename_durably(tmp, path);

@@ -5,7 +5,7 @@
 # inspect and eval --checkpoint read them; a mismatched config is refused with exit 2, by
 # train and by eval, and so is a new run beside them; resuming an older checkpoint keeps
 # the later ones; a mistyped command is named, even with --help; a signal to one rank stops
-# all of them.
+# all of them; a checkpoint.dir that stops taking files is one clear error, exit 2.
 #   usage: checkpoints.sh RELORA_BINARY
 set -uo pipefail
 relora="$1"
@@ -115,6 +115,19 @@ wait "$pid"
 rc=$?
 [ -n "$rank1" ] && [ "$rc" -eq 0 ] && grep -q "stopped at step .* by a signal on another rank" rank1.out
 check sigusr1_to_one_rank_is_named $? "rank 1 pid '$rank1', exit $rc; $(tail -3 rank1.out)"
+
+# 7. checkpoint.dir replaced by a file while the run goes on: the next save stops it with
+#    exit 2 and the system's reason, not an HDF5 call stack
+rm -rf gone
+"$relora" train --config run.yaml --set checkpoint.dir=gone --set checkpoint.every=200 \
+  --set log.every=10 > gone.out 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do grep -q '"step":20,' gone/metrics.jsonl 2>/dev/null && break; sleep 0.1; done
+rm -rf gone && touch gone
+wait "$pid"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "error: cannot write the checkpoint gone/step_00000200.h5: Not a directory; make checkpoint.dir writable" gone.out
+check unwritable_checkpoint_dir_is_one_clear_error $? "exit $rc; $(tail -2 gone.out)"
 
 echo "checkpoint cases: $((checks - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -43,7 +43,9 @@ class CudaMemory final : public DeviceMemory {
                                    << " GB needed (the memory budget, +5% and 64 MiB), "
                                    << free_bytes / 1e9 << " GB free of " << total_bytes / 1e9
                                    << " (" << cudaGetErrorString(err)
-                                   << "); lower train.micro_batch or set train.recompute: true");
+                                   << "); lower train.micro_batch, set train.recompute: true or "
+                                      "train.activation_dtype: bf16 (activations), or use a GPU with more "
+                                      "memory (weights, gradients and optimizer state are not sharded)");
     }
     arena_ = std::make_unique<Arena>(bytes);
   }
