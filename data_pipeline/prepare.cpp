@@ -68,8 +68,11 @@ void check_document_counts(const PrepareOptions& options, size_t files, int64_t 
   if (documents == 1) {
     RELORA_INPUT_ERROR("--input " << inputs_text(options)
                                   << ": only 1 document; at least 2 are needed, one for training "
-                                     "and one for validation (separate documents by blank lines "
-                                     "or --doc-separator, or use --doc-per-file)");
+                                     "and one for validation ("
+                                  << (options.documents.doc_per_file ? "give at least 2 input files"
+                                                           : "separate documents by blank lines or "
+                                                             "--doc-separator, or use --doc-per-file")
+                                  << ")");
   }
   if (val_documents == documents) {
     RELORA_INPUT_ERROR("--val-fraction " << options.val_fraction << ": all " << documents

@@ -227,5 +227,17 @@ TEST(Bench, RefusesTheReloraPhaseWithoutAdapters) {
   EXPECT_THROW(check_bench_options(cfg, options), InputError);
 }
 
+// A CPU bench larger than the node's memory is refused before anything is allocated, as
+// train is (exit 2), not left to the OOM killer: 64 layers of width 16384 need terabytes.
+TEST(Bench, TooBigForTheNodeIsRefusedBeforeAllocating) {
+  std::vector<std::string> overrides = small_bench_overrides();
+  overrides.insert(overrides.end(), {"model.hidden_size=16384", "model.num_heads=128",
+                                     "model.intermediate_size=65536", "model.num_layers=64"});
+  const Config cfg = config_from_overrides(overrides);
+  auto comm = make_local_comm();
+  testing::expect_contains(testing::input_error_of([&] { run_bench(cfg, *comm, two_steps(false, false)); }),
+                           {"the run needs", "GB of host memory", "this node has"});
+}
+
 }  // namespace
 }  // namespace relora

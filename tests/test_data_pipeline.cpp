@@ -736,7 +736,12 @@ TEST_F(PrepareTest, AtLeastOneValidationDocumentAndEnoughDocuments) {
   write_file(dir_.file("one/doc.txt"), "a single document\nof two lines\n");
   PrepareOptions single = quiet_options({dir_.file("one")}, dir_.file("one_out"));
   expect_contains(input_error_of([&] { prepare_data(single); }),
-                  {"only 1 document", "at least 2 are needed"});
+                  {"only 1 document", "at least 2 are needed", "or use --doc-per-file"});
+  single.documents.doc_per_file = true;  // then the hint is more files, not the option given
+  single.out_dir = dir_.file("one_out_per_file");
+  const std::string per_file = input_error_of([&] { prepare_data(single); });
+  expect_contains(per_file, {"only 1 document", "give at least 2 input files"});
+  EXPECT_EQ(per_file.find("--doc-per-file"), std::string::npos) << per_file;
   PrepareOptions most = quiet_options({dir_.file("three")}, dir_.file("three_out"));
   most.val_fraction = 0.999999;
   expect_contains(input_error_of([&] { prepare_data(most); }),

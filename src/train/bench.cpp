@@ -80,9 +80,11 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   // full-rank model with gradients, then the adapters), not the warm start's peak.
   const bool staging = bf16_staging(cfg.train, world);
   const ActivationStorage storage = activation_storage(cfg.train);
-  reserve_device_arena(*ops, options.relora_phase
-                                 ? resume_peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging)
-                                 : peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging));
+  const int64_t peak_memory = options.relora_phase
+                                  ? resume_peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging)
+                                  : peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging);
+  check_host_memory(*ops, peak_memory, comm.local_size());  // too big for the node: exit 2, as train
+  reserve_device_arena(*ops, peak_memory);
   Llama model(cfg.model, cfg.relora, *ops, micro, storage);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);
