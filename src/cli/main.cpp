@@ -179,6 +179,9 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--checkpoint" && eval) a.checkpoint = value();
     else if (arg == "--batches" && eval) a.batches = parse_integer(arg, value(), 1);
     else if (a.command == "inspect" && arg[0] != '-' && a.path.empty()) a.path = arg;
+    else if (a.command == "inspect" && arg[0] != '-')
+      RELORA_INPUT_ERROR("relora inspect takes one checkpoint path; '" << a.path << "' and '" << arg
+                         << "' given (run it once per checkpoint)");
     else RELORA_INPUT_ERROR("unknown option '" << arg << "' for 'relora " << a.command
                                                << "' (see relora " << a.command << " --help)");
   }

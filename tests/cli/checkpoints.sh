@@ -88,6 +88,11 @@ rm out/step_99999999.h5
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "unknown command 'trian'" typo.out
 check unknown_command_with_help $? "exit $rc; $(cat typo.out)"
+# inspect takes one path, and says so when given two
+"$relora" inspect "$latest" "$latest" > two_paths.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "relora inspect takes one checkpoint path" two_paths.out
+check inspect_of_two_paths_refused $? "exit $rc; $(cat two_paths.out)"
 
 # 5. SIGUSR1 to mpirun reaches both ranks: both stop after the same step, one checkpoint
 rm -rf out
