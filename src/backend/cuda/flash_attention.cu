@@ -9,7 +9,8 @@
 // dQ, keys in dK/dV), 4 warps of 16 rows each, and walks the other side in tiles of 64,
 // only those on or below the diagonal. Tiles are converted to bf16 in shared memory; each
 // warp's 16x64 block of scores goes through shared memory for the elementwise part, where
-// lane l owns row l/2 and columns (l%2)*32.. of it (a row's two lanes meet by shuffle).
+// lane l owns row l/2 and columns (l%2)*32.. of it (a row's two lanes meet by shuffle),
+// each lane walking its columns from its own starting point (no bank conflicts).
 //
 // Forward, per query tile, over key tiles j (scale = 1/sqrt(D), masked: key > query):
 //   S = scale Q K_j^T;  m' = max(m, rowmax S);  P = exp(S - m');  l = l e^(m-m') + rowsum P
@@ -123,6 +124,11 @@ __device__ inline int64_t head_offset(int T, int H, int D) {
   return b * T * H * D + h * D;
 }
 
+// The j-th of `count` columns a lane visits in its half row: each lane starts at its own
+// column, so that at every step the 32 lanes (16 rows 4 or 20 banks apart, two halves 32
+// columns apart) reach different shared-memory banks instead of a quarter of them.
+__device__ inline int lane_column(int j, int lane, int count) { return (j + lane) % count; }
+
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     flash_forward_kernel(float* out, float* lse, const float* q, const float* k, const float* v,
@@ -157,7 +163,8 @@ __global__ void __launch_bounds__(kThreads)
     float* s_row = work + r * S::ld_work;
     bf16* p_row = p_block + r * S::ld_p;
     float row_max = -INFINITY;
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
+    for (int j = 0; j < 32; ++j) {
+      const int c = half * 32 + lane_column(j, lane, 32);
       const int key = k0 + c;
       const float s = key <= query && key < T ? s_row[c] * scale : -INFINITY;
       s_row[c] = s;
@@ -167,7 +174,8 @@ __global__ void __launch_bounds__(kThreads)
     const float m_new = fmaxf(m_run, row_max);
     const float alpha = expf(m_run - m_new);  // 0 on the first tile
     float row_sum = 0.0f;
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
+    for (int j = 0; j < 32; ++j) {
+      const int c = half * 32 + lane_column(j, lane, 32);
       const float p = expf(s_row[c] - m_new);
       p_row[c] = __float2bfloat16(p);
       row_sum += p;
@@ -182,8 +190,10 @@ __global__ void __launch_bounds__(kThreads)
     for (int n = 0; n < D / 16; ++n)
       wmma::store_matrix_sync(work + n * 16, pv[n], S::ld_work, wmma::mem_row_major);
     __syncwarp();
-    for (int c = half * (D / 2); c < (half + 1) * (D / 2); ++c)
+    for (int j = 0; j < D / 2; ++j) {
+      const int c = half * (D / 2) + lane_column(j, lane, D / 2);
       o_row[c] = o_row[c] * alpha + work[r * S::ld_work + c];
+    }
   }
   __syncwarp();  // every lane's O row is final
   const float inv_l = 1.0f / l_run;
@@ -273,7 +283,8 @@ __global__ void __launch_bounds__(kThreads)
     warp_scores<D>(scores, q_tile + warp * 16 * S::ld_tile, k_tile);
     warp_scores<D>(d_probs, do_tile + warp * 16 * S::ld_tile, v_tile);
     __syncwarp();
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
+    for (int j = 0; j < 32; ++j) {
+      const int c = half * 32 + lane_column(j, lane, 32);
       const int key = k0 + c;
       const float p = key <= query && key < T && query < T
                           ? expf(scores[r * S::ld_work + c] * scale - row_lse)
@@ -325,7 +336,8 @@ __global__ void __launch_bounds__(kThreads)
     warp_scores<D>(scores, k_tile + warp * 16 * S::ld_tile, q_tile);     // (S^T) rows: keys
     warp_scores<D>(d_probs, v_tile + warp * 16 * S::ld_tile, do_tile);  // (dP^T)
     __syncwarp();
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
+    for (int j = 0; j < 32; ++j) {
+      const int c = half * 32 + lane_column(j, lane, 32);
       const int query = q0 + c;
       const float p = query >= key && query < T && key < T
                           ? expf(scores[r * S::ld_work + c] * scale - tile_lse[c])
