@@ -60,16 +60,17 @@ inline void expect_phase_totals_allocated(
   if (in_relora_phase) in_relora_phase(relora);
 }
 
-// The same with ForwardingOps claiming Device::cuda and HostDeviceMemory counting the
-// bytes: also the pinned host bytes equal the host masters (relora.master_on_host), and
-// the most ever in use equals peak_bytes.
-inline void expect_budget_is_allocated(Communicator& comm, const Config& cfg, ActivationStorage storage) {
+// The same with ForwardingOps claiming Device::cuda (gemm_copies: with bf16_copy's product
+// scratch) and HostDeviceMemory counting the bytes: also the pinned host bytes equal the
+// host masters (relora.master_on_host), and the most ever in use equals peak_bytes.
+inline void expect_budget_is_allocated(Communicator& comm, const Config& cfg, ActivationStorage storage,
+                                       bool gemm_copies = false) {
   constexpr int kMicro = 2;
   const bool staging = bf16_staging(cfg.train, comm.world_size());
   HostDeviceMemory memory;
   set_device_memory(&memory);
   {
-    ForwardingOps ops(Device::cuda);
+    ForwardingOps ops(Device::cuda, gemm_copies);
     const int64_t peak = peak_bytes(cfg.model, cfg.relora, ops, kMicro, storage, staging);
     reserve_device_arena(ops, peak);
     expect_phase_totals_allocated(ops, memory, comm, cfg, storage, [&](const MemoryBudget& relora) {

@@ -18,10 +18,13 @@ namespace relora::testing {
 
 // Every call forwarded to the CPU backend. device() says `device`: with Device::cuda the
 // model keeps its tensors in whatever DeviceMemory is installed (host memory in the tests),
-// so the code paths of a device backend run on the CPU.
+// so the code paths of a device backend run on the CPU. gemm_copies: gemm asks for the
+// scratch of CUDA's train.matmul: bf16_copy (and refuses a product without it), so the
+// model's scratch is sized, passed and counted as there; the products stay the CPU's.
 class ForwardingOps : public Ops {
  public:
-  explicit ForwardingOps(Device device = Device::cpu) : device_(device) {}
+  explicit ForwardingOps(Device device = Device::cpu, bool gemm_copies = false)
+      : device_(device), gemm_copies_(gemm_copies) {}
 
   Device device() const override { return device_; }
   std::string device_name() const override { return "forwarding"; }
@@ -40,8 +43,14 @@ class ForwardingOps : public Ops {
     cpu_->scatter_add_columns(d_a, d_cols, tokens, order, N, r, V);
   }
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc) override {
-    cpu_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
+    RELORA_CHECK(words != nullptr || gemm_words(M, N, K) == 0,
+                 "gemm " << M << "x" << N << "x" << K << " without its scratch");
+    cpu_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr);
+  }
+  int64_t gemm_words(int M, int N, int K) const override {
+    if (!gemm_copies_) return cpu_->gemm_words(M, N, K);
+    return (static_cast<int64_t>(M) * K + 127) / 128 * 128 + static_cast<int64_t>(K) * N;
   }
   void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A, const uint16_t* W,
                  int ldw, float beta, float* C, int ldc, uint16_t* a_words) override {
@@ -108,6 +117,7 @@ class ForwardingOps : public Ops {
 
  private:
   Device device_;
+  bool gemm_copies_;
   std::unique_ptr<Ops> cpu_ = make_cpu_ops();
 };
 

@@ -62,9 +62,9 @@ class CountingOps final : public testing::ForwardingOps {
  public:
   int64_t flops = 0;
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc) override {
+            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
     flops += 2LL * M * N * K;
-    ForwardingOps::gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    ForwardingOps::gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, words);
   }
 };
 

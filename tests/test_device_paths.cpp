@@ -99,6 +99,28 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
     cfg.relora.targets = {"v_proj", "down_proj"};
     testing::expect_budget_is_allocated(*comm, cfg, storage);
   }
+  // train.matmul: bf16_copy's product scratch (one for the model, both phases), with bf16
+  // weights too; every product gets it (ForwardingOps refuses one without)
+  for (bool master_on_host : {false, true}) {
+    SCOPED_TRACE(std::string("bf16 copies") + (master_on_host ? " master_on_host" : ""));
+    cfg = testing::small_training_config();
+    cfg.relora.master_on_host = master_on_host;
+    testing::expect_budget_is_allocated(*comm, cfg, {}, true);
+    testing::expect_budget_is_allocated(*comm, cfg, {true, true}, true);
+  }
+}
+
+// The product scratch is the largest Ops::gemm_words of the model's products: with a
+// vocabulary larger than the rows, lm_head's input gradient d_logits(N,V) E(V,C).
+TEST(DevicePaths, ProductScratchFitsTheLargestProduct) {
+  Config cfg = testing::small_training_config();
+  const testing::ForwardingOps copies(Device::cuda, true), none(Device::cuda);
+  const int N = 2 * cfg.model.seq_len, V = cfg.model.vocab_size, C = cfg.model.hidden_size;
+  ASSERT_GT(V, N);
+  EXPECT_EQ(product_scratch_words(cfg.model, cfg.relora, copies, 2), copies.gemm_words(N, C, V));
+  EXPECT_EQ(product_scratch_words(cfg.model, cfg.relora, none, 2), 0);
+  cfg.relora.rank = 0;
+  EXPECT_EQ(product_scratch_words(cfg.model, cfg.relora, copies, 2), copies.gemm_words(N, C, V));
 }
 
 // A checkpoint saved from device tensors (weights, adapters, Adam state) loads into host

@@ -38,7 +38,8 @@ class TimedOps final : public Ops {
   }
 
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc) override;
+            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override;
+  int64_t gemm_words(int M, int N, int K) const override { return inner_.gemm_words(M, N, K); }
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                   int lda, const float* B, int ldb, float beta, float* C, int ldc) override;
   void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,

@@ -203,8 +203,9 @@ void check_train(const Checker& check, const TrainConfig& train) {
     check.fail("train.device", "must be auto, cpu or cuda, got '" + train.device + "'");
   }
   check.at_least("train.devices", train.devices, 0);
-  if (train.matmul != "bf16" && train.matmul != "tf32" && train.matmul != "fp32") {
-    check.fail("train.matmul", "must be bf16, tf32 or fp32, got '" + train.matmul + "'");
+  if (train.matmul != "bf16" && train.matmul != "bf16_copy" && train.matmul != "tf32" &&
+      train.matmul != "fp32") {
+    check.fail("train.matmul", "must be bf16, bf16_copy, tf32 or fp32, got '" + train.matmul + "'");
   }
   if (train.activation_dtype != "fp32" && train.activation_dtype != "bf16") {
     check.fail("train.activation_dtype", "must be fp32 or bf16, got '" + train.activation_dtype + "'");
@@ -226,7 +227,7 @@ void validate_config(const Config& cfg, const std::string& where) {
   check_relora(check, cfg);
   check_optimizer(check, cfg.optimizer, cfg.schedule);
   check_train(check, cfg.train);
-  if (cfg.train.matmul != "bf16" && cfg.relora.master_on_host) {
+  if (cfg.train.matmul != "bf16" && cfg.train.matmul != "bf16_copy" && cfg.relora.master_on_host) {
     check.fail("relora.master_on_host", "keeps the frozen weights in bf16, so their products cannot be " +
                                             cfg.train.matmul + " (train.matmul: " + cfg.train.matmul +
                                             "): set one of them the other way");

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/errors.h"
@@ -97,6 +98,32 @@ int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relo
   return L * per_layer + head + embedding;
 }
 
+int64_t product_scratch_words(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                              int max_batch) {
+  const int N = max_batch * model.seq_len, C = model.hidden_size, F = model.intermediate_size,
+            V = model.vocab_size, r = relora.rank;
+  int64_t most = 0;
+  auto product = [&](int M, int cols, int K) { most = std::max(most, ops.gemm_words(M, cols, K)); };
+  // LoraLinear in -> out: y = x W^T, dx = dy W, dW += dy^T x; x A^T, (x A^T) B^T, dy B,
+  // dx += (dy B) A, dB += dy^T (x A^T), dA += (dy B)^T x
+  const std::pair<int, int> linears[] = {{C, C}, {C, F}, {F, C}, {C, V}};
+  for (const auto& [in, out] : linears) {
+    product(N, out, in);
+    product(N, in, out);
+    product(out, in, N);
+    if (r == 0) continue;
+    const int adapter_products[][3] = {{N, r, in}, {N, out, r}, {N, r, out},
+                                       {N, in, r}, {out, r, N}, {r, in, N}};
+    for (const auto& [M, cols, K] : adapter_products) product(M, cols, K);
+  }
+  if (r > 0) {  // LoraEmbedding: cols B^T, dB += d_out^T cols, d_cols = d_out B
+    product(N, C, r);
+    product(C, r, N);
+    product(N, r, C);
+  }
+  return most;
+}
+
 Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int max_batch,
              ActivationStorage storage)
     : cfg_(model), relora_(relora), ops_(ops), max_batch_(max_batch), activation_storage_(storage) {
@@ -125,14 +152,17 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   };
   if (recompute || bf16) place(shared, false, false, false);
 
+  const int64_t words = product_scratch_words(cfg_, relora_, ops_, max_batch);
+  if (words > 0) product_words_ = Tensor::zeros({words}, dev, DType::bf16);
+  uint16_t* product_words = words > 0 ? product_words_.bf16() : nullptr;
   embed_ = add_param("model.embed_tokens.weight", {V, C}, false);
-  embedding_ = std::make_unique<LoraEmbedding>(embed_, rows);
+  embedding_ = std::make_unique<LoraEmbedding>(embed_, rows, product_words);
   for (int l = 0; l < cfg_.num_layers; ++l) {
     auto blk = std::make_unique<Block>();
     const std::string pre = "model.layers." + std::to_string(l) + ".";
     auto linear = [&](const std::string& module, int64_t out, int64_t in) {
       Param* w = add_param(module + ".weight", {out, in}, false);
-      return std::make_unique<LoraLinear>(module, w, rows);
+      return std::make_unique<LoraLinear>(module, w, rows, product_words);
     };
     blk->q = linear(pre + "self_attn.q_proj", C, C);
     blk->k = linear(pre + "self_attn.k_proj", C, C);
@@ -154,7 +184,7 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   }
   final_norm_ = add_param("model.norm.weight", {C}, true);
   lm_head_w_ = add_param("lm_head.weight", {V, C}, false);
-  lm_head_ = std::make_unique<LoraLinear>("lm_head", lm_head_w_, rows);
+  lm_head_ = std::make_unique<LoraLinear>("lm_head", lm_head_w_, rows, product_words);
   for (auto& p : storage_) p->set_role(Role::full);
   rebuild_param_list();
 

@@ -43,6 +43,13 @@ TrainableCounts count_trainable(const ModelConfig& model, const ReloraConfig& re
 int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relora,
                               bool relora_phase);
 
+// bf16 words of scratch the model's matrix products share (Ops::gemm's `words`): the most
+// Ops::gemm_words gives for any of them — every linear's forward, input-gradient and
+// weight-gradient products, lm_head's, and with adapters (relora.rank > 0; the scratch is
+// the same in both phases) theirs and the embedding adapter's. 0 where gemm needs none.
+int64_t product_scratch_words(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
+                              int max_batch);
+
 // What each block keeps for backward, and how (train.recompute, train.activation_dtype).
 struct ActivationStorage {
   bool recompute = false;  // only the block's input; the rest is recomputed in backward
@@ -149,6 +156,8 @@ class Llama {
   Tensor d_res_, d_tmp_, d_q_, d_k_, d_v_, d_attn_, d_g_, d_u_, d_act_, att_scratch_, lora_scratch_;
   // (N * max(C, F)) bf16: a product's fp32 input rounded for a bf16 weight (master_on_host)
   Tensor weight_words_scratch_;
+  // (product_scratch_words) bf16: Ops::gemm's copies of its operands; empty when it needs none
+  Tensor product_words_;
 };
 
 }  // namespace relora

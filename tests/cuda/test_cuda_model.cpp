@@ -3,10 +3,11 @@
 // error cannot hide in bf16 noise), the loss with bf16 products (2e-2 relative; adapter
 // gradients through several bf16 products differ by several percent on this tiny model, so
 // they are compared in fp32 only), the loss with TF32 products (2e-3; 2e-2 through the
-// fused attention, which stays bf16), 20 training updates with bf16 products through the
-// adapter start and a merge-and-restart (losses within 2e-2 relative; the bf16 tests also
-// with head size 64, the fused attention kernels), merges in exact fp32,
-// and the NCCL communicator at world size 1. Skipped without a usable GPU.
+// fused attention, which stays bf16) and with bf16 copies (train.matmul: bf16_copy), 20
+// training updates with bf16 products through the adapter start and a merge-and-restart
+// (losses within 2e-2 relative; the bf16 tests also with head size 64, the fused attention
+// kernels), merges in exact fp32, and the NCCL communicator at world size 1. Skipped
+// without a usable GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -41,11 +42,12 @@ class CudaModel : public ::testing::Test {
     gpu_ = cuda::make_cuda_ops(0, "bf16");
     gpu_fp32_ = cuda::make_cuda_ops(0, "fp32");
     gpu_tf32_ = cuda::make_cuda_ops(0, "tf32");
+    gpu_copy_ = cuda::make_cuda_ops(0, "bf16_copy");
     device_memory()->reserve(int64_t{256} << 20);  // the small models fit many times over
     cpu_ = make_cpu_ops();
   }
   void TearDown() override { expect_no_emulator_errors(); }
-  std::unique_ptr<Ops> gpu_, gpu_fp32_, gpu_tf32_, cpu_;
+  std::unique_ptr<Ops> gpu_, gpu_fp32_, gpu_tf32_, gpu_copy_, cpu_;
 };
 
 std::vector<float> host_copy(const Tensor& t) {
@@ -80,6 +82,19 @@ Gradients one_backward(Ops& ops, const Config& cfg, bool relora_phase) {
   return out;
 }
 
+// Every tensor of got within relative * (the largest |value| of want's tensor) + absolute.
+void expect_tensors_near(const std::vector<std::vector<float>>& got,
+                         const std::vector<std::vector<float>>& want, double relative,
+                         double absolute = 0.0) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t t = 0; t < want.size(); ++t) {
+    float scale = 0.0f;
+    for (float x : want[t]) scale = std::max(scale, std::fabs(x));
+    for (size_t i = 0; i < want[t].size(); ++i)
+      ASSERT_NEAR(got[t][i], want[t][i], relative * scale + absolute) << "tensor " << t << " [" << i << "]";
+  }
+}
+
 TEST_F(CudaModel, GradientsWithFp32ProductsMatchCpu) {
   const Config cfg = testing::small_training_config();
   for (bool relora_phase : {false, true}) {
@@ -87,14 +102,7 @@ TEST_F(CudaModel, GradientsWithFp32ProductsMatchCpu) {
     const Gradients want = one_backward(*cpu_, cfg, relora_phase);
     const Gradients got = one_backward(*gpu_fp32_, cfg, relora_phase);
     EXPECT_NEAR(got.loss, want.loss, 1e-5 * std::fabs(want.loss));
-    ASSERT_EQ(got.grads.size(), want.grads.size());
-    for (size_t t = 0; t < want.grads.size(); ++t) {
-      float scale = 0.0f;
-      for (float g : want.grads[t]) scale = std::max(scale, std::fabs(g));
-      for (size_t i = 0; i < want.grads[t].size(); ++i)
-        ASSERT_NEAR(got.grads[t][i], want.grads[t][i], 1e-4 * scale + 1e-7)
-            << "tensor " << t << " [" << i << "]";
-    }
+    expect_tensors_near(got.grads, want.grads, 1e-4, 1e-7);
   }
 }
 
@@ -136,6 +144,26 @@ TEST_F(CudaModel, LossWithTf32ProductsMatchesCpu) {
   }
 }
 
+// train.matmul: bf16_copy, the same bf16 products as bf16 with both operands rounded into
+// copies first: the loss within bf16's bound of the CPU's, on the cuBLAS and the fused
+// attention paths. In the emulator both kinds multiply the same rounded values in the same
+// sums, so every gradient agrees with bf16's to fp32 summation order (1e-5 of each
+// tensor's largest); on a GPU bf16 may run as TF32 (see CudaOps.GemmTf32): not compared.
+TEST_F(CudaModel, LossWithBf16CopiesMatchesCpu) {
+  for (const Config& cfg : {testing::small_training_config(), fused_attention_config()}) {
+    for (bool relora_phase : {false, true}) {
+      SCOPED_TRACE(std::string(relora_phase ? "relora" : "full") + " D=" +
+                   std::to_string(cfg.model.hidden_size / cfg.model.num_heads));
+      const double want = one_backward(*cpu_, cfg, relora_phase).loss;
+      const Gradients got = one_backward(*gpu_copy_, cfg, relora_phase);
+      EXPECT_NEAR(got.loss, want, 2e-2 * std::fabs(want));
+#ifdef RELORA_CUDA_EMULATED
+      expect_tensors_near(got.grads, one_backward(*gpu_, cfg, relora_phase).grads, 1e-5);
+#endif
+    }
+  }
+}
+
 void twenty_updates_match_cpu(const Config& cfg, Ops& cpu, Ops& gpu) {
   SCOPED_TRACE("D=" + std::to_string(cfg.model.hidden_size / cfg.model.num_heads));
   std::vector<double> losses[2];
@@ -166,6 +194,8 @@ void twenty_updates_match_cpu(const Config& cfg, Ops& cpu, Ops& gpu) {
 TEST_F(CudaModel, TwentyUpdatesThroughARestartMatchCpu) {
   for (const Config& cfg : {testing::small_training_config(), fused_attention_config()})
     twenty_updates_match_cpu(cfg, *cpu_, *gpu_);
+  SCOPED_TRACE("train.matmul: bf16_copy");
+  twenty_updates_match_cpu(testing::small_training_config(), *cpu_, *gpu_copy_);
 }
 
 // relora.master_on_host: bf16 block weights on the GPU, fp32 masters in pinned host memory
@@ -186,23 +216,16 @@ TEST_F(CudaModel, MastersOnTheHostMatchCpu) {
     }
   }
   const Gradients want = one_backward(*cpu_, cfg, true);
-  const Gradients got = one_backward(*gpu_fp32_, cfg, true);
-  ASSERT_EQ(got.grads.size(), want.grads.size());
-  for (size_t t = 0; t < want.grads.size(); ++t) {
-    float scale = 0.0f;
-    for (float g : want.grads[t]) scale = std::max(scale, std::fabs(g));
-    for (size_t i = 0; i < want.grads[t].size(); ++i)
-      // 5e-2: the same bf16 roundings emulated on the CPU reach 2.3e-2 of a tensor's largest
-      // gradient (one bf16-sized error in a tensor whose other gradients are small)
-      ASSERT_NEAR(got.grads[t][i], want.grads[t][i], 5e-2 * scale) << "tensor " << t << " [" << i << "]";
-  }
+  // 5e-2: the same bf16 roundings emulated on the CPU reach 2.3e-2 of a tensor's largest
+  // gradient (one bf16-sized error in a tensor whose other gradients are small)
+  expect_tensors_near(one_backward(*gpu_fp32_, cfg, true).grads, want.grads, 5e-2);
   twenty_updates_match_cpu(cfg, *cpu_, *gpu_);
 }
 
 // The memory budget (what relora train reserves and prints per category) is what the CUDA
 // backend allocates in each phase: the fused kernels' attention state (head size 64) and the
 // cuBLAS path's (head size 4), with and without recomputation, bf16 activations and host
-// masters.
+// masters, and bf16_copy's product scratch.
 TEST_F(CudaModel, MemoryBudgetIsWhatIsAllocated) {
   auto comm = make_local_comm();
   for (Config cfg : {testing::small_training_config(), fused_attention_config()}) {
@@ -214,6 +237,8 @@ TEST_F(CudaModel, MemoryBudgetIsWhatIsAllocated) {
         testing::expect_phase_totals_allocated(*gpu_, *device_memory(), *comm, cfg, storage);
       }
     }
+    SCOPED_TRACE("train.matmul: bf16_copy");  // its product scratch
+    testing::expect_phase_totals_allocated(*gpu_copy_, *device_memory(), *comm, cfg, {});
   }
 }
 
@@ -235,12 +260,7 @@ TEST_F(CudaModel, MergeIsExactFp32) {
     merge_and_restart(model, optimizer, cfg.relora, 1, 1);
     for (Param* p : model.params()) merged[b].push_back(host_copy(p->value));
   }
-  for (size_t t = 0; t < merged[0].size(); ++t) {
-    float scale = 0.0f;
-    for (float w : merged[0][t]) scale = std::max(scale, std::fabs(w));
-    for (size_t i = 0; i < merged[0][t].size(); ++i)
-      ASSERT_NEAR(merged[1][t][i], merged[0][t][i], 1e-6f * scale) << "tensor " << t << " [" << i << "]";
-  }
+  expect_tensors_near(merged[1], merged[0], 1e-6);
 }
 
 #ifdef RELORA_HAVE_NCCL  // the emulated build has it too (tests/cuda_sim/nccl)

@@ -91,10 +91,30 @@ TEST_F(CudaOps, PeakFlops) {
   EXPECT_LT(flops, 1e17);
 }
 
+// The scratch ops.gemm needs for an (M,N,K) product, in device memory (empty when none).
+struct GemmScratch {
+  GemmScratch(const Ops& ops, int M, int N, int K) {
+    const int64_t words = ops.gemm_words(M, N, K);
+    if (words > 0) tensor = Tensor::zeros({words}, Device::cuda, DType::bf16);
+  }
+  uint16_t* words() { return tensor.numel() > 0 ? tensor.bf16() : nullptr; }
+  Tensor tensor;
+};
+
+// A's (rows * ld) floats rounded to bf16 and widened again, on the CPU (core/bf16.h).
+Floats bf16_rounded(Ops& cpu, const Floats& a) {
+  std::vector<uint16_t> words(a.size());
+  Floats out(a.size());
+  cpu.to_bf16(words.data(), a.data(), static_cast<int64_t>(a.size()));
+  cpu.from_bf16(out.data(), words.data(), static_cast<int64_t>(a.size()));
+  return out;
+}
+
 // One precision, all transposes, padded rows, beta != 0, on both backends: `gpu`'s gemm (or
-// gemm_exact) against the CPU's fp32 sgemm within `tol`. Returns the largest error over
-// all cases, relative to each case's largest |reference| value.
-double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol) {
+// gemm_exact) against the CPU's fp32 sgemm within `tol` (with round_inputs, the sgemm of A
+// and B rounded to bf16 first). Returns the largest error over all cases, relative to each
+// case's largest |reference| value.
+double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol, bool round_inputs = false) {
   const float alpha = 0.75f, beta = 0.5f;
   struct Size {
     int M, N, K;
@@ -111,16 +131,19 @@ double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol) {
         const Floats B = random_floats(static_cast<size_t>(b_rows) * ldb, 2);
         const Floats C0 = random_floats(static_cast<size_t>(M) * ldc, 3);
         Floats want = C0;
-        cpu.gemm(trans_a, trans_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(),
-                 ldc);
+        const Floats ref_a = round_inputs ? bf16_rounded(cpu, A) : A;
+        const Floats ref_b = round_inputs ? bf16_rounded(cpu, B) : B;
+        cpu.gemm(trans_a, trans_b, M, N, K, alpha, ref_a.data(), lda, ref_b.data(), ldb, beta,
+                 want.data(), ldc, nullptr);
         const Tensor dA = upload(A), dB = upload(B);
         Tensor dC = upload(C0);
         if (exact) {
           gpu.gemm_exact(trans_a, trans_b, M, N, K, alpha, dA.data(), lda, dB.data(), ldb, beta,
                          dC.data(), ldc);
         } else {
+          GemmScratch scratch(gpu, M, N, K);
           gpu.gemm(trans_a, trans_b, M, N, K, alpha, dA.data(), lda, dB.data(), ldb, beta,
-                   dC.data(), ldc);
+                   dC.data(), ldc, scratch.words());
         }
         const Floats got = download(dC);
         const std::string what = std::string(exact ? "gemm_exact " : "gemm ") +
@@ -161,7 +184,9 @@ float probe_product(Ops& ops, bool exact) {
   if (exact) {
     ops.gemm_exact(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
   } else {
-    ops.gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
+    GemmScratch scratch(ops, n, n, n);
+    ops.gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n,
+             scratch.words());
   }
   const Floats got = download(C);
   for (float x : got) EXPECT_EQ(x, got[0]) << "probe entries differ";
@@ -196,6 +221,32 @@ TEST_F(CudaOps, GemmTf32) {
 #endif
 }
 
+// train.matmul: bf16_copy. Both operands are rounded into bf16 copies (nearest, ties to
+// even: core/bf16.h) and multiplied exactly with fp32 sums, so every product agrees with
+// the CPU's sgemm of the rounded inputs to fp32 summation order, on a GPU too (bf16 storage
+// leaves cuBLAS no other precision): all transposes, padded rows (the copies are
+// contiguous), beta != 0; the probe reads bf16. The scratch is op(A)'s words rounded up to
+// 128, then op(B)'s; without it the product is refused. Merges stay fp32.
+TEST_F(CudaOps, GemmBf16Copy) {
+  const std::unique_ptr<Ops> copy = cuda::make_cuda_ops(0, "bf16_copy");
+  EXPECT_EQ(gpu->gemm_words(67, 45, 33), 0);
+  EXPECT_EQ(copy->gemm_words(67, 45, 33), 2304 + 33 * 45);  // 67*33 = 2211 -> 2304
+  EXPECT_EQ(copy->gemm_words(128, 5, 1), 128 + 5);
+  const double worst = check_gemm(*copy, *cpu, false, kFp32Sum, true);
+  std::printf("CudaOps.GemmBf16Copy: largest difference from the CPU's sgemm of bf16-rounded "
+              "inputs %.2g of the largest value\n", worst);
+  check_gemm(*copy, *cpu, true, kFp32Sum);
+  EXPECT_EQ(probe_product(*copy, false), kProbeBf16);
+  EXPECT_EQ(probe_product(*copy, true), kProbe) << "gemm_exact must multiply in fp32";
+  const Tensor A = upload(Floats{1, 2, 3, 4}), B = upload(Floats{5, 6, 7, 8});  // (2,2) each
+  Tensor C = upload(Floats{1, 1, 1, 1});
+  copy->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2, nullptr);
+  EXPECT_EQ(download(C), Floats(4, 0.5f)) << "K = 0 scales C and needs no copies";
+  EXPECT_THROW(copy->gemm(false, false, 2, 2, 2, 1.0f, A.data(), 2, B.data(), 2, 0.0f, C.data(), 2,
+                          nullptr),
+               std::exception);
+}
+
 // A bf16 weight (relora.master_on_host): both backends multiply the same bf16 values
 // exactly and sum in fp32, so they agree to fp32 summation order; the input's rounding
 // (a_words) is bit for bit the CPU's. W padded (ldw), C padded (ldc), beta 1.
@@ -225,9 +276,9 @@ TEST_F(CudaOps, GemmBf16) {
 TEST_F(CudaOps, GemmEmptyKScalesAndBetaZeroIgnoresOldContents) {
   const Tensor A = upload(Floats{1, 2, 3, 4}), B = upload(Floats{5, 6, 7, 8});  // (2,2) each
   Tensor C = upload(Floats(4, NAN));
-  gpu->gemm(false, false, 2, 2, 2, 1.0f, A.data(), 2, B.data(), 2, 0.0f, C.data(), 2);
+  gpu->gemm(false, false, 2, 2, 2, 1.0f, A.data(), 2, B.data(), 2, 0.0f, C.data(), 2, nullptr);
   expect_close(C, Floats{19, 22, 43, 50}, kBf16, "beta 0");  // small integers: exact in bf16
-  gpu->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2);
+  gpu->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2, nullptr);
   EXPECT_EQ(download(C), (Floats{9.5f, 11, 21.5f, 25}));
   gpu->gemm_exact(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.0f, C.data(), 2);
   EXPECT_EQ(download(C), Floats(4, 0.0f));

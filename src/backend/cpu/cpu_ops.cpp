@@ -71,22 +71,17 @@ class CpuOps final : public Ops {
   // The training products are that same sgemm.
   double measure_training_product_flops() override { return sgemm_flops(); }
 
+  // fp32 whatever train.matmul says: no scratch.
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc) override {
-    RELORA_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm sizes M=" << M << " N=" << N << " K=" << K);
-    RELORA_CHECK(lda >= std::max(1, trans_a ? M : K) && ldb >= std::max(1, trans_b ? K : N) &&
-                     ldc >= std::max(1, N),
-                 "gemm strides lda=" << lda << " ldb=" << ldb << " ldc=" << ldc << " for M=" << M
-                                     << " N=" << N << " K=" << K);
-    if (M == 0 || N == 0) return;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* /*words*/) override {
+    fp32_product(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
+  int64_t gemm_words(int /*M*/, int /*N*/, int /*K*/) const override { return 0; }
 
   // Products are fp32 already.
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                   int lda, const float* B, int ldb, float beta, float* C, int ldc) override {
-    gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    fp32_product(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
   // The CUDA product's reference: A rounded to bf16 (into a_words, as there), both operands
@@ -102,7 +97,8 @@ class CpuOps final : public Ops {
     std::vector<float> a(static_cast<size_t>(a_count)), w(static_cast<size_t>(w_count));
     from_bf16(a.data(), a_words, a_count);
     from_bf16(w.data(), W, w_count);
-    gemm(false, trans_w, M, N, K, alpha, a.data(), std::max(1, K), w.data(), ldw, beta, C, ldc);
+    fp32_product(false, trans_w, M, N, K, alpha, a.data(), std::max(1, K), w.data(), ldw, beta, C,
+                 ldc);
   }
 
   // out(N,C) = table(V,C)[tokens(N)]
@@ -411,6 +407,19 @@ class CpuOps final : public Ops {
   }
 
  private:
+  // C = alpha op(A) op(B) + beta C by OpenBLAS's sgemm.
+  void fp32_product(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                    int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+    RELORA_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm sizes M=" << M << " N=" << N << " K=" << K);
+    RELORA_CHECK(lda >= std::max(1, trans_a ? M : K) && ldb >= std::max(1, trans_b ? K : N) &&
+                     ldc >= std::max(1, N),
+                 "gemm strides lda=" << lda << " ldb=" << ldb << " ldc=" << ldc << " for M=" << M
+                                     << " N=" << N << " K=" << K);
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
   // FLOP/s of a 2048^3 sgemm on this process's threads: one untimed call, then the best of three.
   double sgemm_flops() {
     constexpr int kSize = 2048;
@@ -423,8 +432,8 @@ class CpuOps final : public Ops {
     double best_s = 0.0;
     for (int trial = 0; trial < 4; ++trial) {
       const auto t = std::chrono::steady_clock::now();
-      gemm(false, false, kSize, kSize, kSize, 1.0f, a.data(), kSize, b.data(), kSize, 0.0f,
-           c.data(), kSize);
+      fp32_product(false, false, kSize, kSize, kSize, 1.0f, a.data(), kSize, b.data(), kSize, 0.0f,
+                   c.data(), kSize);
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
       if (trial > 0 && (best_s == 0.0 || s < best_s)) best_s = s;
     }

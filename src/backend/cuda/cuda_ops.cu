@@ -129,26 +129,57 @@ class CudaOps final : public Ops {
     });
   }
 
-  // The same 8192^3 product through gemm(): fp32 storage, the training precision.
+  // The same 8192^3 product through gemm(): fp32 storage, the training precision (with
+  // bf16_copy, the rounding of both operands included).
   double measure_training_product_flops() override {
     bind();
     const size_t bytes = static_cast<size_t>(kProbeElements) * sizeof(float);
+    const size_t word_bytes = static_cast<size_t>(gemm_words(kProbeSize, kProbeSize, kProbeSize)) * 2;
     ScopedDeviceBuffer a(bytes, ctx_->stream), b(bytes, ctx_->stream), c(bytes, ctx_->stream);
+    ScopedDeviceBuffer words(std::max<size_t>(word_bytes, 1), ctx_->stream);
     float* fa = static_cast<float*>(a.get());
     float* fb = static_cast<float*>(b.get());
     float* fc = static_cast<float*>(c.get());
     launch_fill_f32(ctx_->stream, fa, kProbeElements);
     launch_fill_f32(ctx_->stream, fb, kProbeElements);
+    uint16_t* scratch = word_bytes > 0 ? static_cast<uint16_t*>(words.get()) : nullptr;
     return probe_flops([&] {
       gemm(false, false, kProbeSize, kProbeSize, kProbeSize, 1.0f, fa, kProbeSize, fb, kProbeSize,
-           0.0f, fc, kProbeSize);
+           0.0f, fc, kProbeSize, scratch);
     });
   }
 
   // ---- matrix products ---------------------------------------------------------------------
+  // bf16_copy: op(A) and op(B) rounded into words (A's copy (M,K) or (K,M) as stored, then
+  // B's, each contiguous), then bf16 x bf16 with fp32 sums, the cuBLAS kernels for bf16
+  // storage; the products are those of bf16 (FAST_16BF rounds inside its kernels).
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc) override {
-    product(training_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
+    if (training_ != GemmPrecision::bf16_copy) {
+      product(training_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+    check_product(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+    if (M == 0 || N == 0) return;
+    bind();
+    if (K == 0) {
+      launch_scale_matrix(ctx_->stream, C, M, N, ldc, beta);
+      return;
+    }
+    RELORA_CHECK(words != nullptr, "gemm " << M << "x" << N << "x" << K
+                                           << " with bf16 copies (train.matmul: bf16_copy) got no scratch");
+    uint16_t* a_words = words;
+    uint16_t* b_words = words + words_rounded(static_cast<int64_t>(M) * K);
+    const int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+    launch_rows_to_bf16(ctx_->stream, a_words, A, trans_a ? K : M, a_cols, lda);
+    launch_rows_to_bf16(ctx_->stream, b_words, B, trans_b ? N : K, b_cols, ldb);
+    gemm_rowmajor(ctx_->cublas, GemmPrecision::bf16_words, trans_a, trans_b, M, N, K, alpha, a_words,
+                  a_cols, 0, b_words, b_cols, 0, beta, C, ldc, 0, 1);
+  }
+
+  int64_t gemm_words(int M, int N, int K) const override {
+    if (training_ != GemmPrecision::bf16_copy) return 0;
+    return words_rounded(static_cast<int64_t>(M) * K) + static_cast<int64_t>(K) * N;
   }
 
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
@@ -245,8 +276,8 @@ class CudaOps final : public Ops {
     if (fused_attention(D))
       flash_attention_forward(ctx_->stream, out, saved, q, k, v, B, T, H, D);
     else
-      cuda::attention_forward(ctx_->cublas, ctx_->stream, training_, out, saved, q, k, v, scratch,
-                              B, T, H, D);
+      cuda::attention_forward(ctx_->cublas, ctx_->stream, attention_precision(), out, saved, q, k,
+                              v, scratch, B, T, H, D);
   }
 
   void attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* out,
@@ -258,8 +289,8 @@ class CudaOps final : public Ops {
       flash_attention_backward(ctx_->stream, dq, dk, dv, d_out, out, saved, q, k, v, scratch, B, T,
                                H, D);
     else
-      cuda::attention_backward(ctx_->cublas, ctx_->stream, training_, dq, dk, dv, d_out, saved, q,
-                               k, v, scratch, B, T, H, D);
+      cuda::attention_backward(ctx_->cublas, ctx_->stream, attention_precision(), dq, dk, dv,
+                               d_out, saved, q, k, v, scratch, B, T, H, D);
   }
 
   // The row log-sum-exps lse(B,H,T), on either path.
@@ -362,14 +393,23 @@ class CudaOps final : public Ops {
   // The calling thread's current device: ops may be called from any host thread.
   void bind() const { CUDA_CHECK(cudaSetDevice(ctx_->device)); }
 
-  void product(GemmPrecision precision, bool trans_a, bool trans_b, int M, int N, int K,
-               float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
-               int ldc) {
+  static void check_product(bool trans_a, bool trans_b, int M, int N, int K, int lda, int ldb,
+                            int ldc) {
     RELORA_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm sizes M=" << M << " N=" << N << " K=" << K);
     RELORA_CHECK(lda >= std::max(1, trans_a ? M : K) && ldb >= std::max(1, trans_b ? K : N) &&
                      ldc >= std::max(1, N),
                  "gemm strides lda=" << lda << " ldb=" << ldb << " ldc=" << ldc << " for M=" << M
                                      << " N=" << N << " K=" << K);
+  }
+
+  // n words rounded up to 128 (256 bytes): where the copy of B starts in gemm's scratch.
+  static int64_t words_rounded(int64_t n) { return (n + 127) / 128 * 128; }
+
+  // gemm in one cuBLAS call on fp32 storage (fp32 for merges; bf16 or tf32 for training).
+  void product(GemmPrecision precision, bool trans_a, bool trans_b, int M, int N, int K,
+               float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
+               int ldc) {
+    check_product(trans_a, trans_b, M, N, K, lda, ldb, ldc);
     if (M == 0 || N == 0) return;
     bind();
     if (K == 0) {  // an empty sum: C = beta C, done here rather than relying on cuBLAS
@@ -384,6 +424,12 @@ class CudaOps final : public Ops {
     RELORA_CHECK(
         B > 0 && T > 0 && H > 0 && D > 0 && D % 2 == 0,
         "rope shape B=" << B << " T=" << T << " H=" << H << " D=" << D << " (D must be even)");
+  }
+
+  // The precision of attention's cuBLAS path, whose operands are fp32 scratch: bf16
+  // copies would be another (T,T) matrix per head, so bf16_copy multiplies as bf16.
+  GemmPrecision attention_precision() const {
+    return training_ == GemmPrecision::bf16_copy ? GemmPrecision::bf16 : training_;
   }
 
   bool fused_attention(int D) const {
@@ -456,11 +502,12 @@ bool select_device(int index) {
 }
 
 std::unique_ptr<Ops> make_cuda_ops(int index, const std::string& matmul) {
-  RELORA_CHECK(matmul == "bf16" || matmul == "tf32" || matmul == "fp32",
+  RELORA_CHECK(matmul == "bf16" || matmul == "bf16_copy" || matmul == "tf32" || matmul == "fp32",
                "train.matmul '" << matmul << "' reached the CUDA backend unvalidated");
-  const GemmPrecision training = matmul == "fp32"   ? GemmPrecision::fp32
-                                 : matmul == "tf32" ? GemmPrecision::tf32
-                                                    : GemmPrecision::bf16;
+  const GemmPrecision training = matmul == "fp32"        ? GemmPrecision::fp32
+                                 : matmul == "tf32"      ? GemmPrecision::tf32
+                                 : matmul == "bf16_copy" ? GemmPrecision::bf16_copy
+                                                         : GemmPrecision::bf16;
   std::lock_guard<std::mutex> lock(g_context_mutex);
   if (Context* existing = g_context.load()) {  // a later CudaOps shares the process's context
     if (existing->device != index) {

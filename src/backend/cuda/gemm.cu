@@ -29,7 +29,9 @@ cublasComputeType_t compute_type(GemmPrecision precision) {
     case GemmPrecision::tf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
     case GemmPrecision::fp32:
     case GemmPrecision::bf16_words: return CUBLAS_COMPUTE_32F;
+    case GemmPrecision::bf16_copy: break;  // CudaOps multiplies the copies as bf16_words
   }
+  RELORA_CHECK(false, "gemm_rowmajor takes bf16 copies as bf16_words");
   return CUBLAS_COMPUTE_32F;
 }
 cudaDataType_t operand_type(GemmPrecision precision) {

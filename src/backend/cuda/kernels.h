@@ -36,8 +36,11 @@ inline unsigned grid_stride_blocks(int64_t n) {
 // Precision of a product's multiplications: fp32 operands rounded to bf16 (training's
 // default) or to TF32 (train.matmul: tf32), both on tensor cores with fp32 accumulation;
 // pure fp32 (ReLoRA merges, train.matmul: fp32); or operands stored as bf16 words (a frozen
-// weight kept in bf16; fp32 accumulation). C is fp32 in every case.
-enum class GemmPrecision { bf16, tf32, fp32, bf16_words };
+// weight kept in bf16, and train.matmul: bf16_copy, whose CudaOps::gemm rounds both fp32
+// operands into bf16 copies first; fp32 accumulation). C is fp32 in every case.
+// bf16_copy is Ops-level only: gemm_rowmajor takes its copies as bf16_words, and the
+// products of attention's cuBLAS path (on fp32 scratch) run as bf16.
+enum class GemmPrecision { bf16, tf32, fp32, bf16_words, bf16_copy };
 // For b in [0, batch): C_b(M,N) = alpha op(A_b) op(B_b) + beta C_b with X_b = X + b*stride_x,
 // lda/ldb/ldc the row strides as stored, strides in elements. A and B are float, or bf16
 // words for bf16_words. Sizes must be validated by the caller; M, N, K > 0.
@@ -71,6 +74,9 @@ void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float
 // Ops::to_bf16 (__float2bfloat16_rn) and Ops::from_bf16; dst and src do not overlap.
 void launch_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_t n);
 void launch_from_bf16(cudaStream_t stream, float* dst, const uint16_t* src, int64_t n);
+// dst(rows,cols), contiguous = src(rows,cols) with row stride ld >= cols, rounded as to_bf16.
+void launch_rows_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_t rows,
+                         int64_t cols, int64_t ld);
 // *result = sum x[i]^2 in double; partials holds kSumSquaresBlocks doubles of scratch.
 constexpr int kSumSquaresBlocks = 256;
 void launch_sum_squares(cudaStream_t stream, double* result, double* partials, const float* x,

@@ -102,6 +102,15 @@ __global__ void to_bf16_kernel(uint16_t* dst, const float* src, int64_t n) {
   GRID_STRIDE_LOOP(i, n) dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
 }
 
+// dst(rows,cols) contiguous = src(rows,cols) with row stride ld, rounded as to_bf16_kernel.
+__global__ void rows_to_bf16_kernel(uint16_t* dst, const float* src, int64_t rows, int64_t cols,
+                                    int64_t ld) {
+  GRID_STRIDE_LOOP(i, rows * cols) {
+    const int64_t row = i / cols, col = i % cols;
+    dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[row * ld + col]));
+  }
+}
+
 __global__ void from_bf16_kernel(float* dst, const uint16_t* src, int64_t n) {
   GRID_STRIDE_LOOP(i, n) dst[i] = __bfloat162float(__ushort_as_bfloat16(src[i]));
 }
@@ -232,6 +241,19 @@ void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float
 void launch_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_t n) {
   if (n == 0) return;
   to_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(dst, src, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_rows_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_t rows,
+                         int64_t cols, int64_t ld) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  if (ld == cols) {
+    launch_to_bf16(stream, dst, src, n);
+    return;
+  }
+  rows_to_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(dst, src, rows,
+                                                                                 cols, ld);
   CUDA_CHECK_LAUNCH();
 }
 
