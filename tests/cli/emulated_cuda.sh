@@ -11,7 +11,8 @@
 # activations on the device within the same tolerances of bf16 activations on the CPU, and
 # TF32 products (train.matmul: tf32) of the CPU run; bf16 copies (train.matmul: bf16_copy)
 # give the bf16 run's losses exactly (the same rounded products and sums here); a run too
-# big for the device ends with its budget by category; and no run prints an emulator error (a misuse the host
+# big for the device, or leaving it under 1 GiB beside the arena, ends with its budget by
+# category; and no run prints an emulator error (a misuse the host
 # code did not stop at).
 #   usage: emulated_cuda.sh RELORA_EMULATED_BINARY
 set -uo pipefail
@@ -115,6 +116,15 @@ rc=$?
 [ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.*; memory per rank, full-rank phase: .* GB (weights" too_big.out &&
   grep -q "; memory per rank, ReLoRA phase: " too_big.out
 check too_big_for_the_device_names_the_budget $? "exit $rc; $(head -c 600 too_big.out)"
+
+# a run whose arena fits but leaves under 1 GiB beside it (CUDA's lazily loaded kernels and
+# NCCL's buffers need it later): the same clear stop at start-up, on a 1 GiB device
+SIM_DEVICE_MEMORY_MB=1024 "$relora" train --config run.yaml --set train.device=cuda \
+  --set checkpoint.dir=no_headroom > no_headroom.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.*that CUDA.s lazily loaded kernels and NCCL.s buffers need" no_headroom.out &&
+  [ ! -e no_headroom/metrics.jsonl ]
+check too_little_left_beside_the_arena $? "exit $rc; $(head -c 600 no_headroom.out)"
 
 device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out cuda_tf32.out cuda_copy.out resumed.out
   eval.err)

@@ -2,8 +2,10 @@
 // handed out by an Arena (no cudaMalloc/cudaFree while training, and a release needs no
 // synchronisation: every later use of the range is queued on the same compute stream),
 // copies and zeroing ordered on the compute stream, and a count of the bytes allocated.
+#include <cstdio>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "backend/cuda/check.h"
 #include "core/arena.h"
@@ -29,23 +31,25 @@ class CudaMemory final : public DeviceMemory {
     RELORA_CHECK(!arena_ || arena_->in_use() == 0,
                  "growing the device arena to " << bytes << " bytes while " << arena_->in_use()
                                                 << " are allocated from it");
-    CUDA_CHECK(cudaSetDevice(device_));
-    if (base_ != nullptr) CUDA_CHECK(cudaFree(base_));
-    base_ = nullptr;
-    arena_.reset();
+    free_base();
     const cudaError_t err = cudaMalloc(&base_, static_cast<size_t>(bytes));
+    size_t free_bytes = 0, total_bytes = 0;
     if (err != cudaSuccess) {
       cudaGetLastError();  // clear the (non-sticky) allocation error
-      size_t free_bytes = 0, total_bytes = 0;
       if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) cudaGetLastError();
       base_ = nullptr;
-      RELORA_INPUT_ERROR("device " << device_ << " cannot hold this run: " << bytes / 1e9
-                                   << " GB needed (the memory budget, +5% and 64 MiB), "
-                                   << free_bytes / 1e9 << " GB free of " << total_bytes / 1e9
-                                   << " (" << cudaGetErrorString(err)
-                                   << "); lower train.micro_batch, set train.recompute: true or "
-                                      "train.activation_dtype: bf16 (activations), or use a GPU with more "
-                                      "memory (weights, gradients and optimizer state are not sharded)");
+      cannot_hold(bytes, free_bytes, total_bytes, cudaGetErrorString(err));
+    }
+    // What the arena leaves must hold what CUDA loads on first use (kernel modules, ours and
+    // cuBLAS's, are loaded lazily) and NCCL's buffers, made at its first collective: short of
+    // that a run would fail part-way with an internal error rather than this one.
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    if (free_bytes < kRuntimeHeadroom) {
+      free_base();
+      cannot_hold(bytes, free_bytes + static_cast<size_t>(bytes), total_bytes,
+                  "it would leave " + gb_text(free_bytes) + " GB, under the " +
+                      gb_text(kRuntimeHeadroom) +
+                      " GB that CUDA's lazily loaded kernels and NCCL's buffers need beside it");
     }
     arena_ = std::make_unique<Arena>(bytes);
   }
@@ -54,10 +58,7 @@ class CudaMemory final : public DeviceMemory {
     std::lock_guard<std::mutex> lock(mutex_);
     RELORA_CHECK(!arena_ || arena_->in_use() == 0,
                  "releasing the device arena while " << arena_->in_use() << " bytes are allocated from it");
-    CUDA_CHECK(cudaSetDevice(device_));
-    if (base_ != nullptr) CUDA_CHECK(cudaFree(base_));
-    base_ = nullptr;
-    arena_.reset();
+    free_base();
   }
 
   // Zero-filled by a memset queued on the compute stream, so every later use on the stream
@@ -130,6 +131,38 @@ class CudaMemory final : public DeviceMemory {
   }
 
  private:
+  // Device memory left beside the arena for CUDA's kernel modules and NCCL's buffers.
+  static constexpr size_t kRuntimeHeadroom = size_t{1} << 30;
+
+  static std::string gb_text(size_t bytes) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.2f", static_cast<double>(bytes) / 1e9);
+    return text;
+  }
+
+  [[noreturn]] void cannot_hold(int64_t bytes, size_t free_bytes, size_t total_bytes,
+                                const std::string& why) const {
+    RELORA_INPUT_ERROR("device " << device_ << " cannot hold this run: " << bytes / 1e9
+                                 << " GB needed (the memory budget, +5% and 64 MiB), "
+                                 << free_bytes / 1e9 << " GB free of " << total_bytes / 1e9 << " ("
+                                 << why
+                                 << "); lower train.micro_batch, set train.recompute: true or "
+                                    "train.activation_dtype: bf16 (activations), or use a GPU with more "
+                                    "memory (weights, gradients and optimizer state are not sharded)");
+  }
+
+  // Gives the block back. Queued work may still write freed tensors (allocate's memset):
+  // it finishes first (cudaFree's own synchronisation is documented only as "may").
+  void free_base() {
+    CUDA_CHECK(cudaSetDevice(device_));
+    if (base_ != nullptr) {
+      if (cudaStream_t stream = compute_stream()) CUDA_CHECK(cudaStreamSynchronize(stream));
+      CUDA_CHECK(cudaFree(base_));
+    }
+    base_ = nullptr;
+    arena_.reset();
+  }
+
   // Gives p's range back to the arena (under mutex_).
   void release_range(void* p) {
 #ifdef RELORA_CUDA_EMULATED

@@ -51,7 +51,16 @@ struct cudaDeviceProp {
 
 namespace sim {
 
-constexpr size_t kDeviceMemoryBytes = size_t{16} << 30;  // what cudaMemGetInfo reports
+// The device's memory, what cudaMemGetInfo reports: 16 GiB, or SIM_DEVICE_MEMORY_MB (for
+// the tests of a run that would leave too little beside its arena).
+inline size_t device_memory_bytes() {
+  static const size_t bytes = [] {
+    const char* value = std::getenv("SIM_DEVICE_MEMORY_MB");
+    const long long mb = value == nullptr || *value == '\0' ? 0 : std::atoll(value);
+    return mb > 0 ? static_cast<size_t>(mb) << 20 : size_t{16} << 30;
+  }();
+  return bytes;
+}
 
 struct HostRuntime {
   size_t allocated = 0;  // bytes of cudaMalloc memory in use
@@ -154,7 +163,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device < 0 || device >= sim::device_count()) return sim::fail(cudaErrorInvalidDevice);
   std::memset(prop, 0, sizeof *prop);
   std::strcpy(prop->name, "cuda_sim: sm_90 emulated on the CPU");
-  prop->totalGlobalMem = sim::kDeviceMemoryBytes;
+  prop->totalGlobalMem = sim::device_memory_bytes();
   prop->sharedMemPerBlockOptin = sim::kMaxDynamicSmem;
   prop->major = 9;
   prop->minor = 0;
@@ -165,7 +174,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 // ---- device memory -------------------------------------------------------------------------
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
   sim::HostRuntime& h = sim::host_rt();
-  if (bytes > sim::kDeviceMemoryBytes - h.allocated) return sim::fail(cudaErrorMemoryAllocation);
+  if (bytes > sim::device_memory_bytes() - h.allocated) return sim::fail(cudaErrorMemoryAllocation);
   *p = sim::guarded_alloc(bytes, 256, "cudaMalloc memory", true);
   h.allocated += bytes;
   return cudaSuccess;
@@ -183,8 +192,8 @@ inline cudaError_t cudaFree(void* p, sim::Site site = sim::Site::current("cudaFr
   return sim::api_error(cudaErrorInvalidValue, "a pointer cudaMalloc did not return", site);
 }
 inline cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
-  *total_bytes = sim::kDeviceMemoryBytes;
-  *free_bytes = sim::kDeviceMemoryBytes - sim::host_rt().allocated;
+  *total_bytes = sim::device_memory_bytes();
+  *free_bytes = sim::device_memory_bytes() - sim::host_rt().allocated;
   return cudaSuccess;
 }
 inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr,
