@@ -18,13 +18,15 @@ namespace relora::testing {
 
 // Every call forwarded to the CPU backend. device() says `device`: with Device::cuda the
 // model keeps its tensors in whatever DeviceMemory is installed (host memory in the tests),
-// so the code paths of a device backend run on the CPU. gemm_copies: gemm asks for the
-// scratch of CUDA's train.matmul: bf16_copy (and refuses a product without it), so the
-// model's scratch is sized, passed and counted as there; the products stay the CPU's.
+// so the code paths of a device backend run on the CPU. gemm_copies: gemm_words says what
+// CUDA's train.matmul: bf16_copy does, so the model's scratch is sized and counted as
+// there, and gemm counts the products given one (copied_products); the products stay
+// the CPU's.
 class ForwardingOps : public Ops {
  public:
   explicit ForwardingOps(Device device = Device::cpu, bool gemm_copies = false)
       : device_(device), gemm_copies_(gemm_copies) {}
+  int64_t copied_products = 0;  // gemm calls given a scratch
 
   Device device() const override { return device_; }
   std::string device_name() const override { return "forwarding"; }
@@ -44,8 +46,7 @@ class ForwardingOps : public Ops {
   }
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
-    RELORA_CHECK(words != nullptr || gemm_words(M, N, K) == 0,
-                 "gemm " << M << "x" << N << "x" << K << " without its scratch");
+    if (words != nullptr) ++copied_products;
     cpu_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr);
   }
   int64_t gemm_words(int M, int N, int K) const override {

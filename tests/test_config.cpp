@@ -367,7 +367,7 @@ TEST(ConfigValidation, EachRuleNamesKeyAndAllowedValues) {
       {{"train.global_batch=4"}, {"train.micro_batch", "micro_batch 4", "global_batch 8"}},
       {{"train.device=gpu"}, {"train.device", "auto, cpu or cuda", "'gpu'"}},
       {{"train.devices=-1"}, {"train.devices", "at least 0"}},
-      {{"train.matmul=fp16"}, {"train.matmul", "bf16, bf16_copy, tf32 or fp32", "'fp16'"}},
+      {{"train.matmul=fp16"}, {"train.matmul", "bf16_copy, bf16, tf32 or fp32", "'fp16'"}},
       {{"train.allreduce_dtype=fp16"}, {"train.allreduce_dtype", "fp32 or bf16", "'fp16'"}},
       {{"train.activation_dtype=half"}, {"train.activation_dtype", "fp32 or bf16", "'half'"}},
       {{"train.matmul=fp32", "relora.master_on_host=true"}, {"relora.master_on_host", "bf16", "train.matmul: fp32"}},

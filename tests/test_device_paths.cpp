@@ -100,7 +100,7 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
     testing::expect_budget_is_allocated(*comm, cfg, storage);
   }
   // train.matmul: bf16_copy's product scratch (one for the model, both phases), with bf16
-  // weights too; every product gets it (ForwardingOps refuses one without)
+  // weights too
   for (bool master_on_host : {false, true}) {
     SCOPED_TRACE(std::string("bf16 copies") + (master_on_host ? " master_on_host" : ""));
     cfg = testing::small_training_config();
@@ -110,17 +110,39 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
   }
 }
 
-// The product scratch is the largest Ops::gemm_words of the model's products: with a
-// vocabulary larger than the rows, lm_head's input gradient d_logits(N,V) E(V,C).
-TEST(DevicePaths, ProductScratchFitsTheLargestProduct) {
-  Config cfg = testing::small_training_config();
-  const testing::ForwardingOps copies(Device::cuda, true), none(Device::cuda);
+// The product scratch is the largest Ops::gemm_words of the model's weight products: with
+// a vocabulary larger than the rows, lm_head's input gradient d_logits(N,V) E(V,C). The
+// weight products get it and the adapters' thin ones do not: in a micro-batch's forward
+// and backward, 3 per linear (forward, input and weight gradients) in the full-rank phase,
+// 2 per linear (no weight gradient) in the ReLoRA phase.
+TEST(DevicePaths, ProductScratchGoesToTheWeightProducts) {
+  const Config cfg = testing::small_training_config();
+  testing::ForwardingOps copies(Device::cuda, true);
+  const testing::ForwardingOps none(Device::cuda);
   const int N = 2 * cfg.model.seq_len, V = cfg.model.vocab_size, C = cfg.model.hidden_size;
   ASSERT_GT(V, N);
-  EXPECT_EQ(product_scratch_words(cfg.model, cfg.relora, copies, 2), copies.gemm_words(N, C, V));
-  EXPECT_EQ(product_scratch_words(cfg.model, cfg.relora, none, 2), 0);
-  cfg.relora.rank = 0;
-  EXPECT_EQ(product_scratch_words(cfg.model, cfg.relora, copies, 2), copies.gemm_words(N, C, V));
+  EXPECT_EQ(product_scratch_words(cfg.model, copies, 2), copies.gemm_words(N, C, V));
+  EXPECT_EQ(product_scratch_words(cfg.model, none, 2), 0);
+
+  testing::HostDeviceMemory memory;
+  set_device_memory(&memory);
+  {
+    memory.reserve(int64_t{64} << 20);
+    Llama model(cfg.model, cfg.relora, copies, 2);
+    model.init_weights(1);
+    int64_t step = 0;
+    std::vector<int32_t> inputs(2 * cfg.model.seq_len), targets(inputs.size());
+    testing::random_micro_batches(cfg.model, 2, &step)(0, inputs.data(), targets.data());
+    const int64_t linears = 7 * cfg.model.num_layers + 1;
+    for (bool relora_phase : {false, true}) {
+      if (relora_phase) model.enter_relora_phase({1, 0});
+      copies.copied_products = 0;
+      model.forward(inputs.data(), targets.data(), 2, true, 1.0f);
+      model.backward(2);
+      EXPECT_EQ(copies.copied_products, (relora_phase ? 2 : 3) * linears) << relora_phase;
+    }
+  }
+  set_device_memory(nullptr);
 }
 
 // A checkpoint saved from device tensors (weights, adapters, Adam state) loads into host

@@ -59,13 +59,17 @@ class Ops {
   // C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C, row-major, op(X) = X or X^T.
   // lda/ldb/ldc are the row strides of A, B, C as stored. fp32 operands and result; the
   // products may run in the backend's training precision (CUDA: bf16 inputs, fp32 accumulation).
-  // words: gemm_words(M, N, K) bf16 words of scratch (null when that is 0), where a backend
-  // rounds both operands into bf16 copies before multiplying (CUDA, train.matmul: bf16_copy).
+  // words: where a backend multiplies bf16 copies of both operands (CUDA, train.matmul:
+  // bf16_copy), gemm_words(M, N, K) bf16 words of scratch for them; or null: the operands
+  // are multiplied as stored (under bf16_copy rounded to bf16 inside the product, as
+  // train.matmul bf16 does). Callers pass it for products large on every side and not for
+  // thin ones (adapters: a side of rank r), which read their operands about once anyway.
   virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                     int lda, const float* B, int ldb, float beta, float* C, int ldc,
                     uint16_t* words) = 0;
-  // The scratch gemm needs for an (M,N,K) product: 0, or with bf16 copies op(A)'s M*K words
-  // (rounded up to 128, so that the copy of B starts 256-byte aligned) and op(B)'s K*N.
+  // The scratch of gemm's bf16 copies for an (M,N,K) product: 0 where there are none (the
+  // CPU, the other precisions), else op(A)'s M*K words (rounded up to 128, so that the copy
+  // of B starts 256-byte aligned) and op(B)'s K*N.
   virtual int64_t gemm_words(int M, int N, int K) const = 0;
   // The same product in full fp32 (no reduced-precision inputs): ReLoRA merges.
   virtual void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha,

@@ -55,7 +55,7 @@ struct TrainConfig {
   uint64_t seed = 1234;
   std::string device = "auto";  // auto (cuda when usable, else cpu) | cpu | cuda
   int devices = 0;               // GPUs per node used; rank binds to local_rank % devices; 0: all
-  std::string matmul = "bf16";   // GPU products: bf16 | bf16_copy | tf32 (fp32 accumulation) | fp32; CPU: fp32
+  std::string matmul = "bf16_copy";  // GPU products: bf16_copy | bf16 | tf32 (fp32 accumulation) | fp32; CPU: fp32
   bool recompute = false;        // recompute block activations in backward
   std::string activation_dtype = "fp32";  // saved activations: fp32 | bf16 (half the memory)
   std::string comm_timeout = "10m";  // NCCL: a collective waiting longer ends the job

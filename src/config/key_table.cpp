@@ -47,8 +47,8 @@ const std::vector<ConfigKey> kKeys = {
                       "steps re-warming the lr from 0 after a restart; 0: no re-warm"),
     RELORA_CONFIG_KEY(relora, master_on_host,
                       "GPU, ReLoRA phase: frozen block weights as bf16 on the device, their fp32 masters "
-                      "(for merges) in pinned host memory; no effect on the CPU; only with train.matmul: bf16 "
-                      "or bf16_copy"),
+                      "(for merges) in pinned host memory; no effect on the CPU; only with train.matmul: "
+                      "bf16_copy or bf16"),
 
     RELORA_CONFIG_KEY(optimizer, lr, "peak learning rate"),
     RELORA_CONFIG_KEY(optimizer, beta1, "AdamW first-moment decay, in [0,1)"),
@@ -73,9 +73,10 @@ const std::vector<ConfigKey> kKeys = {
     RELORA_CONFIG_KEY(train, devices,
                       "GPUs per node to bind ranks to (rank on the node mod this); 0: all visible"),
     RELORA_CONFIG_KEY(train, matmul,
-                      "GPU matrix products: bf16 or tf32 (inputs rounded to bf16 or TF32 inside cuBLAS, fp32 "
-                      "sums; tensor cores), bf16_copy (both inputs rounded into bf16 copies first, then "
-                      "cuBLAS's bf16 kernels), or fp32 (slower, for checks); CPU: fp32 whatever it says"),
+                      "GPU matrix products on tensor cores, fp32 sums: bf16_copy (a weight product's inputs "
+                      "rounded into bf16 copies first, then cuBLAS's kernels for bf16), bf16 or tf32 (inputs "
+                      "rounded to bf16 or TF32 inside cuBLAS), or fp32 (slower, for checks); CPU: fp32 "
+                      "whatever it says"),
     RELORA_CONFIG_KEY(train, recompute,
                       "recompute each block's activations in backward: less memory, ~1/3 more compute"),
     RELORA_CONFIG_KEY(train, activation_dtype,

@@ -203,9 +203,9 @@ void check_train(const Checker& check, const TrainConfig& train) {
     check.fail("train.device", "must be auto, cpu or cuda, got '" + train.device + "'");
   }
   check.at_least("train.devices", train.devices, 0);
-  if (train.matmul != "bf16" && train.matmul != "bf16_copy" && train.matmul != "tf32" &&
+  if (train.matmul != "bf16_copy" && train.matmul != "bf16" && train.matmul != "tf32" &&
       train.matmul != "fp32") {
-    check.fail("train.matmul", "must be bf16, bf16_copy, tf32 or fp32, got '" + train.matmul + "'");
+    check.fail("train.matmul", "must be bf16_copy, bf16, tf32 or fp32, got '" + train.matmul + "'");
   }
   if (train.activation_dtype != "fp32" && train.activation_dtype != "bf16") {
     check.fail("train.activation_dtype", "must be fp32 or bf16, got '" + train.activation_dtype + "'");

@@ -98,29 +98,16 @@ int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relo
   return L * per_layer + head + embedding;
 }
 
-int64_t product_scratch_words(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                              int max_batch) {
+int64_t product_scratch_words(const ModelConfig& model, const Ops& ops, int max_batch) {
   const int N = max_batch * model.seq_len, C = model.hidden_size, F = model.intermediate_size,
-            V = model.vocab_size, r = relora.rank;
+            V = model.vocab_size;
   int64_t most = 0;
-  auto product = [&](int M, int cols, int K) { most = std::max(most, ops.gemm_words(M, cols, K)); };
-  // LoraLinear in -> out: y = x W^T, dx = dy W, dW += dy^T x; x A^T, (x A^T) B^T, dy B,
-  // dx += (dy B) A, dB += dy^T (x A^T), dA += (dy B)^T x
+  // LoraLinear in -> out: y = x W^T, dx = dy W, dW += dy^T x (its adapters' products are
+  // thin: no copies)
   const std::pair<int, int> linears[] = {{C, C}, {C, F}, {F, C}, {C, V}};
-  for (const auto& [in, out] : linears) {
-    product(N, out, in);
-    product(N, in, out);
-    product(out, in, N);
-    if (r == 0) continue;
-    const int adapter_products[][3] = {{N, r, in}, {N, out, r}, {N, r, out},
-                                       {N, in, r}, {out, r, N}, {r, in, N}};
-    for (const auto& [M, cols, K] : adapter_products) product(M, cols, K);
-  }
-  if (r > 0) {  // LoraEmbedding: cols B^T, dB += d_out^T cols, d_cols = d_out B
-    product(N, C, r);
-    product(C, r, N);
-    product(N, r, C);
-  }
+  for (const auto& [in, out] : linears)
+    most = std::max({most, ops.gemm_words(N, out, in), ops.gemm_words(N, in, out),
+                     ops.gemm_words(out, in, N)});
   return most;
 }
 
@@ -152,11 +139,11 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   };
   if (recompute || bf16) place(shared, false, false, false);
 
-  const int64_t words = product_scratch_words(cfg_, relora_, ops_, max_batch);
+  const int64_t words = product_scratch_words(cfg_, ops_, max_batch);
   if (words > 0) product_words_ = Tensor::zeros({words}, dev, DType::bf16);
   uint16_t* product_words = words > 0 ? product_words_.bf16() : nullptr;
   embed_ = add_param("model.embed_tokens.weight", {V, C}, false);
-  embedding_ = std::make_unique<LoraEmbedding>(embed_, rows, product_words);
+  embedding_ = std::make_unique<LoraEmbedding>(embed_, rows);
   for (int l = 0; l < cfg_.num_layers; ++l) {
     auto blk = std::make_unique<Block>();
     const std::string pre = "model.layers." + std::to_string(l) + ".";

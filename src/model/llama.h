@@ -43,12 +43,11 @@ TrainableCounts count_trainable(const ModelConfig& model, const ReloraConfig& re
 int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relora,
                               bool relora_phase);
 
-// bf16 words of scratch the model's matrix products share (Ops::gemm's `words`): the most
+// bf16 words of scratch the model's weight products share (Ops::gemm's `words`): the most
 // Ops::gemm_words gives for any of them — every linear's forward, input-gradient and
-// weight-gradient products, lm_head's, and with adapters (relora.rank > 0; the scratch is
-// the same in both phases) theirs and the embedding adapter's. 0 where gemm needs none.
-int64_t product_scratch_words(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
-                              int max_batch);
+// weight-gradient products, lm_head's (the adapters' thin products take none). The same in
+// both phases; 0 where gemm makes no copies.
+int64_t product_scratch_words(const ModelConfig& model, const Ops& ops, int max_batch);
 
 // What each block keeps for backward, and how (train.recompute, train.activation_dtype).
 struct ActivationStorage {

@@ -115,10 +115,11 @@ void LoraLinear::forward(Ops& ops, const float* x, float* y, int N) {
   times_weight(ops, true, x, y, N, 0.0f);
   if (!a_) return;
   // xa(N,r) = x A^T;  y += s xa B^T
+  // (thin products, rank r on a side: no bf16 copies)
   ops.gemm(false, true, N, rank_, in_, 1.0f, x, in_, a_->value.data(), in_, 0.0f, xa_.data(), rank_,
-           product_words_);
+           nullptr);
   ops.gemm(false, true, N, out_, rank_, scale_, xa_.data(), rank_, b_->value.data(), rank_, 1.0f, y,
-           out_, product_words_);
+           out_, nullptr);
 }
 
 void LoraLinear::backward(Ops& ops, const float* x, const float* dy, float* dx, bool accumulate_dx,
@@ -133,24 +134,23 @@ void LoraLinear::backward(Ops& ops, const float* x, const float* dy, float* dx, 
   if (!a_) return;
   float* dy_b = scratch;  // (N,r) = dy B
   ops.gemm(false, false, N, rank_, out_, 1.0f, dy, out_, b_->value.data(), rank_, 0.0f, dy_b, rank_,
-           product_words_);
+           nullptr);
   // dx += s dy_b A;  dB(out,r) += s dy^T xa;  dA(r,in) += s dy_b^T x
   ops.gemm(false, false, N, in_, rank_, scale_, dy_b, rank_, a_->value.data(), in_, 1.0f, dx, in_,
-           product_words_);
+           nullptr);
   ops.gemm(true, false, out_, rank_, N, scale_, dy, out_, xa_.data(), rank_, 1.0f,
-           b_->grad.data(), rank_, product_words_);
+           b_->grad.data(), rank_, nullptr);
   ops.gemm(true, false, rank_, in_, N, scale_, dy_b, rank_, x, in_, 1.0f, a_->grad.data(), in_,
-           product_words_);
+           nullptr);
 }
 
 // ---- LoraEmbedding ----------------------------------------------------------------------
 
-LoraEmbedding::LoraEmbedding(Param* table, int max_rows, uint16_t* product_words)
+LoraEmbedding::LoraEmbedding(Param* table, int max_rows)
     : table_(table),
       vocab_(static_cast<int>(table->value.dim(0))),
       channels_(static_cast<int>(table->value.dim(1))),
-      max_rows_(max_rows),
-      product_words_(product_words) {}
+      max_rows_(max_rows) {}
 
 void LoraEmbedding::attach(Param* a, Param* b, float scale) {
   RELORA_CHECK(a->value.dim(1) == vocab_ && b->value.dim(0) == channels_ &&
@@ -182,7 +182,7 @@ void LoraEmbedding::forward(Ops& ops, const int32_t* tokens, float* out, int N) 
   // a_cols(N,r)[n, j] = A[j, tokens[n]];  out += s a_cols B^T
   ops.gather_columns(a_cols_.data(), a_->value.data(), tokens, N, rank_, vocab_);
   ops.gemm(false, true, N, channels_, rank_, scale_, a_cols_.data(), rank_, b_->value.data(), rank_, 1.0f, out,
-           channels_, product_words_);
+           channels_, nullptr);
 }
 
 void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const int32_t* order,
@@ -192,10 +192,10 @@ void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const int32_t* ord
   if (!a_) return;
   // dB(C,r) += s d_out^T a_cols;  d_cols(N,r) = s d_out B;  dA[j, tokens[n]] += d_cols[n, j]
   ops.gemm(true, false, channels_, rank_, N, scale_, d_out, channels_, a_cols_.data(), rank_, 1.0f,
-           b_->grad.data(), rank_, product_words_);
+           b_->grad.data(), rank_, nullptr);
   float* d_cols = scratch;
   ops.gemm(false, false, N, rank_, channels_, scale_, d_out, channels_, b_->value.data(), rank_,
-           0.0f, d_cols, rank_, product_words_);
+           0.0f, d_cols, rank_, nullptr);
   ops.scatter_add_columns(a_->grad.data(), d_cols, tokens, order, N, rank_, vocab_);
 }
 

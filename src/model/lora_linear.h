@@ -27,7 +27,8 @@ struct AdapterInit {
 class LoraLinear {
  public:
   // weight: the (out,in) base weight, owned by the model. max_rows: largest N of any call.
-  // product_words: the model's scratch for Ops::gemm (product_scratch_words), or null.
+  // product_words: the model's scratch for the bf16 copies of Ops::gemm
+  // (product_scratch_words), given to the weight's products (not the adapters'), or null.
   LoraLinear(std::string module, Param* weight, int max_rows, uint16_t* product_words);
 
   const std::string& module() const { return module_; }
@@ -75,12 +76,12 @@ class LoraLinear {
   Tensor xa_;     // (max_rows, r): x A^T of the last forward
   Tensor words_;  // (out,in) bf16 copy of a weight whose master is on the host; else empty
   uint16_t* words_scratch_ = nullptr;
-  uint16_t* product_words_;  // Ops::gemm's scratch
+  uint16_t* product_words_;  // Ops::gemm's scratch for the weight's products
 };
 
 class LoraEmbedding {
  public:
-  LoraEmbedding(Param* table, int max_rows, uint16_t* product_words);
+  LoraEmbedding(Param* table, int max_rows);
 
   Param* table() { return table_; }
   Param* lora_a() { return a_; }
@@ -108,7 +109,6 @@ class LoraEmbedding {
   float scale_ = 0.0f;
   int vocab_, channels_, rank_ = 0, max_rows_;
   Tensor a_cols_;  // (max_rows, r): A[:, tokens[n]] of the last forward
-  uint16_t* product_words_;  // Ops::gemm's scratch
 };
 
 }  // namespace relora

@@ -9,8 +9,9 @@
 # 6e-4); recomputation, a resume and relora.master_on_host (bf16 weight copies: the same
 # exact bf16 products, the same fp32 sums here) give the device run's losses exactly; bf16
 # activations on the device within the same tolerances of bf16 activations on the CPU, and
-# TF32 products (train.matmul: tf32) of the CPU run; bf16 copies (train.matmul: bf16_copy)
-# give the bf16 run's losses exactly (the same rounded products and sums here); a run too
+# TF32 products (train.matmul: tf32) of the CPU run; products rounded inside cuBLAS
+# (train.matmul: bf16) give the default bf16 copies' losses exactly (the same rounded
+# products and sums here); a run too
 # big for the device, or leaving it under 1 GiB beside the arena, ends with its budget by
 # category; and no run prints an emulator error (a misuse the host
 # code did not stop at).
@@ -89,13 +90,13 @@ check tf32_products_run $? "$(tail -3 cuda_tf32.out)"
 within cuda_tf32 cpu
 check tf32_products_within_tolerance_of_cpu $? "$(paste <(losses cuda_tf32) <(losses cpu))"
 
-# bf16 copies (train.matmul: bf16_copy: both operands rounded into bf16 copies, then bf16
-# products): the same exact products as bf16's in-kernel rounding, the same fp32 sums here
-"$relora" train --config run.yaml --set train.device=cuda --set train.matmul=bf16_copy \
-  --set checkpoint.dir=cuda_copy > cuda_copy.out 2>&1
-check bf16_copy_products_run $? "$(tail -3 cuda_copy.out)"
-identical 1 cuda_copy cuda
-check bf16_copy_products_are_the_bf16_products $? "$(paste <(losses cuda_copy) <(losses cuda))"
+# FAST_16BF products (train.matmul: bf16: the operands rounded inside the product, no bf16
+# copies): the same exact products as the default bf16_copy's, the same fp32 sums here
+"$relora" train --config run.yaml --set train.device=cuda --set train.matmul=bf16 \
+  --set checkpoint.dir=cuda_fast > cuda_fast.out 2>&1
+check fast16bf_products_run $? "$(tail -3 cuda_fast.out)"
+identical 1 cuda_fast cuda
+check fast16bf_products_are_the_bf16_copy_products $? "$(paste <(losses cuda_fast) <(losses cuda))"
 
 # resume from step 6 (the ReLoRA phase, halfway through the first cycle) in a new directory
 mkdir resumed && cp cuda/step_00000006.h5 resumed/ && echo step_00000006.h5 > resumed/latest
@@ -126,7 +127,7 @@ rc=$?
   [ ! -e no_headroom/metrics.jsonl ]
 check too_little_left_beside_the_arena $? "exit $rc; $(head -c 600 no_headroom.out)"
 
-device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out cuda_tf32.out cuda_copy.out resumed.out
+device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out cuda_tf32.out cuda_fast.out resumed.out
   eval.err)
 ! grep -l '^cuda_sim: ' "${device_logs[@]}" > /dev/null 2>&1
 check no_emulator_errors $? "$(grep -h -m3 '^cuda_sim: ' "${device_logs[@]}")"

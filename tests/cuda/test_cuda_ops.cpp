@@ -111,10 +111,10 @@ Floats bf16_rounded(Ops& cpu, const Floats& a) {
 }
 
 // One precision, all transposes, padded rows, beta != 0, on both backends: `gpu`'s gemm (or
-// gemm_exact) against the CPU's fp32 sgemm within `tol` (with round_inputs, the sgemm of A
-// and B rounded to bf16 first). Returns the largest error over all cases, relative to each
-// case's largest |reference| value.
-double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol, bool round_inputs = false) {
+// gemm_exact) against the CPU's fp32 sgemm within `tol` (with copies, gemm is given its
+// scratch and the reference is the sgemm of A and B rounded to bf16 first). Returns the
+// largest error over all cases, relative to each case's largest |reference| value.
+double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol, bool copies = false) {
   const float alpha = 0.75f, beta = 0.5f;
   struct Size {
     int M, N, K;
@@ -131,8 +131,8 @@ double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol, bool round_inpu
         const Floats B = random_floats(static_cast<size_t>(b_rows) * ldb, 2);
         const Floats C0 = random_floats(static_cast<size_t>(M) * ldc, 3);
         Floats want = C0;
-        const Floats ref_a = round_inputs ? bf16_rounded(cpu, A) : A;
-        const Floats ref_b = round_inputs ? bf16_rounded(cpu, B) : B;
+        const Floats ref_a = copies ? bf16_rounded(cpu, A) : A;
+        const Floats ref_b = copies ? bf16_rounded(cpu, B) : B;
         cpu.gemm(trans_a, trans_b, M, N, K, alpha, ref_a.data(), lda, ref_b.data(), ldb, beta,
                  want.data(), ldc, nullptr);
         const Tensor dA = upload(A), dB = upload(B);
@@ -143,7 +143,7 @@ double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol, bool round_inpu
         } else {
           GemmScratch scratch(gpu, M, N, K);
           gpu.gemm(trans_a, trans_b, M, N, K, alpha, dA.data(), lda, dB.data(), ldb, beta,
-                   dC.data(), ldc, scratch.words());
+                   dC.data(), ldc, copies ? scratch.words() : nullptr);
         }
         const Floats got = download(dC);
         const std::string what = std::string(exact ? "gemm_exact " : "gemm ") +
@@ -175,7 +175,7 @@ TEST_F(CudaOps, GemmExact) { check_gemm(*gpu, *cpu, true, kFp32Sum); }
 // alike), and 1 where they were rounded to bf16 (2^-9 + 2^-12 is under half of its last
 // place). Sizes aligned and large enough for tensor-core kernels; every entry must agree.
 constexpr float kProbe = 1.0f + 0x1p-9f + 0x1p-12f, kProbeTf32 = 1.0f + 0x1p-9f, kProbeBf16 = 1.0f;
-float probe_product(Ops& ops, bool exact) {
+float probe_product(Ops& ops, bool exact, bool copies = false) {
   constexpr int n = 256;
   Floats identity(static_cast<size_t>(n) * n, 0.0f);
   for (int i = 0; i < n; ++i) identity[static_cast<size_t>(i) * n + i] = 1.0f;
@@ -186,7 +186,7 @@ float probe_product(Ops& ops, bool exact) {
   } else {
     GemmScratch scratch(ops, n, n, n);
     ops.gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n,
-             scratch.words());
+             copies ? scratch.words() : nullptr);
   }
   const Floats got = download(C);
   for (float x : got) EXPECT_EQ(x, got[0]) << "probe entries differ";
@@ -221,12 +221,13 @@ TEST_F(CudaOps, GemmTf32) {
 #endif
 }
 
-// train.matmul: bf16_copy. Both operands are rounded into bf16 copies (nearest, ties to
-// even: core/bf16.h) and multiplied exactly with fp32 sums, so every product agrees with
-// the CPU's sgemm of the rounded inputs to fp32 summation order, on a GPU too (bf16 storage
-// leaves cuBLAS no other precision): all transposes, padded rows (the copies are
-// contiguous), beta != 0; the probe reads bf16. The scratch is op(A)'s words rounded up to
-// 128, then op(B)'s; without it the product is refused. Merges stay fp32.
+// train.matmul: bf16_copy. Given the scratch, both operands are rounded into bf16 copies
+// (nearest, ties to even: core/bf16.h) and multiplied exactly with fp32 sums, so every
+// product agrees with the CPU's sgemm of the rounded inputs to fp32 summation order, on a
+// GPU too (bf16 storage leaves cuBLAS no other precision): all transposes, padded rows
+// (the copies are contiguous), beta != 0; the probe reads bf16. The scratch is op(A)'s
+// words rounded up to 128, then op(B)'s. Without it (the adapters' thin products) the
+// product runs as bf16's, within bf16's bound. Merges stay fp32.
 TEST_F(CudaOps, GemmBf16Copy) {
   const std::unique_ptr<Ops> copy = cuda::make_cuda_ops(0, "bf16_copy");
   EXPECT_EQ(gpu->gemm_words(67, 45, 33), 0);
@@ -235,16 +236,15 @@ TEST_F(CudaOps, GemmBf16Copy) {
   const double worst = check_gemm(*copy, *cpu, false, kFp32Sum, true);
   std::printf("CudaOps.GemmBf16Copy: largest difference from the CPU's sgemm of bf16-rounded "
               "inputs %.2g of the largest value\n", worst);
+  check_gemm(*copy, *cpu, false, kBf16);
   check_gemm(*copy, *cpu, true, kFp32Sum);
-  EXPECT_EQ(probe_product(*copy, false), kProbeBf16);
+  EXPECT_EQ(probe_product(*copy, false, true), kProbeBf16);
   EXPECT_EQ(probe_product(*copy, true), kProbe) << "gemm_exact must multiply in fp32";
   const Tensor A = upload(Floats{1, 2, 3, 4}), B = upload(Floats{5, 6, 7, 8});  // (2,2) each
   Tensor C = upload(Floats{1, 1, 1, 1});
-  copy->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2, nullptr);
-  EXPECT_EQ(download(C), Floats(4, 0.5f)) << "K = 0 scales C and needs no copies";
-  EXPECT_THROW(copy->gemm(false, false, 2, 2, 2, 1.0f, A.data(), 2, B.data(), 2, 0.0f, C.data(), 2,
-                          nullptr),
-               std::exception);
+  Tensor words = Tensor::zeros({8}, Device::cuda, DType::bf16);
+  copy->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2, words.bf16());
+  EXPECT_EQ(download(C), Floats(4, 0.5f)) << "K = 0 scales C, copying nothing";
 }
 
 // A bf16 weight (relora.master_on_host): both backends multiply the same bf16 values

@@ -150,13 +150,14 @@ class CudaOps final : public Ops {
   }
 
   // ---- matrix products ---------------------------------------------------------------------
-  // bf16_copy: op(A) and op(B) rounded into words (A's copy (M,K) or (K,M) as stored, then
-  // B's, each contiguous), then bf16 x bf16 with fp32 sums, the cuBLAS kernels for bf16
-  // storage; the products are those of bf16 (FAST_16BF rounds inside its kernels).
+  // bf16_copy with words: op(A) and op(B) rounded into words (A's copy (M,K) or (K,M) as
+  // stored, then B's, each contiguous), then bf16 x bf16 with fp32 sums, the cuBLAS kernels
+  // for bf16 storage; without: as bf16 (FAST_16BF rounds inside its kernels). The same
+  // bf16 products either way.
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
-    if (training_ != GemmPrecision::bf16_copy) {
-      product(training_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (training_ != GemmPrecision::bf16_copy || words == nullptr) {
+      product(stored_precision(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
     check_product(trans_a, trans_b, M, N, K, lda, ldb, ldc);
@@ -166,8 +167,6 @@ class CudaOps final : public Ops {
       launch_scale_matrix(ctx_->stream, C, M, N, ldc, beta);
       return;
     }
-    RELORA_CHECK(words != nullptr, "gemm " << M << "x" << N << "x" << K
-                                           << " with bf16 copies (train.matmul: bf16_copy) got no scratch");
     uint16_t* a_words = words;
     uint16_t* b_words = words + words_rounded(static_cast<int64_t>(M) * K);
     const int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
@@ -276,7 +275,7 @@ class CudaOps final : public Ops {
     if (fused_attention(D))
       flash_attention_forward(ctx_->stream, out, saved, q, k, v, B, T, H, D);
     else
-      cuda::attention_forward(ctx_->cublas, ctx_->stream, attention_precision(), out, saved, q, k,
+      cuda::attention_forward(ctx_->cublas, ctx_->stream, stored_precision(), out, saved, q, k,
                               v, scratch, B, T, H, D);
   }
 
@@ -289,7 +288,7 @@ class CudaOps final : public Ops {
       flash_attention_backward(ctx_->stream, dq, dk, dv, d_out, out, saved, q, k, v, scratch, B, T,
                                H, D);
     else
-      cuda::attention_backward(ctx_->cublas, ctx_->stream, attention_precision(), dq, dk, dv,
+      cuda::attention_backward(ctx_->cublas, ctx_->stream, stored_precision(), dq, dk, dv,
                                d_out, saved, q, k, v, scratch, B, T, H, D);
   }
 
@@ -426,9 +425,10 @@ class CudaOps final : public Ops {
         "rope shape B=" << B << " T=" << T << " H=" << H << " D=" << D << " (D must be even)");
   }
 
-  // The precision of attention's cuBLAS path, whose operands are fp32 scratch: bf16
-  // copies would be another (T,T) matrix per head, so bf16_copy multiplies as bf16.
-  GemmPrecision attention_precision() const {
+  // The training precision of products on fp32 operands as stored: bf16_copy's without
+  // copies, and attention's cuBLAS path (copies of its (T,T) scratch would be more
+  // scratch), multiply as bf16.
+  GemmPrecision stored_precision() const {
     return training_ == GemmPrecision::bf16_copy ? GemmPrecision::bf16 : training_;
   }
 

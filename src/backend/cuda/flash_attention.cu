@@ -1,6 +1,6 @@
 // Fused causal attention on tensor cores, tiled as in FlashAttention-2: bf16 inputs, fp32
 // accumulation and softmax, no (T,T) matrix anywhere. Used for head sizes that are
-// multiples of 16 from 32 to 128 under train.matmul bf16 or tf32 (tensor-core training);
+// multiples of 16 from 32 to 128 under train.matmul bf16_copy, bf16 or tf32 (tensor-core training);
 // attention.cu's cuBLAS products cover the rest (other head sizes, train.matmul: fp32). The CPU backend's
 // attention is the reference for both.
 //

@@ -33,13 +33,14 @@ inline unsigned grid_stride_blocks(int64_t n) {
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // ---- gemm.cu: cuBLAS products, row-major ------------------------------------------------
-// Precision of a product's multiplications: fp32 operands rounded to bf16 (training's
-// default) or to TF32 (train.matmul: tf32), both on tensor cores with fp32 accumulation;
-// pure fp32 (ReLoRA merges, train.matmul: fp32); or operands stored as bf16 words (a frozen
-// weight kept in bf16, and train.matmul: bf16_copy, whose CudaOps::gemm rounds both fp32
-// operands into bf16 copies first; fp32 accumulation). C is fp32 in every case.
-// bf16_copy is Ops-level only: gemm_rowmajor takes its copies as bf16_words, and the
-// products of attention's cuBLAS path (on fp32 scratch) run as bf16.
+// Precision of a product's multiplications: fp32 operands rounded to bf16 inside cuBLAS
+// (train.matmul: bf16) or to TF32 (train.matmul: tf32), both on tensor cores with fp32
+// accumulation; pure fp32 (ReLoRA merges, train.matmul: fp32); or operands stored as bf16
+// words (a frozen weight kept in bf16, and the copies of train.matmul: bf16_copy, the
+// default, whose CudaOps::gemm rounds both fp32 operands of a weight product into bf16
+// first; fp32 accumulation). C is fp32 in every case. bf16_copy is Ops-level only:
+// gemm_rowmajor takes its copies as bf16_words, and its products without copies (the
+// adapters', attention's cuBLAS path on fp32 scratch) run as bf16.
 enum class GemmPrecision { bf16, tf32, fp32, bf16_words, bf16_copy };
 // For b in [0, batch): C_b(M,N) = alpha op(A_b) op(B_b) + beta C_b with X_b = X + b*stride_x,
 // lda/ldb/ldc the row strides as stored, strides in elements. A and B are float, or bf16
