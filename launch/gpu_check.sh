@@ -596,7 +596,7 @@ while read -r line; do
     'BEGIN {printf "%-34s %-7s %12.0f %9.1f %9.0f %7.3f %10.2f %10.2f\n", r, p, t, s, g, m, b / 1073741824, h / 1073741824}'
 done <"$jsonl"
 if [ -n "${peak_line:-}" ]; then
-  echo "products: peak (bf16 8192^3) $(field "$peak_line" peak_gflops) GFLOP/s, training gemm on fp32 tensors $(field "$peak_line" train_product_gflops) GFLOP/s"
+  echo "products: peak (bf16 8192^3) $(field "$peak_line" peak_gflops) GFLOP/s, training gemm on fp32 tensors (bf16 copies included) $(field "$peak_line" train_product_gflops) GFLOP/s"
   echo "device: $(field "$peak_line" device)"
 fi
 for line in ${targets[@]+"${targets[@]}"}; do echo "target: $line"; done

@@ -51,7 +51,8 @@ class ForwardingOps : public Ops {
   }
   int64_t gemm_words(int M, int N, int K) const override {
     if (!gemm_copies_) return cpu_->gemm_words(M, N, K);
-    return (static_cast<int64_t>(M) * K + 127) / 128 * 128 + static_cast<int64_t>(K) * N;
+    auto rows = [](int64_t n) { return (n + 7) / 8 * 8; };  // CudaOps::gemm_words
+    return (rows(M) * rows(K) + 127) / 128 * 128 + rows(K) * rows(N);
   }
   void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A, const uint16_t* W,
                  int ldw, float beta, float* C, int ldc, uint16_t* a_words) override {
@@ -126,7 +127,7 @@ class ForwardingOps : public Ops {
 // requested (now and at most).
 class HostDeviceMemory final : public DeviceMemory {
  public:
-  void reserve(int64_t bytes) override {
+  void reserve(int64_t bytes, int64_t /*keep_free*/) override {
     if (arena_ && arena_->capacity() >= bytes) return;
     RELORA_CHECK(!arena_ || arena_->in_use() == 0, "growing an arena in use");
     block_.assign(static_cast<size_t>(bytes), 0);

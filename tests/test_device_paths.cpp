@@ -37,7 +37,7 @@ struct TrainedRun {
 
 TrainedRun train(Ops& ops, const Config& cfg) {
   auto comm = make_local_comm();
-  reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, {}, false));
+  reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, {}, false), 1);
   Llama model(cfg.model, cfg.relora, ops, kMicro);
   model.init_weights(1);
   AdamW optimizer(cfg.optimizer, ops);
@@ -127,7 +127,7 @@ TEST(DevicePaths, ProductScratchGoesToTheWeightProducts) {
   testing::HostDeviceMemory memory;
   set_device_memory(&memory);
   {
-    memory.reserve(int64_t{64} << 20);
+    memory.reserve(int64_t{64} << 20, 0);
     Llama model(cfg.model, cfg.relora, copies, 2);
     model.init_weights(1);
     int64_t step = 0;
@@ -162,7 +162,7 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
       Llama model;
       AdamW optimizer;
     };
-    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false));
+    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1);
     Run trained(device_ops, cfg);
     auto comm = make_local_comm();
     TrainStep step(trained.model, trained.optimizer, device_ops, *comm, 1.0f, DType::f32, kMicro, 1,
@@ -296,7 +296,7 @@ TEST(DevicePaths, ReloraResumeFitsItsSmallerPeak) {
     {
       const int64_t peak = resume_peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false);
       EXPECT_LT(peak, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false));
-      reserve_device_arena(device_ops, peak);
+      reserve_device_arena(device_ops, peak, 1);
       Llama model(cfg.model, cfg.relora, device_ops, kMicro);
       model.init_weights(1);  // as the bench does
       AdamW optimizer(cfg.optimizer, device_ops);

@@ -68,8 +68,9 @@ class Ops {
                     int lda, const float* B, int ldb, float beta, float* C, int ldc,
                     uint16_t* words) = 0;
   // The scratch of gemm's bf16 copies for an (M,N,K) product: 0 where there are none (the
-  // CPU, the other precisions), else op(A)'s M*K words (rounded up to 128, so that the copy
-  // of B starts 256-byte aligned) and op(B)'s K*N.
+  // CPU, the other precisions), else room for op(A) and op(B) with rows padded (CUDA:
+  // M'K' rounded up to 128 words, so that B's copy starts 256-byte aligned, + K'N', with
+  // n' = n rounded up to 8).
   virtual int64_t gemm_words(int M, int N, int K) const = 0;
   // The same product in full fp32 (no reduced-precision inputs): ReLoRA merges.
   virtual void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha,

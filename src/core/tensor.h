@@ -26,9 +26,11 @@ class DeviceMemory {
  public:
   virtual ~DeviceMemory() = default;
   // Makes the arena at least `bytes` large: a no-op when it already is, else (only while
-  // nothing is allocated from it) a new block. Throws InputError (the GB needed and free)
-  // when the device lacks the memory, InternalError when allocations are live.
-  virtual void reserve(int64_t bytes) = 0;
+  // nothing is allocated from it) a new block, which must leave keep_free bytes of the
+  // device free beside it (for what the runtime allocates later). Throws InputError (the GB
+  // needed and free) when the device lacks the memory, InternalError when allocations are
+  // live.
+  virtual void reserve(int64_t bytes, int64_t keep_free) = 0;
   // Gives the arena's block back to the device (only while nothing is allocated from it;
   // InternalError otherwise); the next reserve makes a new one, of any size.
   virtual void release_arena() = 0;

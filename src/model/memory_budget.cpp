@@ -174,9 +174,10 @@ int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, 
   return std::max(eval_peak_bytes(model, relora, ops, max_batch, storage, true), rebuild);
 }
 
-void reserve_device_arena(const Ops& ops, int64_t peak) {
+void reserve_device_arena(const Ops& ops, int64_t peak, int world_size) {
   if (ops.device() != Device::cuda) return;
-  device_memory()->reserve(peak + peak / 20 + (64 << 20));
+  device_memory()->reserve(peak + peak / 20 + (64 << 20),
+                           kRuntimeHeadroom + (world_size > 1 ? kNcclHeadroom : 0));
 }
 
 void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node) {

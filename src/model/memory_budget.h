@@ -52,10 +52,17 @@ int64_t eval_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, co
 int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, const Ops& ops,
                           int max_batch, ActivationStorage storage, bool bf16_staging);
 
+// Device memory a run must leave free beside its arena: CUDA loads kernel modules (ours,
+// cuBLAS's) lazily, 1 GiB; with NCCL (world size > 1 on a GPU) 3 GiB more for its buffers,
+// made at its first collective (NVLS on NVSwitch nodes alone takes about 2.4 GB).
+constexpr int64_t kRuntimeHeadroom = int64_t{1} << 30;
+constexpr int64_t kNcclHeadroom = int64_t{3} << 30;
+
 // For a device backend, reserves the arena every device tensor of a run comes from: `peak`
 // (peak_bytes or eval_peak_bytes) plus 5% and 64 MiB for alignment and the gaps the phase
-// change leaves. A no-op on the CPU.
-void reserve_device_arena(const Ops& ops, int64_t peak);
+// change leaves, leaving the headroom above free (NCCL's when world_size > 1). A no-op on
+// the CPU.
+void reserve_device_arena(const Ops& ops, int64_t peak, int world_size);
 
 // On the CPU backend: an InputError when ranks_on_node ranks holding `peak` bytes each
 // cannot fit in the host's memory (MemTotal, or the cgroup's limit when lower), instead of

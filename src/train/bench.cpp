@@ -65,8 +65,9 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   Ops* const ops = timed ? timed.get() : backend.get();
   r.device = ops->device_name();
   // The FLOP probes, all ranks at once (together they share the machine). On a GPU before
-  // the arena is reserved: their operands (768 MiB) need not fit beside a run sized to the
-  // device. On the CPU after the steps, so that the max RSS does not count their 48 MB.
+  // the arena is reserved: their operands (768 MiB, 1 GiB with bf16 copies) need not fit
+  // beside a run sized to the device. On the CPU after the steps, so that the max RSS does
+  // not count their 48 MB.
   double peaks[2] = {0.0, 0.0};
   const auto probe = [&] {
     comm.barrier();
@@ -84,7 +85,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
                                   ? resume_peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging)
                                   : peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging);
   check_host_memory(*ops, peak_memory, comm.local_size());  // too big for the node: exit 2, as train
-  reserve_device_arena(*ops, peak_memory);
+  reserve_device_arena(*ops, peak_memory, world);
   Llama model(cfg.model, cfg.relora, *ops, micro, storage);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);

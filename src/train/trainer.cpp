@@ -249,7 +249,7 @@ std::vector<std::string> Trainer::budget_lines() const {
 
 void Trainer::reserve_arena(int64_t bytes) const {
   try {
-    reserve_device_arena(*ops_, bytes);
+    reserve_device_arena(*ops_, bytes, comm_.world_size());
   } catch (const InputError& e) {
     std::string budget;
     for (const std::string& line : budget_lines()) budget += "; " + line;

@@ -123,9 +123,13 @@ check too_big_for_the_device_names_the_budget $? "exit $rc; $(head -c 600 too_bi
 SIM_DEVICE_MEMORY_MB=1024 "$relora" train --config run.yaml --set train.device=cuda \
   --set checkpoint.dir=no_headroom > no_headroom.out 2>&1
 rc=$?
-[ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.*that CUDA.s lazily loaded kernels and NCCL.s buffers need" no_headroom.out &&
+[ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.* under the 1.07 GB that CUDA.s lazily loaded kernels and NCCL.s buffers need beside it.*; memory per rank, full-rank phase: " no_headroom.out &&
   [ ! -e no_headroom/metrics.jsonl ]
 check too_little_left_beside_the_arena $? "exit $rc; $(head -c 600 no_headroom.out)"
+# and 1300 MB leave enough
+SIM_DEVICE_MEMORY_MB=1300 "$relora" train --config run.yaml --set train.device=cuda --set train.steps=2 \
+  --set checkpoint.dir=headroom > headroom.out 2>&1
+check enough_left_beside_the_arena $? "$(tail -2 headroom.out)"
 
 device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out cuda_tf32.out cuda_fast.out resumed.out
   eval.err)

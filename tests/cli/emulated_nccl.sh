@@ -9,7 +9,8 @@
 # a resume on two device ranks is exact; and a broken link (rank 1's third all-reduce
 # fails, its peer waits in its own) ends the job with the NCCL error within 30 s;
 # NCCL_COMM_BLOCKING=0 is refused with exit 2; with two GPUs per node each rank binds
-# its own before MPI_Init, and warns when the launcher's and MPI's local ranks differ.
+# its own before MPI_Init, and warns when the launcher's and MPI's local ranks differ; a
+# device too small for NCCL's headroom beside the arena is refused at start-up.
 #   usage: emulated_nccl.sh RELORA_EMULATED_BINARY
 set -uo pipefail
 relora="$1"
@@ -103,7 +104,18 @@ rc=$?
 [ "$rc" -eq 0 ] && [ "$(grep -c "warning: local rank [01]: GPU [01] was bound before MPI_Init (from OMPI_COMM_WORLD_LOCAL_RANK), GPU [01] after it" swapped.out)" -eq 2 ]
 check differing_local_ranks_warn $? "exit $rc; $(grep -m3 'warning\|error' swapped.out)"
 
-logs=(cuda.out cuda_bf16.out resumed.out broken.out two_gpus.out swapped.out)
+# NCCL's headroom: on emulated 3000 MB devices a single rank fits beside its arena (it
+# keeps 1 GiB free), two ranks do not (NCCL's buffers: 3 GiB more): exit 2 at start-up
+SIM_DEVICE_MEMORY_MB=3000 timeout 60 "$relora" train --config run.yaml --set train.device=cuda \
+  --set train.steps=2 --set checkpoint.dir=one_small > one_small.out 2>&1
+check one_rank_fits_a_small_device $? "$(tail -2 one_small.out)"
+SIM_DEVICE_MEMORY_MB=3000 timeout 60 "${mpirun[@]}" -x SIM_DEVICE_MEMORY_MB "$relora" train --config run.yaml \
+  --set train.device=cuda --set train.steps=2 --set checkpoint.dir=two_small > two_small.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "cannot hold this run: .* under the 4.29 GB that CUDA's lazily loaded kernels and NCCL's buffers need" two_small.out
+check nccl_headroom_refused $? "exit $rc; $(grep -m2 -i 'error' two_small.out)"
+
+logs=(cuda.out cuda_bf16.out resumed.out broken.out two_gpus.out swapped.out one_small.out)
 ! grep -l '^cuda_sim: ' "${logs[@]}" > /dev/null 2>&1
 check no_emulator_errors $? "$(grep -h -m3 '^cuda_sim: ' "${logs[@]}")"
 

@@ -43,7 +43,7 @@ class CudaModel : public ::testing::Test {
     gpu_fp32_ = cuda::make_cuda_ops(0, "fp32");
     gpu_tf32_ = cuda::make_cuda_ops(0, "tf32");
     gpu_copy_ = cuda::make_cuda_ops(0, "bf16_copy");
-    device_memory()->reserve(int64_t{256} << 20);  // the small models fit many times over
+    device_memory()->reserve(int64_t{256} << 20, 0);  // the small models fit many times over
     cpu_ = make_cpu_ops();
   }
   void TearDown() override { expect_no_emulator_errors(); }

@@ -55,7 +55,7 @@ class CudaOps : public ::testing::Test {
     std::string why;
     if (cuda::device_count(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
     gpu = cuda::make_cuda_ops(0, "bf16");
-    device_memory()->reserve(int64_t{256} << 20);  // every test's tensors fit in 256 MiB
+    device_memory()->reserve(int64_t{256} << 20, 0);  // every test's tensors fit in 256 MiB
     cpu = make_cpu_ops();
   }
   void TearDown() override { expect_no_emulator_errors(); }
@@ -225,14 +225,14 @@ TEST_F(CudaOps, GemmTf32) {
 // (nearest, ties to even: core/bf16.h) and multiplied exactly with fp32 sums, so every
 // product agrees with the CPU's sgemm of the rounded inputs to fp32 summation order, on a
 // GPU too (bf16 storage leaves cuBLAS no other precision): all transposes, padded rows
-// (the copies are contiguous), beta != 0; the probe reads bf16. The scratch is op(A)'s
-// words rounded up to 128, then op(B)'s. Without it (the adapters' thin products) the
+// (the copies' rows padded to 8 words), beta != 0; the probe reads bf16. The scratch is
+// op(A)'s padded words rounded up to 128, then op(B)'s. Without it (the adapters' thin products) the
 // product runs as bf16's, within bf16's bound. Merges stay fp32.
 TEST_F(CudaOps, GemmBf16Copy) {
   const std::unique_ptr<Ops> copy = cuda::make_cuda_ops(0, "bf16_copy");
   EXPECT_EQ(gpu->gemm_words(67, 45, 33), 0);
-  EXPECT_EQ(copy->gemm_words(67, 45, 33), 2304 + 33 * 45);  // 67*33 = 2211 -> 2304
-  EXPECT_EQ(copy->gemm_words(128, 5, 1), 128 + 5);
+  EXPECT_EQ(copy->gemm_words(67, 45, 33), 2944 + 40 * 48);  // rows of 8: 72*40 = 2880 -> 2944
+  EXPECT_EQ(copy->gemm_words(128, 5, 1), 1024 + 8 * 8);
   const double worst = check_gemm(*copy, *cpu, false, kFp32Sum, true);
   std::printf("CudaOps.GemmBf16Copy: largest difference from the CPU's sgemm of bf16-rounded "
               "inputs %.2g of the largest value\n", worst);
@@ -482,7 +482,7 @@ TEST_F(CudaOps, AttentionLongSequenceInSeveralPasses) {
 #ifdef RELORA_CUDA_EMULATED
   GTEST_SKIP() << "about 3 minutes in the emulator (113M threads): GPU only";
 #endif
-  device_memory()->reserve(int64_t{3} << 30);
+  device_memory()->reserve(int64_t{3} << 30, 0);
   check_attention(*gpu, *cpu, 1, 6144, 4, 8);
 }
 

@@ -151,9 +151,10 @@ class CudaOps final : public Ops {
 
   // ---- matrix products ---------------------------------------------------------------------
   // bf16_copy with words: op(A) and op(B) rounded into words (A's copy (M,K) or (K,M) as
-  // stored, then B's, each contiguous), then bf16 x bf16 with fp32 sums, the cuBLAS kernels
-  // for bf16 storage; without: as bf16 (FAST_16BF rounds inside its kernels). The same
-  // bf16 products either way.
+  // stored, then B's, rows padded to 8 words = 16 bytes, which cuBLAS's vectorised kernels
+  // want, whatever the width: llama_1b's MLP is 5461 wide), then bf16 x bf16 with fp32
+  // sums, the cuBLAS kernels for bf16 storage; without: as bf16 (FAST_16BF rounds inside
+  // its kernels). The same bf16 products either way.
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
     if (training_ != GemmPrecision::bf16_copy || words == nullptr) {
@@ -168,17 +169,20 @@ class CudaOps final : public Ops {
       return;
     }
     uint16_t* a_words = words;
-    uint16_t* b_words = words + words_rounded(static_cast<int64_t>(M) * K);
+    uint16_t* b_words = words + words_rounded(row_words(M) * row_words(K));
     const int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
-    launch_rows_to_bf16(ctx_->stream, a_words, A, trans_a ? K : M, a_cols, lda);
-    launch_rows_to_bf16(ctx_->stream, b_words, B, trans_b ? N : K, b_cols, ldb);
+    const int a_ld = static_cast<int>(row_words(a_cols)), b_ld = static_cast<int>(row_words(b_cols));
+    launch_rows_to_bf16(ctx_->stream, a_words, a_ld, A, trans_a ? K : M, a_cols, lda);
+    launch_rows_to_bf16(ctx_->stream, b_words, b_ld, B, trans_b ? N : K, b_cols, ldb);
     gemm_rowmajor(ctx_->cublas, GemmPrecision::bf16_words, trans_a, trans_b, M, N, K, alpha, a_words,
-                  a_cols, 0, b_words, b_cols, 0, beta, C, ldc, 0, 1);
+                  a_ld, 0, b_words, b_ld, 0, beta, C, ldc, 0, 1);
   }
 
+  // Either layout of each copy fits: A's in rows(M) * rows(K) words, rounded up to 128,
+  // then B's in rows(K) * rows(N), rows(n) = n rounded up to 8.
   int64_t gemm_words(int M, int N, int K) const override {
     if (training_ != GemmPrecision::bf16_copy) return 0;
-    return words_rounded(static_cast<int64_t>(M) * K) + static_cast<int64_t>(K) * N;
+    return words_rounded(row_words(M) * row_words(K)) + row_words(K) * row_words(N);
   }
 
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
@@ -403,6 +407,8 @@ class CudaOps final : public Ops {
 
   // n words rounded up to 128 (256 bytes): where the copy of B starts in gemm's scratch.
   static int64_t words_rounded(int64_t n) { return (n + 127) / 128 * 128; }
+  // A copy's row of n words, padded to 8 (16 bytes).
+  static int64_t row_words(int64_t n) { return (n + 7) / 8 * 8; }
 
   // gemm in one cuBLAS call on fp32 storage (fp32 for merges; bf16 or tf32 for training).
   void product(GemmPrecision precision, bool trans_a, bool trans_b, int M, int N, int K,

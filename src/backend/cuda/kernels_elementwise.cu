@@ -102,12 +102,13 @@ __global__ void to_bf16_kernel(uint16_t* dst, const float* src, int64_t n) {
   GRID_STRIDE_LOOP(i, n) dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
 }
 
-// dst(rows,cols) contiguous = src(rows,cols) with row stride ld, rounded as to_bf16_kernel.
-__global__ void rows_to_bf16_kernel(uint16_t* dst, const float* src, int64_t rows, int64_t cols,
-                                    int64_t ld) {
+// dst(rows,cols) with row stride dst_ld = src(rows,cols) with row stride src_ld, rounded as
+// to_bf16_kernel.
+__global__ void rows_to_bf16_kernel(uint16_t* dst, int64_t dst_ld, const float* src, int64_t rows,
+                                    int64_t cols, int64_t src_ld) {
   GRID_STRIDE_LOOP(i, rows * cols) {
     const int64_t row = i / cols, col = i % cols;
-    dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[row * ld + col]));
+    dst[row * dst_ld + col] = __bfloat16_as_ushort(__float2bfloat16_rn(src[row * src_ld + col]));
   }
 }
 
@@ -244,16 +245,16 @@ void launch_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_
   CUDA_CHECK_LAUNCH();
 }
 
-void launch_rows_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_t rows,
-                         int64_t cols, int64_t ld) {
+void launch_rows_to_bf16(cudaStream_t stream, uint16_t* dst, int64_t dst_ld, const float* src,
+                         int64_t rows, int64_t cols, int64_t src_ld) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  if (ld == cols) {
+  if (dst_ld == cols && src_ld == cols) {
     launch_to_bf16(stream, dst, src, n);
     return;
   }
-  rows_to_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(dst, src, rows,
-                                                                                 cols, ld);
+  rows_to_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(
+      dst, dst_ld, src, rows, cols, src_ld);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -25,7 +25,7 @@ class CudaMemory final : public DeviceMemory {
  public:
   explicit CudaMemory(int device) : device_(device) {}
 
-  void reserve(int64_t bytes) override {
+  void reserve(int64_t bytes, int64_t keep_free) override {
     std::lock_guard<std::mutex> lock(mutex_);
     if (arena_ && arena_->capacity() >= bytes) return;
     RELORA_CHECK(!arena_ || arena_->in_use() == 0,
@@ -40,15 +40,15 @@ class CudaMemory final : public DeviceMemory {
       base_ = nullptr;
       cannot_hold(bytes, free_bytes, total_bytes, cudaGetErrorString(err));
     }
-    // What the arena leaves must hold what CUDA loads on first use (kernel modules, ours and
-    // cuBLAS's, are loaded lazily) and NCCL's buffers, made at its first collective: short of
-    // that a run would fail part-way with an internal error rather than this one.
+    // What the arena leaves must hold what the runtime allocates later (reserve_device_arena:
+    // CUDA's lazily loaded kernel modules, NCCL's buffers): short of that a run would fail
+    // part-way with an internal error rather than this one.
     CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    if (free_bytes < kRuntimeHeadroom) {
+    if (free_bytes < static_cast<size_t>(keep_free)) {
       free_base();
       cannot_hold(bytes, free_bytes + static_cast<size_t>(bytes), total_bytes,
                   "it would leave " + gb_text(free_bytes) + " GB, under the " +
-                      gb_text(kRuntimeHeadroom) +
+                      gb_text(static_cast<size_t>(keep_free)) +
                       " GB that CUDA's lazily loaded kernels and NCCL's buffers need beside it");
     }
     arena_ = std::make_unique<Arena>(bytes);
@@ -131,9 +131,6 @@ class CudaMemory final : public DeviceMemory {
   }
 
  private:
-  // Device memory left beside the arena for CUDA's kernel modules and NCCL's buffers.
-  static constexpr size_t kRuntimeHeadroom = size_t{1} << 30;
-
   static std::string gb_text(size_t bytes) {
     char text[32];
     std::snprintf(text, sizeof(text), "%.2f", static_cast<double>(bytes) / 1e9);
