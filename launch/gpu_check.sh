@@ -575,14 +575,17 @@ variant_350m() {  # STEP LABEL KEY=VALUE [relora]: the full-rank phase (and the 
     echo "not run: under 120 s left before the deadline"
   elif bench "llama_350m/full-$2" 150 --config configs/llama_350m.yaml --set train.device=cuda \
     --set model.seq_len=512 --set "$3" --steps 10 --warmup 2 --phase full; then
-    local full_line="$last"
+    local full_line="$last" t
     targets+=("llama_350m: $3, full-rank step time $(ratio_of "$(field "$last" step_ms)" \
 "$(field "$default_350m_line" step_ms)") and tensor memory $(ratio_of "$(field "$last" peak_mem_bytes)" \
 "$(field "$default_350m_line" peak_mem_bytes)") of (2)'s, mfu $(field "$last" mfu), training gemm \
 $(field "$last" train_product_gflops) GFLOP/s (no target)")
-    if [ -n "${4:-}" ] && [ "$(limit 100)" -ge 100 ] &&
-      bench "llama_350m/relora-$2" 150 --config configs/llama_350m.yaml --set train.device=cuda \
-        --set model.seq_len=512 --set "$3" --steps 10 --warmup 2 --phase relora; then
+    if [ -z "${4:-}" ]; then
+      :
+    elif ! t="$(limit 100)" || [ "$t" -lt 100 ]; then
+      echo "ReLoRA phase not run: under 120 s left before the deadline"
+    elif bench "llama_350m/relora-$2" 150 --config configs/llama_350m.yaml --set train.device=cuda \
+      --set model.seq_len=512 --set "$3" --steps 10 --warmup 2 --phase relora; then
       targets+=("llama_350m: $3, ReLoRA/full step time $(ratio_of "$(field "$last" step_ms)" \
 "$(field "$full_line" step_ms)") (no target here; the default's is in (2))")
     fi

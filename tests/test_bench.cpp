@@ -135,6 +135,9 @@ TEST(Bench, TwoStepsGiveSaneFields) {
     const JsonValue* device = json.find("device");
     ASSERT_NE(device, nullptr);
     EXPECT_EQ(device->string.rfind("cpu", 0), 0u) << device->string;
+    const JsonValue* matmul = json.find("matmul");
+    ASSERT_NE(matmul, nullptr);
+    EXPECT_EQ(matmul->string, "fp32");  // the CPU's products, whatever train.matmul says
 
     EXPECT_EQ(number(json, "tokens_per_step"), 2 * 16);
     EXPECT_EQ(number(json, "model_flops_per_token"),

@@ -64,6 +64,7 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   if (options.profile && comm.rank() == 0) timed = std::make_unique<TimedOps>(*backend);
   Ops* const ops = timed ? timed.get() : backend.get();
   r.device = ops->device_name();
+  r.matmul = ops->device() == Device::cpu ? "fp32" : cfg.train.matmul;
   // The FLOP probes, all ranks at once (together they share the machine). On a GPU before
   // the arena is reserved: their operands (768 MiB, 1 GiB with bf16 copies) need not fit
   // beside a run sized to the device. On the CPU after the steps, so that the max RSS does
@@ -169,13 +170,14 @@ std::string bench_json(const BenchResult& r) {
       "\"forward_ms\":%.2f,\"backward_ms\":%.2f,\"optimizer_ms\":%.2f,\"comm_ms\":%.2f,"
       "\"model_flops_per_token\":%ld,\"achieved_gflops\":%.2f,\"peak_gflops\":%.2f,"
       "\"train_product_gflops\":%.2f,\"mfu\":%.4f,"
-      "\"threads\":%d,\"world_size\":%d,\"device\":\"%s\",\"peak_mem_bytes\":%ld,"
+      "\"threads\":%d,\"world_size\":%d,\"device\":\"%s\",\"matmul\":\"%s\",\"peak_mem_bytes\":%ld,"
       "\"device_reserved_bytes\":%ld}",
       r.phase.c_str(), static_cast<long>(r.tokens_per_step), r.tokens_per_s, r.step_ms,
       r.forward_ms, r.backward_ms, r.optimizer_ms, r.comm_ms,
       static_cast<long>(r.model_flops_per_token), r.achieved_gflops, r.peak_gflops,
       r.train_product_gflops, r.mfu,
-      r.threads, r.world_size, r.device.c_str(), static_cast<long>(r.peak_mem_bytes),
+      r.threads, r.world_size, r.device.c_str(), r.matmul.c_str(),
+      static_cast<long>(r.peak_mem_bytes),
       static_cast<long>(r.device_reserved_bytes));
   return line;
 }

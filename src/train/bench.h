@@ -34,6 +34,7 @@ struct BenchResult {
   int threads = 0;                    // per rank
   int world_size = 0;
   std::string device;                 // Ops::device_name(): "cpu (<model>)", "cuda:0 (<GPU>)"
+  std::string matmul;                 // the products' precision: train.matmul, "fp32" on the CPU
   int64_t peak_mem_bytes = 0;         // max RSS (CPU) or device memory held (CUDA), largest rank
   int64_t device_reserved_bytes = 0;  // the device arena the run reserved (0 on the CPU), largest rank
   int steps = 0;                      // timed steps

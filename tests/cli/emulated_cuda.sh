@@ -123,9 +123,16 @@ check too_big_for_the_device_names_the_budget $? "exit $rc; $(head -c 600 too_bi
 SIM_DEVICE_MEMORY_MB=1024 "$relora" train --config run.yaml --set train.device=cuda \
   --set checkpoint.dir=no_headroom > no_headroom.out 2>&1
 rc=$?
-[ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.* under the 1.07 GB that CUDA.s lazily loaded kernels and NCCL.s buffers need beside it.*; memory per rank, full-rank phase: " no_headroom.out &&
+[ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.* under the 1.074 GB kept free for what CUDA (its lazily loaded kernels) and, on several GPU ranks, NCCL (its buffers) allocate later.*; memory per rank, full-rank phase: " no_headroom.out &&
   [ ! -e no_headroom/metrics.jsonl ]
 check too_little_left_beside_the_arena $? "exit $rc; $(head -c 600 no_headroom.out)"
+# relora bench's speed probes, before the arena, on a device without room for their
+# operands: the same kind of stop (their allocation fails before any product runs)
+SIM_DEVICE_MEMORY_MB=300 "$relora" bench --config run.yaml --set train.device=cuda --steps 2 \
+  --warmup 1 > probes.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "error: the speed probes .* cannot allocate their operands on the device: .* GB more" probes.out
+check bench_probes_without_room_stop_cleanly $? "exit $rc; $(head -c 400 probes.out)"
 # and 1300 MB leave enough
 SIM_DEVICE_MEMORY_MB=1300 "$relora" train --config run.yaml --set train.device=cuda --set train.steps=2 \
   --set checkpoint.dir=headroom > headroom.out 2>&1

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -58,11 +59,26 @@ void setup_check(cublasStatus_t status, const char* call, int index) {
   }
 }
 
-// A device allocation freed on scope exit (after the stream's work), errors ignored there.
+// A device allocation of the FLOP probes, freed on scope exit (after the stream's work),
+// errors ignored there. A device without the memory is an InputError, as for the arena.
 class ScopedDeviceBuffer {
  public:
   ScopedDeviceBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    CUDA_CHECK(cudaMalloc(&p_, bytes));
+    const cudaError_t err = cudaMalloc(&p_, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // clear the (non-sticky) allocation error
+      p_ = nullptr;
+      size_t free_bytes = 0, total_bytes = 0;
+      if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) cudaGetLastError();
+      char sizes[160];
+      std::snprintf(sizes, sizeof(sizes), "%.2f GB more (%.2f GB free of %.2f)", bytes / 1e9,
+                    free_bytes / 1e9, total_bytes / 1e9);
+      RELORA_INPUT_ERROR("the speed probes (8192^3 products, before the run's memory is reserved) "
+                         "cannot allocate their operands on the device: "
+                         << sizes << "; they need about 1 GB: free the GPU of other processes' "
+                                     "memory, or use another GPU");
+    }
+    CUDA_CHECK(err);
   }
   ~ScopedDeviceBuffer() {
     cudaStreamSynchronize(stream_);

@@ -47,9 +47,10 @@ class CudaMemory final : public DeviceMemory {
     if (free_bytes < static_cast<size_t>(keep_free)) {
       free_base();
       cannot_hold(bytes, free_bytes + static_cast<size_t>(bytes), total_bytes,
-                  "it would leave " + gb_text(free_bytes) + " GB, under the " +
-                      gb_text(static_cast<size_t>(keep_free)) +
-                      " GB that CUDA's lazily loaded kernels and NCCL's buffers need beside it");
+                  "it would leave " + gb_text(free_bytes, 3) + " GB, under the " +
+                      gb_text(static_cast<size_t>(keep_free), 3) +
+                      " GB kept free for what CUDA (its lazily loaded kernels) and, on several GPU "
+                      "ranks, NCCL (its buffers) allocate later");
     }
     arena_ = std::make_unique<Arena>(bytes);
   }
@@ -131,18 +132,19 @@ class CudaMemory final : public DeviceMemory {
   }
 
  private:
-  static std::string gb_text(size_t bytes) {
+  static std::string gb_text(size_t bytes, int decimals = 2) {
     char text[32];
-    std::snprintf(text, sizeof(text), "%.2f", static_cast<double>(bytes) / 1e9);
+    std::snprintf(text, sizeof(text), "%.*f", decimals, static_cast<double>(bytes) / 1e9);
     return text;
   }
 
   [[noreturn]] void cannot_hold(int64_t bytes, size_t free_bytes, size_t total_bytes,
                                 const std::string& why) const {
-    RELORA_INPUT_ERROR("device " << device_ << " cannot hold this run: " << bytes / 1e9
+    RELORA_INPUT_ERROR("device " << device_ << " cannot hold this run: "
+                                 << gb_text(static_cast<size_t>(bytes))
                                  << " GB needed (the memory budget, +5% and 64 MiB), "
-                                 << free_bytes / 1e9 << " GB free of " << total_bytes / 1e9 << " ("
-                                 << why
+                                 << gb_text(free_bytes) << " GB free of " << gb_text(total_bytes)
+                                 << " (" << why
                                  << "); lower train.micro_batch, set train.recompute: true or "
                                     "train.activation_dtype: bf16 (activations), or use a GPU with more "
                                     "memory (weights, gradients and optimizer state are not sharded)");
