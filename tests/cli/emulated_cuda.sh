@@ -13,7 +13,8 @@
 # (train.matmul: bf16) give the default bf16 copies' losses exactly (the same rounded
 # products and sums here); a run too
 # big for the device, or leaving it under 1 GiB beside the arena, ends with its budget by
-# category; and no run prints an emulator error (a misuse the host
+# category; relora bench runs both phases on the device (JSON line, profile) and its speed
+# probes stop cleanly without memory; and no run prints an emulator error (a misuse the host
 # code did not stop at).
 #   usage: emulated_cuda.sh RELORA_EMULATED_BINARY
 set -uo pipefail
@@ -126,9 +127,38 @@ rc=$?
 [ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.* under the 1.074 GB kept free for what CUDA (its lazily loaded kernels) and, on several GPU ranks, NCCL (its buffers) allocate later.*; memory per rank, full-rank phase: " no_headroom.out &&
   [ ! -e no_headroom/metrics.jsonl ]
 check too_little_left_beside_the_arena $? "exit $rc; $(head -c 600 no_headroom.out)"
+# relora bench --set train.device=cuda, the command that measures a GPU (its speed probes
+# shrunk to 256^3 in the emulated build): both phases run and print one JSON line on the
+# device, with the arena held and its tensors in it; FAST_16BF products need no scratch,
+# so their run holds less; --profile times the products by shape
+bench_line() {  # NAME ARGS..: the JSON line of relora bench ARGS (all its output in NAME.out)
+  local name="$1"
+  shift
+  "$relora" bench --config run.yaml --set train.device=cuda --steps 2 --warmup 1 "$@" > "$name.out" 2>&1 &&
+    grep '^{' "$name.out"
+}
+full_line="$(bench_line bench_full --phase full)" && relora_line="$(bench_line bench_relora --phase relora)" &&
+  fast_line="$(bench_line bench_fast --phase full --set train.matmul=bf16)"
+rc=$?
+field() { grep -o "\"$2\":[^,}]*" <<<"$1" | cut -d: -f2 | tr -d '"'; }
+[ "$rc" -eq 0 ] && [ "$(field "$full_line" phase)" = full ] && [ "$(field "$relora_line" phase)" = relora ] &&
+  [ "$(field "$full_line" matmul)" = bf16_copy ] && [ "$(field "$fast_line" matmul)" = bf16 ] &&
+  grep -q '"device":"cuda:0' <<<"$full_line" &&
+  [ "$(field "$full_line" peak_mem_bytes)" -gt 0 ] &&
+  [ "$(field "$full_line" device_reserved_bytes)" -gt "$(field "$full_line" peak_mem_bytes)" ] &&
+  [ "$(field "$relora_line" peak_mem_bytes)" -lt "$(field "$full_line" peak_mem_bytes)" ] &&
+  [ "$(field "$fast_line" peak_mem_bytes)" -lt "$(field "$full_line" peak_mem_bytes)" ]
+check bench_on_the_device $? "exit $rc; $full_line; $relora_line; $fast_line"
+"$relora" bench --config run.yaml --set train.device=cuda --steps 2 --warmup 1 --phase relora \
+  --profile > profile.out 2>&1
+rc=$?
+[ "$rc" -eq 0 ] && grep -q "gemm NT " profile.out && grep -q "attention_forward" profile.out
+check bench_profile_on_the_device $? "exit $rc; $(tail -3 profile.out)"
+
 # relora bench's speed probes, before the arena, on a device without room for their
-# operands: the same kind of stop (their allocation fails before any product runs)
-SIM_DEVICE_MEMORY_MB=300 "$relora" bench --config run.yaml --set train.device=cuda --steps 2 \
+# operands: the same kind of stop (their allocation fails before any product runs). 33 MB:
+# cuBLAS's 32 MiB workspace fits, the 256^3 probes' operands (1.2 MB) do not
+SIM_DEVICE_MEMORY_MB=33 "$relora" bench --config run.yaml --set train.device=cuda --steps 2 \
   --warmup 1 > probes.out 2>&1
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "error: the speed probes .* cannot allocate their operands on the device: .* GB more" probes.out
@@ -139,7 +169,7 @@ SIM_DEVICE_MEMORY_MB=1300 "$relora" train --config run.yaml --set train.device=c
 check enough_left_beside_the_arena $? "$(tail -2 headroom.out)"
 
 device_logs=(cuda.out recompute.out host_masters.out cuda_bf16.out cuda_tf32.out cuda_fast.out resumed.out
-  eval.err)
+  eval.err bench_full.out bench_relora.out bench_fast.out profile.out)
 ! grep -l '^cuda_sim: ' "${device_logs[@]}" > /dev/null 2>&1
 check no_emulator_errors $? "$(grep -h -m3 '^cuda_sim: ' "${device_logs[@]}")"
 
