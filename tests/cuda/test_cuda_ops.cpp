@@ -84,7 +84,7 @@ TEST_F(CudaOps, DeviceAndMemory) {
 
 TEST_F(CudaOps, PeakFlops) {
 #ifdef RELORA_CUDA_EMULATED
-  GTEST_SKIP() << "the emulator does not time products (and an 8192^3 one takes minutes)";
+  GTEST_SKIP() << "the emulator multiplies on the CPU: its FLOP/s are no GPU's (and its probes are 256^3)";
 #endif
   const double flops = gpu->measure_peak_flops();
   EXPECT_GT(flops, 1e12);
