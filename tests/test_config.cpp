@@ -276,7 +276,7 @@ TEST_F(ConfigFileTest, WrongTypesNameKeyAndValue) {
 TEST_F(ConfigFileTest, ValidationErrorNamesFile) {
   const std::string path = write("rank.yaml", "model:\n  hidden_size: 256\nrelora:\n  rank: 300\n");
   expect_message(input_error([&] { load_config(path); }),
-                 {path + ": relora.rank: ", "at most 255"});
+                 {path + ":4: relora.rank: ", "at most 255"});  // the line that set it
 }
 
 // ---- overrides -----------------------------------------------------------------------------
@@ -288,7 +288,7 @@ TEST_F(ConfigFileTest, OverridesApplyAfterFileInOrder) {
   EXPECT_EQ(cfg.relora.alpha, 8.0f);
   EXPECT_EQ(cfg.optimizer.lr, 1e-4f);
   expect_message(input_error([&] { load_config(path, {"relora.rank=600"}); }),
-                 {path, "--set", "relora.rank", "at most"});
+                 {"--set relora.rank=600: relora.rank: ", "at most"});  // the override that set it
 }
 
 TEST(ConfigOverrides, ValuesAreYaml) {
@@ -382,10 +382,27 @@ TEST(ConfigValidation, EachRuleNamesKeyAndAllowedValues) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.overrides.back());
-    std::vector<std::string> parts = c.parts;
-    parts.push_back("--set: ");
-    expect_message(input_error([&] { config_from_overrides(c.overrides); }), parts);
+    const std::string message = input_error([&] { config_from_overrides(c.overrides); });
+    expect_message(message, c.parts);
+    // it starts with the override that set the key named, or "--set" for one left at its default
+    const std::string key = c.parts.front();
+    std::string origin = "--set: ";
+    for (const std::string& o : c.overrides)
+      if (o.rfind(key + "=", 0) == 0) origin = "--set " + o + ": ";
+    EXPECT_EQ(message.rfind(origin + key + ": ", 0), 0u) << message;
   }
+}
+
+// A bad value in a file is reported at its line; an override that set it, by the override.
+TEST(ConfigValidation, MessagesNameTheLineOrOverrideThatSetTheKey) {
+  const std::string yaml = "train:\n  steps: 10\n  matmul: fp16\n";
+  std::string message = input_error([&] { config_from_yaml_text(yaml, "run.yaml"); });
+  EXPECT_EQ(message.rfind("run.yaml:3: train.matmul: must be", 0), 0u) << message;
+  message = input_error([&] { config_from_yaml_text(yaml, "run.yaml", {"train.matmul=half"}); });
+  EXPECT_EQ(message.rfind("--set train.matmul=half: train.matmul: must be", 0), 0u) << message;
+  // about a key no one set (micro_batch, against the global batch set): the file and overrides
+  message = input_error([&] { config_from_yaml_text("train:\n  steps: 10\n", "run.yaml", {"train.global_batch=100"}); });
+  EXPECT_EQ(message.rfind("run.yaml with --set overrides: train.micro_batch: ", 0), 0u) << message;
 }
 
 TEST(ConfigValidation, MessagesStartWithWhere) {

@@ -47,7 +47,7 @@ YAML::Node read_yaml_file(const std::string& path) {
 }
 
 void apply_section(Config& cfg, const std::string& path, const std::string& section,
-                   const YAML::Node& keys) {
+                   const YAML::Node& keys, KeyOrigins& origins) {
   std::set<std::string> seen;
   for (const auto& entry : keys) {
     const std::string name = entry.first.IsScalar() ? entry.first.Scalar() : "?";
@@ -61,11 +61,13 @@ void apply_section(Config& cfg, const std::string& path, const std::string& sect
       RELORA_INPUT_ERROR(where << ": key '" << full_name << "' appears twice; keep one");
     }
     config_detail::set_field(*key, cfg, entry.second, where + ": " + full_name);
+    origins[full_name] = where;
   }
 }
 
 // Applies a parsed YAML document; `path` names where it came from in messages.
-void apply_yaml_root(Config& cfg, const std::string& path, const YAML::Node& root) {
+void apply_yaml_root(Config& cfg, const std::string& path, const YAML::Node& root,
+                     KeyOrigins& origins) {
   if (root.IsNull()) return;  // an empty file: every key keeps its default
   if (!root.IsMap()) {
     RELORA_INPUT_ERROR(location(path, root) << ": expected sections such as 'model:' and "
@@ -88,7 +90,7 @@ void apply_yaml_root(Config& cfg, const std::string& path, const YAML::Node& roo
       RELORA_INPUT_ERROR(where << ": section '" << section << "' must hold 'key: value' lines, got "
                                << (entry.second.IsSequence() ? "a list" : "a single value"));
     }
-    apply_section(cfg, path, section, entry.second);
+    apply_section(cfg, path, section, entry.second, origins);
   }
 }
 
@@ -100,7 +102,7 @@ std::string trimmed(const std::string& text) {
 
 // "section.key=value"; the value is YAML ("[q_proj, v_proj]", "1e-3", "" for empty), and text
 // that is not valid YAML (a glob like "*.bin") is taken as it stands.
-void apply_override(Config& cfg, const std::string& assignment) {
+void apply_override(Config& cfg, const std::string& assignment, KeyOrigins& origins) {
   const std::string where = "--set " + assignment;
   const size_t equals = assignment.find('=');
   if (equals == std::string::npos) {
@@ -119,16 +121,18 @@ void apply_override(Config& cfg, const std::string& assignment) {
     value = YAML::Node(text);
   }
   config_detail::set_field(*key, cfg, value, where + ": " + full_name);
+  origins[full_name] = where;
 }
 
 }  // namespace
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   Config cfg;
-  apply_yaml_root(cfg, path, read_yaml_file(path));
+  KeyOrigins origins;
+  apply_yaml_root(cfg, path, read_yaml_file(path), origins);
   cfg.source = path;
-  for (const std::string& assignment : overrides) apply_override(cfg, assignment);
-  validate_config(cfg, overrides.empty() ? path : path + " with --set overrides");
+  for (const std::string& assignment : overrides) apply_override(cfg, assignment, origins);
+  validate_config(cfg, overrides.empty() ? path : path + " with --set overrides", origins);
   return cfg;
 }
 
@@ -142,17 +146,19 @@ Config config_from_yaml_text(const std::string& yaml, const std::string& where,
                              << ": YAML syntax error: " << e.msg);
   }
   Config cfg;
-  apply_yaml_root(cfg, where, root);
+  KeyOrigins origins;
+  apply_yaml_root(cfg, where, root, origins);
   cfg.source = where;
-  for (const std::string& assignment : overrides) apply_override(cfg, assignment);
-  validate_config(cfg, overrides.empty() ? where : where + " with --set overrides");
+  for (const std::string& assignment : overrides) apply_override(cfg, assignment, origins);
+  validate_config(cfg, overrides.empty() ? where : where + " with --set overrides", origins);
   return cfg;
 }
 
 Config config_from_overrides(const std::vector<std::string>& overrides) {
   Config cfg;
-  for (const std::string& assignment : overrides) apply_override(cfg, assignment);
-  validate_config(cfg, overrides.empty() ? "config" : "--set");
+  KeyOrigins origins;
+  for (const std::string& assignment : overrides) apply_override(cfg, assignment, origins);
+  validate_config(cfg, overrides.empty() ? "config" : "--set", origins);
   return cfg;
 }
 

@@ -3,6 +3,7 @@
 // single source for parsing, validation, `relora train --help` and the resolved config file.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -110,8 +111,13 @@ Config config_from_yaml_text(const std::string& yaml, const std::string& where,
 // Defaults plus overrides (no file), validated. For tests and tools.
 Config config_from_overrides(const std::vector<std::string>& overrides);
 
-// Cross-field and range checks (also run by load_config); `where` prefixes messages.
-void validate_config(const Config& cfg, const std::string& where);
+// Where each key set by a file or an override came from: "section.key" -> "run.yaml:12"
+// or "--set section.key=value" (the last that set it).
+using KeyOrigins = std::map<std::string, std::string>;
+
+// Cross-field and range checks (also run by load_config). A message about a key starts with
+// where that key was set (origins), else with `where`.
+void validate_config(const Config& cfg, const std::string& where, const KeyOrigins& origins = {});
 
 // The full resolved config as YAML (every key, in table order), loadable by load_config.
 std::string config_to_yaml(const Config& cfg);

@@ -51,10 +51,13 @@ std::string nearest_divisors(int n, int near) {
 
 class Checker {
  public:
-  explicit Checker(const std::string& where) : where_(where) {}
+  Checker(const std::string& where, const KeyOrigins& origins) : where_(where), origins_(origins) {}
 
+  // "<where key was set>: key: problem" (the file and line, or the --set), else where_.
   [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
-    RELORA_INPUT_ERROR(where_ << ": " << key << ": " << problem);
+    const auto origin = origins_.find(key);
+    RELORA_INPUT_ERROR((origin != origins_.end() ? origin->second : where_) << ": " << key << ": "
+                                                                            << problem);
   }
 
   void at_least(const char* key, int value, int minimum) const {
@@ -83,6 +86,7 @@ class Checker {
 
  private:
   std::string where_;
+  const KeyOrigins& origins_;
 };
 
 void check_model(const Checker& check, const ModelConfig& model) {
@@ -221,8 +225,8 @@ void check_train(const Checker& check, const TrainConfig& train) {
 
 }  // namespace
 
-void validate_config(const Config& cfg, const std::string& where) {
-  const Checker check(where);
+void validate_config(const Config& cfg, const std::string& where, const KeyOrigins& origins) {
+  const Checker check(where, origins);
   check_model(check, cfg.model);
   check_relora(check, cfg);
   check_optimizer(check, cfg.optimizer, cfg.schedule);
