@@ -72,7 +72,7 @@ inline void expect_budget_is_allocated(Communicator& comm, const Config& cfg, Ac
   {
     ForwardingOps ops(Device::cuda, gemm_copies);
     const int64_t peak = peak_bytes(cfg.model, cfg.relora, ops, kMicro, storage, staging);
-    reserve_device_arena(ops, peak, comm.world_size());
+    reserve_device_arena(ops, peak, comm.world_size(), storage);
     expect_phase_totals_allocated(ops, memory, comm, cfg, storage, [&](const MemoryBudget& relora) {
       EXPECT_EQ(memory.pinned_bytes(), relora.host_masters) << describe(relora);
     });

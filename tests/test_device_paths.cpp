@@ -37,7 +37,7 @@ struct TrainedRun {
 
 TrainedRun train(Ops& ops, const Config& cfg) {
   auto comm = make_local_comm();
-  reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, {}, false), 1);
+  reserve_device_arena(ops, peak_bytes(cfg.model, cfg.relora, ops, kMicro, {}, false), 1, {});
   Llama model(cfg.model, cfg.relora, ops, kMicro);
   model.init_weights(1);
   AdamW optimizer(cfg.optimizer, ops);
@@ -162,7 +162,7 @@ TEST(DevicePaths, CheckpointsMoveBetweenDeviceAndHostTensors) {
       Llama model;
       AdamW optimizer;
     };
-    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1);
+    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1, {});
     Run trained(device_ops, cfg);
     auto comm = make_local_comm();
     TrainStep step(trained.model, trained.optimizer, device_ops, *comm, 1.0f, DType::f32, kMicro, 1,
@@ -296,7 +296,7 @@ TEST(DevicePaths, ReloraResumeFitsItsSmallerPeak) {
     {
       const int64_t peak = resume_peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false);
       EXPECT_LT(peak, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false));
-      reserve_device_arena(device_ops, peak, 1);
+      reserve_device_arena(device_ops, peak, 1, {});
       Llama model(cfg.model, cfg.relora, device_ops, kMicro);
       model.init_weights(1);  // as the bench does
       AdamW optimizer(cfg.optimizer, device_ops);
@@ -337,12 +337,22 @@ TEST(MemoryBudget, ReloraPhaseOfTheBillionModelFitsInSixtyPercent) {
 // not in the OOM killer's hands; a device backend's memory is checked by its arena instead.
 TEST(MemoryBudget, HostMemoryIsCheckedBeforeTheModelIsBuilt) {
   auto cpu = make_cpu_ops();
-  EXPECT_NO_THROW(check_host_memory(*cpu, 1 << 20, 2));
-  testing::expect_contains(testing::input_error_of([&] { check_host_memory(*cpu, int64_t{1} << 60, 2); }),
+  EXPECT_NO_THROW(check_host_memory(*cpu, 1 << 20, 2, {}));
+  testing::expect_contains(testing::input_error_of([&] { check_host_memory(*cpu, int64_t{1} << 60, 2, {}); }),
                            {"the run needs", "2 rank(s) on this node", "this node has",
-                            "lower train.micro_batch"});
+                            "lower train.micro_batch, set train.recompute: true or train.activation_dtype: bf16, "
+                            "run fewer ranks per node"});
   testing::ForwardingOps device(Device::cuda);
-  EXPECT_NO_THROW(check_host_memory(device, int64_t{1} << 60, 2));
+  EXPECT_NO_THROW(check_host_memory(device, int64_t{1} << 60, 2, {}));
+}
+
+// The remedies leave out what the run already does.
+TEST(MemoryBudget, RemediesNameOnlySettingsNotYetTaken) {
+  EXPECT_EQ(memory_remedies({false, false}),
+            "lower train.micro_batch, set train.recompute: true or train.activation_dtype: bf16");
+  EXPECT_EQ(memory_remedies({true, false}), "lower train.micro_batch, set train.activation_dtype: bf16");
+  EXPECT_EQ(memory_remedies({false, true}), "lower train.micro_batch, set train.recompute: true");
+  EXPECT_EQ(memory_remedies({true, true}), "lower train.micro_batch");
 }
 
 }  // namespace

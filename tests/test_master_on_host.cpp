@@ -109,7 +109,7 @@ TEST(MasterOnHost, MastersMoveToTheHostAndMergeInFp32) {
   set_device_memory(&memory);
   {
     testing::ForwardingOps device_ops(Device::cuda);
-    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1);
+    reserve_device_arena(device_ops, peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1, {});
     TrainingRun run(device_ops, cfg);
     run.update_once();
     std::vector<Floats> before;
@@ -181,7 +181,7 @@ TEST(MasterOnHost, TracksFp32AndResumesExactly) {
       }
     };
     const Config fp32_cfg = testing::small_training_config(), cfg = master_on_host_config();
-    reserve_device_arena(device_ops, 3 * peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1);
+    reserve_device_arena(device_ops, 3 * peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1, {});
     std::vector<double> fp32_losses, losses, resumed_losses;
     {
       TrainingRun fp32(device_ops, fp32_cfg);
@@ -248,7 +248,7 @@ TEST(MasterOnHost, GradientsTrackFp32) {
   {
     testing::ForwardingOps device_ops(Device::cuda);
     const Config cfg = master_on_host_config(), fp32 = testing::small_training_config();
-    reserve_device_arena(device_ops, 2 * peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1);
+    reserve_device_arena(device_ops, 2 * peak_bytes(cfg.model, cfg.relora, device_ops, kMicro, {}, false), 1, {});
     const std::vector<Floats> got = relora_gradients(device_ops, cfg), want = relora_gradients(device_ops, fp32);
     ASSERT_EQ(got.size(), want.size());
     for (size_t t = 0; t < want.size(); ++t) {

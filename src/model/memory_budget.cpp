@@ -174,13 +174,29 @@ int64_t resume_peak_bytes(const ModelConfig& model, const ReloraConfig& relora, 
   return std::max(eval_peak_bytes(model, relora, ops, max_batch, storage, true), rebuild);
 }
 
-void reserve_device_arena(const Ops& ops, int64_t peak, int world_size) {
-  if (ops.device() != Device::cuda) return;
-  device_memory()->reserve(peak + peak / 20 + (64 << 20),
-                           kRuntimeHeadroom + (world_size > 1 ? kNcclHeadroom : 0));
+std::string memory_remedies(const ActivationStorage& storage) {
+  std::vector<std::string> settings;
+  if (!storage.recompute) settings.push_back("train.recompute: true");
+  if (!storage.bf16) settings.push_back("train.activation_dtype: bf16");
+  std::string text = "lower train.micro_batch";
+  for (size_t i = 0; i < settings.size(); ++i)
+    text += (i == 0 ? ", set " : " or ") + settings[i];
+  return text;
 }
 
-void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node) {
+void reserve_device_arena(const Ops& ops, int64_t peak, int world_size, const ActivationStorage& storage) {
+  if (ops.device() != Device::cuda) return;
+  try {
+    device_memory()->reserve(peak + peak / 20 + (64 << 20),
+                             kRuntimeHeadroom + (world_size > 1 ? kNcclHeadroom : 0));
+  } catch (const InputError& e) {
+    RELORA_INPUT_ERROR(e.what() << "; " << memory_remedies(storage)
+                                << " (activations), or use a GPU with more memory (weights, gradients "
+                                   "and optimizer state are not sharded)");
+  }
+}
+
+void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node, const ActivationStorage& storage) {
   if (ops.device() != Device::cpu) return;
   const int64_t limit = host_memory_limit();
   if (limit <= 0) return;
@@ -191,9 +207,9 @@ void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node) {
                 "this node has %.1f GB",
                 static_cast<double>(peak) * ranks_on_node / 1e9, ranks_on_node,
                 static_cast<double>(peak) / 1e9, static_cast<double>(limit) / 1e9);
-  RELORA_INPUT_ERROR("the run needs " << sizes << " (its memory, or its cgroup's limit); lower "
-                     "train.micro_batch, set train.recompute: true or train.activation_dtype: bf16, run "
-                     "fewer ranks per node, or train a smaller model");
+  RELORA_INPUT_ERROR("the run needs " << sizes << " (its memory, or its cgroup's limit); "
+                                       << memory_remedies(storage)
+                                       << ", run fewer ranks per node, or train a smaller model");
 }
 
 std::string describe(const MemoryBudget& b) {

@@ -61,14 +61,18 @@ constexpr int64_t kNcclHeadroom = int64_t{3} << 30;
 // For a device backend, reserves the arena every device tensor of a run comes from: `peak`
 // (peak_bytes or eval_peak_bytes) plus 5% and 64 MiB for alignment and the gaps the phase
 // change leaves, leaving the headroom above free (NCCL's when world_size > 1). A no-op on
-// the CPU.
-void reserve_device_arena(const Ops& ops, int64_t peak, int world_size);
+// the CPU. When the device cannot hold it: an InputError ending with memory_remedies(storage).
+void reserve_device_arena(const Ops& ops, int64_t peak, int world_size, const ActivationStorage& storage);
 
 // On the CPU backend: an InputError when ranks_on_node ranks holding `peak` bytes each
 // cannot fit in the host's memory (MemTotal, or the cgroup's limit when lower), instead of
 // the kernel's OOM killer ending the run part-way through building the model. A no-op on a
-// device, or where neither can be read.
-void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node);
+// device, or where neither can be read. The message ends with memory_remedies(storage).
+void check_host_memory(const Ops& ops, int64_t peak, int ranks_on_node, const ActivationStorage& storage);
+
+// What lowers a run's activations, the settings already in `storage` left out:
+// "lower train.micro_batch, set train.recompute: true or train.activation_dtype: bf16"
+std::string memory_remedies(const ActivationStorage& storage);
 
 // "10.63 GB (weights 5.31, adapters 0.05, gradients 0.05, optimizer 0.11, activations 5.11)",
 // and "; host masters 4.83 GB" when there are some

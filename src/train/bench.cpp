@@ -85,8 +85,8 @@ BenchResult run_bench(const Config& cfg, Communicator& comm, const BenchOptions&
   const int64_t peak_memory = options.relora_phase
                                   ? resume_peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging)
                                   : peak_bytes(cfg.model, cfg.relora, *ops, micro, storage, staging);
-  check_host_memory(*ops, peak_memory, comm.local_size());  // too big for the node: exit 2, as train
-  reserve_device_arena(*ops, peak_memory, world);
+  check_host_memory(*ops, peak_memory, comm.local_size(), storage);  // too big for the node: exit 2, as train
+  reserve_device_arena(*ops, peak_memory, world, storage);
   Llama model(cfg.model, cfg.relora, *ops, micro, storage);
   model.init_weights(cfg.train.seed);
   AdamW optimizer(cfg.optimizer, *ops);

@@ -16,7 +16,7 @@ std::unique_ptr<Llama> model_for_eval(const Config& cfg, Ops& ops, const std::st
   const bool relora_phase = !checkpoint.empty() && state.relora_phase;
   const ActivationStorage storage = activation_storage(cfg.train);
   reserve_device_arena(ops, eval_peak_bytes(cfg.model, cfg.relora, ops, batch, storage, relora_phase),
-                       1);  // no NCCL
+                       1, storage);  // no NCCL
   auto model = std::make_unique<Llama>(cfg.model, cfg.relora, ops, batch, storage);
   model->init_weights(cfg.train.seed);
   if (!checkpoint.empty()) {

@@ -178,7 +178,7 @@ Trainer::Trainer(const Config& cfg, Communicator& comm) : cfg_(cfg), comm_(comm)
   const ActivationStorage storage = activation_storage(cfg_.train);
   const int64_t peak =
       peak_bytes(cfg_.model, cfg_.relora, *ops_, micro, storage, bf16_staging(cfg_.train, world));
-  check_host_memory(*ops_, peak, comm_.local_size());
+  check_host_memory(*ops_, peak, comm_.local_size(), storage);
   reserve_arena(peak);
   model_ = std::make_unique<Llama>(cfg_.model, cfg_.relora, *ops_, micro, storage);
   model_->init_weights(cfg_.train.seed);
@@ -249,7 +249,7 @@ std::vector<std::string> Trainer::budget_lines() const {
 
 void Trainer::reserve_arena(int64_t bytes) const {
   try {
-    reserve_device_arena(*ops_, bytes, comm_.world_size());
+    reserve_device_arena(*ops_, bytes, comm_.world_size(), activation_storage(cfg_.train));
   } catch (const InputError& e) {
     std::string budget;
     for (const std::string& line : budget_lines()) budget += "; " + line;

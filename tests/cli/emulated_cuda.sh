@@ -110,13 +110,15 @@ identical 7 resumed cuda
 check resume_is_exact $? "$(paste <(losses resumed) <(losses cuda))"
 
 # a run the device cannot hold (the emulated one has 16 GB): exit 2 before anything is
-# allocated, the error carrying the budget by category (run() has not printed it yet)
+# allocated, the error carrying what to change (not recompute, which is on) and the budget
+# by category (run() has not printed it yet)
 "$relora" train --config run.yaml --set train.device=cuda --set model.hidden_size=4096 \
   --set model.num_heads=32 --set model.intermediate_size=11008 --set model.num_layers=24 \
-  --set checkpoint.dir=too_big > too_big.out 2>&1
+  --set train.recompute=true --set checkpoint.dir=too_big > too_big.out 2>&1
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "error: device 0 cannot hold this run: .* GB needed.*; memory per rank, full-rank phase: .* GB (weights" too_big.out &&
-  grep -q "; memory per rank, ReLoRA phase: " too_big.out
+  grep -q "; lower train.micro_batch, set train.activation_dtype: bf16 (activations), or use a GPU" too_big.out &&
+  ! grep -q "set train.recompute" too_big.out && grep -q "; memory per rank, ReLoRA phase: " too_big.out
 check too_big_for_the_device_names_the_budget $? "exit $rc; $(head -c 600 too_big.out)"
 
 # a run whose arena fits but leaves under 1 GiB beside it (CUDA's lazily loaded kernels and

@@ -144,10 +144,7 @@ class CudaMemory final : public DeviceMemory {
                                  << gb_text(static_cast<size_t>(bytes))
                                  << " GB needed (the memory budget, +5% and 64 MiB), "
                                  << gb_text(free_bytes) << " GB free of " << gb_text(total_bytes)
-                                 << " (" << why
-                                 << "); lower train.micro_batch, set train.recompute: true or "
-                                    "train.activation_dtype: bf16 (activations), or use a GPU with more "
-                                    "memory (weights, gradients and optimizer state are not sharded)");
+                                 << " (" << why << ")");
   }
 
   // Gives the block back. Queued work may still write freed tensors (allocate's memset):
