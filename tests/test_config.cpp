@@ -393,6 +393,20 @@ TEST(ConfigValidation, EachRuleNamesKeyAndAllowedValues) {
   }
 }
 
+// eval and bench run one micro-batch at a time: any train.micro_batch, whatever
+// train.global_batch says (training alone refuses one that does not divide it); every other
+// check still applies.
+TEST(ConfigValidation, MeasuringLeavesOutTheGlobalBatch) {
+  const std::string yaml = "train:\n  global_batch: 8\n  micro_batch: 7\n";
+  const Config cfg = config_from_yaml_text(yaml, "run.yaml", {}, ConfigUse::measuring);
+  EXPECT_EQ(cfg.train.micro_batch, 7);
+  expect_message(input_error([&] { config_from_yaml_text(yaml, "run.yaml"); }),
+                 {"run.yaml:3: train.micro_batch: must divide train.global_batch = 8"});
+  expect_message(input_error([&] { config_from_yaml_text(yaml, "run.yaml", {"train.micro_batch=0"},
+                                                          ConfigUse::measuring); }),
+                 {"train.micro_batch", "at least 1"});
+}
+
 // A bad value in a file is reported at its line; an override that set it, by the override.
 TEST(ConfigValidation, MessagesNameTheLineOrOverrideThatSetTheKey) {
   const std::string yaml = "train:\n  steps: 10\n  matmul: fp16\n";

@@ -193,7 +193,7 @@ std::string stored_config_origin(const Args& a) { return a.checkpoint + " (its s
 Config load_required_config(const Args& a) {
   if (a.config.empty())
     RELORA_INPUT_ERROR("relora " << a.command << ": --config FILE is required (e.g. --config configs/tiny.yaml)");
-  return load_config(a.config, a.sets);
+  return load_config(a.config, a.sets, a.command == "train" ? ConfigUse::training : ConfigUse::measuring);
 }
 
 // The command's config with --set applied: --config's, or eval --checkpoint's stored one
@@ -207,7 +207,7 @@ Config command_config(const Args& a, RunState* state) {
                                    "train.devices=" + std::to_string(defaults.train.devices),
                                    "train.threads=" + std::to_string(defaults.train.threads)};
   sets.insert(sets.end(), a.sets.begin(), a.sets.end());  // later ones win
-  return config_from_yaml_text(state->config_yaml, stored_config_origin(a), sets);
+  return config_from_yaml_text(state->config_yaml, stored_config_origin(a), sets, ConfigUse::measuring);
 }
 
 // Prints the error with the rank; in a multi-rank job ends every rank (MPI_Abort), else

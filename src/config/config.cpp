@@ -126,18 +126,18 @@ void apply_override(Config& cfg, const std::string& assignment, KeyOrigins& orig
 
 }  // namespace
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+Config load_config(const std::string& path, const std::vector<std::string>& overrides, ConfigUse use) {
   Config cfg;
   KeyOrigins origins;
   apply_yaml_root(cfg, path, read_yaml_file(path), origins);
   cfg.source = path;
   for (const std::string& assignment : overrides) apply_override(cfg, assignment, origins);
-  validate_config(cfg, overrides.empty() ? path : path + " with --set overrides", origins);
+  validate_config(cfg, overrides.empty() ? path : path + " with --set overrides", origins, use);
   return cfg;
 }
 
 Config config_from_yaml_text(const std::string& yaml, const std::string& where,
-                             const std::vector<std::string>& overrides) {
+                             const std::vector<std::string>& overrides, ConfigUse use) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
@@ -150,7 +150,7 @@ Config config_from_yaml_text(const std::string& yaml, const std::string& where,
   apply_yaml_root(cfg, where, root, origins);
   cfg.source = where;
   for (const std::string& assignment : overrides) apply_override(cfg, assignment, origins);
-  validate_config(cfg, overrides.empty() ? where : where + " with --set overrides", origins);
+  validate_config(cfg, overrides.empty() ? where : where + " with --set overrides", origins, use);
   return cfg;
 }
 

@@ -97,16 +97,23 @@ struct Config {
   std::string source;  // the file it was read from ("" for defaults)
 };
 
+// What a config is loaded for: `training` (relora train) checks everything; `measuring`
+// (relora eval and bench, one micro-batch at a time) leaves out train.global_batch's
+// relation to train.micro_batch, which only training uses.
+enum class ConfigUse { training, measuring };
+
 // Reads `path`, applies `overrides` ("section.key=value", value parsed as YAML) in order,
 // validates. Throws InputError with one line naming the file (or "--set"), the key, and
 // what is allowed: missing/unreadable file, YAML syntax error (with line), unknown section
 // or key (with the closest known key suggested), wrong type, out-of-range value.
-Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {},
+                   ConfigUse use = ConfigUse::training);
 
 // A config from YAML text (e.g. the resolved config stored in a checkpoint) and overrides,
 // validated; `where` names the text's origin in messages, like a file name.
 Config config_from_yaml_text(const std::string& yaml, const std::string& where,
-                             const std::vector<std::string>& overrides = {});
+                             const std::vector<std::string>& overrides = {},
+                             ConfigUse use = ConfigUse::training);
 
 // Defaults plus overrides (no file), validated. For tests and tools.
 Config config_from_overrides(const std::vector<std::string>& overrides);
@@ -117,7 +124,8 @@ using KeyOrigins = std::map<std::string, std::string>;
 
 // Cross-field and range checks (also run by load_config). A message about a key starts with
 // where that key was set (origins), else with `where`.
-void validate_config(const Config& cfg, const std::string& where, const KeyOrigins& origins = {});
+void validate_config(const Config& cfg, const std::string& where, const KeyOrigins& origins = {},
+                     ConfigUse use = ConfigUse::training);
 
 // The full resolved config as YAML (every key, in table order), loadable by load_config.
 std::string config_to_yaml(const Config& cfg);

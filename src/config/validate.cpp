@@ -189,11 +189,11 @@ void check_optimizer(const Checker& check, const OptimizerConfig& optimizer,
   check.in_range("schedule.min_lr_ratio", schedule.min_lr_ratio, 0.0f, 1.0f, true);
 }
 
-void check_train(const Checker& check, const TrainConfig& train) {
+void check_train(const Checker& check, const TrainConfig& train, ConfigUse use) {
   check.at_least("train.steps", train.steps, 1);
   check.at_least("train.global_batch", train.global_batch, 1);
   check.at_least("train.micro_batch", train.micro_batch, 1);
-  if (train.global_batch % train.micro_batch != 0) {
+  if (use == ConfigUse::training && train.global_batch % train.micro_batch != 0) {
     const int lower_multiple = train.global_batch / train.micro_batch * train.micro_batch;
     const int upper_multiple = lower_multiple + train.micro_batch;
     check.fail("train.micro_batch",
@@ -225,12 +225,12 @@ void check_train(const Checker& check, const TrainConfig& train) {
 
 }  // namespace
 
-void validate_config(const Config& cfg, const std::string& where, const KeyOrigins& origins) {
+void validate_config(const Config& cfg, const std::string& where, const KeyOrigins& origins, ConfigUse use) {
   const Checker check(where, origins);
   check_model(check, cfg.model);
   check_relora(check, cfg);
   check_optimizer(check, cfg.optimizer, cfg.schedule);
-  check_train(check, cfg.train);
+  check_train(check, cfg.train, use);
   if (cfg.train.matmul != "bf16" && cfg.train.matmul != "bf16_copy" && cfg.relora.master_on_host) {
     check.fail("relora.master_on_host", "keeps the frozen weights in bf16, so their products cannot be " +
                                             cfg.train.matmul + " (train.matmul: " + cfg.train.matmul +
