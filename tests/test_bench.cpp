@@ -100,7 +100,7 @@ std::vector<std::string> small_bench_overrides() {
   return {"model.vocab_size=64",       "model.hidden_size=32",       "model.num_layers=2",
           "model.num_heads=2",         "model.intermediate_size=48", "model.seq_len=16",
           "relora.rank=4",             "train.micro_batch=2",        "train.global_batch=2",
-          "train.threads=2"};
+          "train.threads=2",           "train.device=cpu"};  // on a machine with a GPU too
 }
 
 double number(const JsonValue& object, const char* key) {

@@ -27,7 +27,8 @@ std::vector<std::string> run_config(const testing::TempDir& dir, const std::stri
           "relora.rank=4",             "relora.warm_start_steps=8",  "relora.reset_every=4",
           "relora.restart_warmup_steps=2", "optimizer.lr=0.005",     "schedule.warmup_steps=3",
           "train.steps=24",            "train.global_batch=4",       "train.micro_batch=2",
-          "train.threads=2",           "data.train=" + dir.file("train_*.bin"),
+          "train.threads=2",           "train.device=cpu",  // on a machine with a GPU too
+          "data.train=" + dir.file("train_*.bin"),
           "data.val=" + dir.file("train_*.bin"), "data.eval_every=6", "data.eval_batches=2",
           "log.every=1",               "checkpoint.every=1",         "checkpoint.keep=100",
           "checkpoint.dir=" + dir.file(run)};

@@ -35,6 +35,7 @@ std::vector<std::string> small_run(const testing::TempDir& dir, const std::strin
           "relora.reset_every=30",     "relora.restart_warmup_steps=5",
           "optimizer.lr=0.01",         "schedule.warmup_steps=10",   "train.steps=150",
           "train.global_batch=4",      "train.micro_batch=2",        "train.threads=2",
+          "train.device=cpu",  // the CPU backend, on a machine with a GPU too
           "data.train=" + data,        "data.eval_every=0",          "log.every=25",
           "checkpoint.dir=" + dir.file("run")};
 }

@@ -57,6 +57,7 @@ inline Config small_training_config() {
   cfg.relora.rank = 3;
   cfg.relora.alpha = 6.0f;
   cfg.relora.optimizer_prune = 0.5f;
+  cfg.train.device = "cpu";  // a Trainer or bench made from it: the CPU, on a machine with a GPU too
   return cfg;
 }
 

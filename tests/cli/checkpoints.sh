@@ -19,7 +19,7 @@ write_shard train_000000.bin 512 60000 2
 cat > run.yaml <<'YAML'
 model: {vocab_size: 512, hidden_size: 128, num_layers: 2, num_heads: 2, intermediate_size: 256, seq_len: 32}
 relora: {rank: 8, warm_start_steps: 4, reset_every: 4}
-train: {steps: 1000000, global_batch: 4, micro_batch: 2, threads: 1}
+train: {steps: 1000000, global_batch: 4, micro_batch: 2, threads: 1, device: cpu}
 data: {train: "train_*.bin", eval_every: 0}
 checkpoint: {dir: out, every: 1, keep: 2}
 log: {every: 100000}
@@ -58,6 +58,13 @@ check retention_keeps_two $? "$(ls out)"
 "$relora" eval --checkpoint "out/$(cat out/latest)" --data 'train_*.bin' --batches 2 > eval.out 2>&1
 grep -q '"loss":.*"perplexity":.*"tokens":128' eval.out
 check eval_from_checkpoint $? "$(cat eval.out)"
+# eval and bench take any micro-batch, one that does not divide train.global_batch too
+"$relora" eval --checkpoint "out/$(cat out/latest)" --data 'train_*.bin' --batches 1 \
+  --set train.micro_batch=3 > eval_micro.out 2>&1 &&
+  grep -q '"tokens":96' eval_micro.out &&
+  "$relora" bench --config run.yaml --steps 1 --warmup 0 --set train.micro_batch=3 > bench_micro.out 2>&1 &&
+  grep -q '"tokens_per_s"' bench_micro.out
+check measuring_takes_any_micro_batch $? "$(cat eval_micro.out bench_micro.out)"
 
 # 4. a config of another shape is refused, exit 2
 "$relora" train --config run.yaml --resume auto --set model.hidden_size=64 > shape.out 2>&1

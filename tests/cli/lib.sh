@@ -43,7 +43,7 @@ model: {vocab_size: 128, hidden_size: 128, num_layers: 2, num_heads: 2, intermed
 relora: {rank: 8, warm_start_steps: 4, reset_every: 4}
 optimizer: {lr: 3e-3}
 schedule: {warmup_steps: 2}
-train: {steps: 12, global_batch: 4, micro_batch: 2, threads: 1}
+train: {steps: 12, global_batch: 4, micro_batch: 2, threads: 1, device: cpu}
 data: {train: "train_*.bin", eval_every: 0}
 checkpoint: {dir: out, every: 6, keep: 3}
 log: {every: 1}

@@ -17,7 +17,7 @@ write_shard train_000000.bin 64 5000 3
 cat > run.yaml <<'YAML'
 model: {vocab_size: 64, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 48, seq_len: 16}
 relora: {rank: 4, warm_start_steps: 1, reset_every: 1}
-train: {steps: 3, global_batch: 4, micro_batch: 2, threads: 1}
+train: {steps: 3, global_batch: 4, micro_batch: 2, threads: 1, device: cpu}
 data: {train: "train_*.bin", eval_every: 0}
 checkpoint: {dir: out}
 log: {every: 1}

@@ -15,7 +15,7 @@ write_shard "$work/train_000000.bin" 64 20000 1
 cat > "$work/run.yaml" <<YAML
 model: {vocab_size: 64, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 48, seq_len: 16}
 relora: {rank: 4, warm_start_steps: 5, reset_every: 5}
-train: {steps: 100000, global_batch: 4, micro_batch: 2, threads: 1}
+train: {steps: 100000, global_batch: 4, micro_batch: 2, threads: 1, device: cpu}
 data: {train: "train_*.bin", eval_every: 0}
 checkpoint: {dir: out}
 log: {every: 1000}

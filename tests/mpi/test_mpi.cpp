@@ -168,7 +168,8 @@ std::vector<std::string> run_overrides(const SharedDir& dir, const std::string& 
           "relora.rank=4",            "relora.warm_start_steps=10", "relora.reset_every=10",
           "relora.restart_warmup_steps=3", "optimizer.lr=0.005",    "schedule.warmup_steps=5",
           "train.steps=30",           "train.global_batch=8",       "train.micro_batch=2",
-          "train.threads=1",          "train.bucket_mb=0.01",       "data.train=" + dir.file("train_*.bin"),
+          "train.threads=1",          "train.device=cpu",  // on a machine with GPUs too
+          "train.bucket_mb=0.01",       "data.train=" + dir.file("train_*.bin"),
           "data.eval_every=0",        "log.every=10",               "checkpoint.dir=" + dir.file(run)};
 }
 
@@ -274,7 +275,7 @@ TEST(Mpi, BenchCountsTokensOverRanks) {
   const Config cfg = config_from_overrides(
       {"model.vocab_size=64", "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2",
        "model.intermediate_size=48", "model.seq_len=16", "relora.rank=4", "train.micro_batch=2",
-       "train.threads=1"});
+       "train.threads=1", "train.device=cpu"});
   BenchOptions options;
   options.steps = 2;
   options.warmup = 1;
