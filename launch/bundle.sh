@@ -72,7 +72,7 @@ if [ "$cuda" = ON ] && grep -q "WITHOUT NCCL" "$build_dir.configure.log"; then
   die "nccl.h was not found, so the bundle's GPU runs would be single-rank: install NCCL's headers or set NCCL_HOME"
 fi
 rm -f "$build_dir.configure.log"
-cmake --build "$build_dir" -j "$(nproc)" || die "build failed in $build_dir"
+cmake --build "$build_dir" -j "$(nproc)" --target relora relora_tests || die "build failed in $build_dir"  # (and the MPI plugin)
 for exe in relora relora_tests; do
   [ -x "$build_dir/$exe" ] || die "the build made no $build_dir/$exe"
 done
@@ -149,6 +149,11 @@ commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit+=" + uncommitted changes"
 [ -z "$(git status --porcelain 2>/dev/null | grep '^??' | grep -v ' build-\| relora-bundle-')" ] || commit+=" + untracked files"
 if [ "$cuda" = ON ]; then nvcc_version="$(nvcc --version | tail -2 | tr '\n' ' ')"; else nvcc_version="(not used: --no-cuda)"; fi
+# The oldest driver the statically linked CUDA runtime starts on (CUDA's minor version
+# compatibility: any driver of its major release), and the cuBLAS soname it links.
+cuda_major="$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p')"
+case "$cuda_major" in 11) driver_need=450 ;; 12) driver_need=525 ;; 13) driver_need=580 ;; *) driver_need="" ;; esac
+cublas_soname="$(objdump -p "$build_dir/relora" | awk '$1 == "NEEDED" && $2 ~ /^libcublas\.so/ {print $2}')"
 if strings "$stage/bin/relora_tests" | grep -x RELORA_SOURCE_DIR >/dev/null; then src_override=yes; else src_override=no; fi
 lib_list="$(cd "$stage/lib" && for f in $(ls | sort); do printf '  %-34s %8s  %s\n' "$f" "$(du -k "$f" | cut -f1)K" "${libs[$f]}"; done)"
 {
@@ -163,8 +168,11 @@ lib_list="$(cd "$stage/lib" && for f in $(ls | sort); do printf '  %-34s %8s  %s
   echo "cuda backend: $cuda"
   echo "cmake:        -DCMAKE_BUILD_TYPE=Release -DRELORA_CUDA=$cuda -DRELORA_CUDA_ARCHS=$arch -DRELORA_NATIVE=OFF"
   echo "needs glibc:  >= ${glibc_need#GLIBC_} (highest GLIBC_ symbol version of bin/ and lib/)"
-  echo "needs:        NVIDIA driver for CUDA 13 (>= 580); libcublas.so.13 and libcublasLt.so.13"
-  echo "              (CUDA 13) on LD_LIBRARY_PATH; libnccl.so.2 for multi-GPU runs only"
+  if [ "$cuda" = ON ]; then
+    echo "needs driver: >= ${driver_need:-?} (the CUDA $cuda_major runtime, linked statically)"
+    echo "needs:        $cublas_soname and ${cublas_soname/libcublas/libcublasLt} (CUDA $cuda_major) on"
+    echo "              LD_LIBRARY_PATH; libnccl.so.2 for multi-GPU runs only"
+  fi
   echo "MPI plugin:   $([ -n "$plugin" ] && echo "bin/$(basename "$plugin") (needs libmpi, not bundled)" || echo "not built")"
   [ -z "$mpi_direct" ] || echo "WARNING:      links libmpi directly:$mpi_direct -- will not start without MPI"
   echo "tests honor RELORA_SOURCE_DIR from the environment: $src_override"

@@ -26,7 +26,7 @@
 #     --deadline S   stop starting steps S seconds after the start (a build from a checkout
 #                    included) and print the summary (default 480); every step's time limit
 #                    is cut to what is left
-# Finds cuBLAS (the soname the binary needs) / libnccl.so.2 under /usr/local/cuda*, /usr/lib/x86_64-linux-gnu and
+# Finds cuBLAS (the soname the binary needs) / libnccl.so.2 under /usr/local/cuda*, /usr/lib/<machine>-linux-gnu and
 # pip's nvidia/*/lib when the loader does not, and prepends them to the LD_LIBRARY_PATH the
 # relora binaries (only they) run with.
 # Exit status: 0 all passed; 1 a check failed, a target was missed or the deadline cut steps
@@ -206,10 +206,13 @@ cd "$tree"
 step "shared libraries"
 lib_dirs() {  # candidate directories for CUDA's libraries
   local d
+  local machine target
+  machine="$(uname -m)"  # x86_64, or aarch64 (Grace Hopper), whose CUDA target is sbsa-linux
+  target="$([ "$machine" = aarch64 ] && echo sbsa || echo "$machine")-linux"
   for d in ${CUDA_HOME:-} ${CUDA_PATH:-} /usr/local/cuda /usr/local/cuda-*; do
-    [ -d "$d" ] && printf '%s\n' "$d/lib64" "$d/lib" "$d/targets/x86_64-linux/lib"
+    [ -d "$d" ] && printf '%s\n' "$d/lib64" "$d/lib" "$d/targets/$target/lib"
   done
-  echo /usr/lib/x86_64-linux-gnu
+  echo "/usr/lib/$machine-linux-gnu"
   ldconfig -p 2>/dev/null | awk -F'=> ' '/libcublas\.so|libnccl\.so/ {print $2}' | xargs -r -n1 dirname
   if command -v python3 >/dev/null; then  # pip wheels: site-packages/nvidia/<pkg>/lib
     python3 - 2>/dev/null <<'PY' || true
@@ -271,9 +274,16 @@ nvidia-smi -L
 echo "driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)," \
      "compute capability $(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1)," \
      "memory $(nvidia-smi --query-gpu=memory.total --format=csv,noheader | head -1)"
+# A bundle's CUDA runtime (linked statically) starts only on a driver of its release or newer:
+# short of it every CUDA test would skip and every bench stop with "insufficient driver".
+driver_need="$(sed -n 's/^needs driver: *>= *\([0-9]*\).*/\1/p' "$tree/MANIFEST.txt" 2>/dev/null || true)"
+driver_have="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1 | cut -d. -f1 | tr -d ' ')"
+if [ -n "$driver_need" ] && [ -n "$driver_have" ] && [ "$driver_have" -lt "$driver_need" ] 2>/dev/null; then
+  fail "the bundle's binaries need NVIDIA driver >= $driver_need (they link $(sed -n 's/^needs driver:.*the \(CUDA [0-9]*\) runtime.*/\1/p' "$tree/MANIFEST.txt")'s runtime), this machine's is $driver_have: build the bundle with a CUDA toolkit this driver supports (nvidia-smi names the newest CUDA it runs), or run gpu_check.sh from a checkout on a machine with that toolkit"
+fi
 if [ -n "$missing" ]; then
   case "$missing" in
-    *libcublas*) fail "libcublas.so.13 not found: add CUDA 13's lib directory to LD_LIBRARY_PATH (look with: ldconfig -p | grep cublas; find / -name 'libcublas.so.13*' 2>/dev/null; pip's nvidia-cublas puts it under site-packages/nvidia/*/lib). Missing: $missing" ;;
+    *libcublas*) fail "${cublas_names:-libcublas} not found: add the lib directory of the CUDA release the binaries were built with to LD_LIBRARY_PATH (look with: ldconfig -p | grep cublas; find / -name 'libcublas.so.13*' 2>/dev/null; pip's nvidia-cublas puts it under site-packages/nvidia/*/lib). Missing: $missing" ;;
     *libmpi*) fail "the binaries link MPI directly ($missing): this machine has none; they should reach MPI through the plugin librelora_mpi.so" ;;
     *) fail "shared libraries not found: $missing (a bundle carries all but CUDA's and glibc's in lib/)" ;;
   esac
