@@ -20,13 +20,14 @@ namespace relora::testing {
 // model keeps its tensors in whatever DeviceMemory is installed (host memory in the tests),
 // so the code paths of a device backend run on the CPU. gemm_copies: gemm_words says what
 // CUDA's train.matmul: bf16_copy does, so the model's scratch is sized and counted as
-// there, and gemm counts the products given one (copied_products); the products stay
-// the CPU's.
+// there, and gemm counts the products given one (copied_products), gemm_on_words those on
+// words (word_products); the products stay the CPU's.
 class ForwardingOps : public Ops {
  public:
   explicit ForwardingOps(Device device = Device::cpu, bool gemm_copies = false)
       : device_(device), gemm_copies_(gemm_copies) {}
   int64_t copied_products = 0;  // gemm calls given a scratch
+  int64_t word_products = 0;    // gemm_on_words calls
 
   Device device() const override { return device_; }
   std::string device_name() const override { return "forwarding"; }
@@ -57,6 +58,15 @@ class ForwardingOps : public Ops {
   void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A, const uint16_t* W,
                  int ldw, float beta, float* C, int ldc, uint16_t* a_words) override {
     cpu_->gemm_bf16(trans_w, M, N, K, alpha, A, W, ldw, beta, C, ldc, a_words);
+  }
+  void round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows, int cols,
+                  float scale) override {
+    cpu_->round_rows(dst, dst_ld, src, src_ld, rows, cols, scale);
+  }
+  void gemm_on_words(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t* A, int lda,
+                     const uint16_t* B, int ldb, float beta, float* C, int ldc) override {
+    ++word_products;
+    cpu_->gemm_on_words(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C) override {
     cpu_->embedding_forward(out, tokens, table, N, C);

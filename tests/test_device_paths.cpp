@@ -16,6 +16,7 @@
 #include "dist/communicator.h"
 #include "forwarding_ops.h"
 #include "model/llama.h"
+#include "model/lora_linear.h"
 #include "model/memory_budget.h"
 #include "optim/adamw.h"
 #include "relora/restart.h"
@@ -110,19 +111,25 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
   }
 }
 
-// The product scratch is the largest Ops::gemm_words of the model's weight products: with
-// a vocabulary larger than the rows, lm_head's input gradient d_logits(N,V) E(V,C). The
-// weight products get it and the adapters' thin ones do not: in a micro-batch's forward
-// and backward, 3 per linear (forward, input and weight gradients) in the full-rank phase,
-// 2 per linear (no weight gradient) in the ReLoRA phase.
+// The product scratch is the largest Ops::gemm_words of the model's weight products, or
+// of their concatenation with adapters: with a vocabulary larger than the rows, lm_head's
+// input gradient. In a micro-batch's forward and backward the weight products take it: 3
+// per linear (forward, input and weight gradients) on Ops::gemm's copies in the full-rank
+// phase; in the ReLoRA phase each adapted linear's 5 products on words (LoraLinear's
+// concatenation: forward xa and y, backward dy_b, dx and dB).
 TEST(DevicePaths, ProductScratchGoesToTheWeightProducts) {
   const Config cfg = testing::small_training_config();
   testing::ForwardingOps copies(Device::cuda, true);
   const testing::ForwardingOps none(Device::cuda);
   const int N = 2 * cfg.model.seq_len, V = cfg.model.vocab_size, C = cfg.model.hidden_size;
   ASSERT_GT(V, N);
-  EXPECT_EQ(product_scratch_words(cfg.model, copies, 2), copies.gemm_words(N, C, V));
-  EXPECT_EQ(product_scratch_words(cfg.model, none, 2), 0);
+  const int r = cfg.relora.rank, F = cfg.model.intermediate_size;
+  EXPECT_EQ(product_scratch_words(cfg.model, copies, 2, 0), copies.gemm_words(N, C, V));
+  int64_t concatenated = 0;  // with adapters: the most any linear's concatenation takes
+  for (const auto& [in, out] : {std::pair{C, C}, {C, F}, {F, C}, {C, V}})
+    concatenated = std::max(concatenated, LoraLinear::concatenated_words(N, in, out, r));
+  EXPECT_EQ(product_scratch_words(cfg.model, copies, 2, r), std::max(copies.gemm_words(N, C, V), concatenated));
+  EXPECT_EQ(product_scratch_words(cfg.model, none, 2, r), 0);
 
   testing::HostDeviceMemory memory;
   set_device_memory(&memory);
@@ -136,10 +143,13 @@ TEST(DevicePaths, ProductScratchGoesToTheWeightProducts) {
     const int64_t linears = 7 * cfg.model.num_layers + 1;
     for (bool relora_phase : {false, true}) {
       if (relora_phase) model.enter_relora_phase({1, 0});
-      copies.copied_products = 0;
+      copies.copied_products = copies.word_products = 0;
       model.forward(inputs.data(), targets.data(), 2, true, 1.0f);
       model.backward(2);
-      EXPECT_EQ(copies.copied_products, (relora_phase ? 2 : 3) * linears) << relora_phase;
+      // full-rank: each linear's three products on copies; ReLoRA phase (every linear
+      // adapted): forward xa and [x | xa] [W | s B]^T, backward dy_b, dx and dB on words
+      EXPECT_EQ(copies.copied_products, relora_phase ? 0 : 3 * linears) << relora_phase;
+      EXPECT_EQ(copies.word_products, relora_phase ? 5 * linears : 0) << relora_phase;
     }
   }
   set_device_memory(nullptr);

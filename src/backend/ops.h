@@ -86,6 +86,18 @@ class Ops {
                          const uint16_t* W, int ldw, float beta, float* C, int ldc,
                          uint16_t* a_words) = 0;
 
+  // ---- products of bf16 words (under bf16_copy: LoraLinear's adapter concatenated along K)
+  // dst(rows,cols) with row stride dst_ld = bf16(scale * src(rows,cols) with row stride
+  // src_ld): nearest, ties to even, as to_bf16; dst's other words are not written.
+  virtual void round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows,
+                          int cols, float scale) = 0;
+  // C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C as gemm, with A and B bf16 words
+  // (row strides lda, ldb): exact products, fp32 sums and C. Ops::gemm with words is
+  // round_rows of op(A) and op(B), then this.
+  virtual void gemm_on_words(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                             const uint16_t* A, int lda, const uint16_t* B, int ldb, float beta, float* C,
+                             int ldc) = 0;
+
   // ---- embedding -------------------------------------------------------------------
   // out(N,C) = table(V,C)[tokens(N)]
   virtual void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,

@@ -60,6 +60,17 @@ void TimedOps::gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const f
     inner_.gemm_bf16(trans_w, M, N, K, alpha, A, W, ldw, beta, C, ldc, a_words);
   });
 }
+void TimedOps::round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows,
+                          int cols, float scale) {
+  timed("round_rows", 0, [&] { inner_.round_rows(dst, dst_ld, src, src_ld, rows, cols, scale); });
+}
+void TimedOps::gemm_on_words(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                             const uint16_t* A, int lda, const uint16_t* B, int ldb, float beta, float* C,
+                             int ldc) {
+  timed(gemm_key("gemm_on_words", trans_a, trans_b, M, N, K), 2.0 * M * N * K, [&] {
+    inner_.gemm_on_words(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  });
+}
 void TimedOps::gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                           const float* A, int lda, const float* B, int ldb, float beta, float* C,
                           int ldc) {

@@ -45,6 +45,10 @@ class TimedOps final : public Ops {
   void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,
                  const uint16_t* W, int ldw, float beta, float* C, int ldc,
                  uint16_t* a_words) override;
+  void round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows, int cols,
+                  float scale) override;
+  void gemm_on_words(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t* A,
+                     int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc) override;
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
                          int C) override;
   void embedding_backward(float* d_table, const float* d_out, const int32_t* tokens,

@@ -73,8 +73,9 @@ const std::vector<ConfigKey> kKeys = {
     RELORA_CONFIG_KEY(train, devices,
                       "GPUs per node to bind ranks to (rank on the node mod this); 0: all visible"),
     RELORA_CONFIG_KEY(train, matmul,
-                      "GPU matrix products on tensor cores, fp32 sums: bf16_copy (a weight product's inputs "
-                      "rounded into bf16 copies first, then cuBLAS's kernels for bf16), bf16 or tf32 (inputs "
+                      "GPU matrix products on tensor cores, fp32 sums: bf16_copy (a weight product's inputs, "
+                      "its adapter joined along K, rounded into bf16 copies first, then cuBLAS's kernels for "
+                      "bf16), bf16 or tf32 (inputs "
                       "rounded to bf16 or TF32 inside cuBLAS), or fp32 (slower, for checks); CPU: fp32 "
                       "whatever it says"),
     RELORA_CONFIG_KEY(train, recompute,

@@ -98,16 +98,19 @@ int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relo
   return L * per_layer + head + embedding;
 }
 
-int64_t product_scratch_words(const ModelConfig& model, const Ops& ops, int max_batch) {
+int64_t product_scratch_words(const ModelConfig& model, const Ops& ops, int max_batch, int rank) {
   const int N = max_batch * model.seq_len, C = model.hidden_size, F = model.intermediate_size,
             V = model.vocab_size;
+  const bool copies = ops.gemm_words(1, 1, 1) > 0;
   int64_t most = 0;
-  // LoraLinear in -> out: y = x W^T, dx = dy W, dW += dy^T x (its adapters' products are
-  // thin: no copies)
+  // LoraLinear in -> out: y = x W^T, dx = dy W, dW += dy^T x; with adapters (any linear
+  // may have them) the products concatenated with them
   const std::pair<int, int> linears[] = {{C, C}, {C, F}, {F, C}, {C, V}};
-  for (const auto& [in, out] : linears)
+  for (const auto& [in, out] : linears) {
     most = std::max({most, ops.gemm_words(N, out, in), ops.gemm_words(N, in, out),
                      ops.gemm_words(out, in, N)});
+    if (copies && rank > 0) most = std::max(most, LoraLinear::concatenated_words(N, in, out, rank));
+  }
   return most;
 }
 
@@ -139,7 +142,7 @@ Llama::Llama(const ModelConfig& model, const ReloraConfig& relora, Ops& ops, int
   };
   if (recompute || bf16) place(shared, false, false, false);
 
-  const int64_t words = product_scratch_words(cfg_, ops_, max_batch);
+  const int64_t words = product_scratch_words(cfg_, ops_, max_batch, relora.rank);
   if (words > 0) product_words_ = Tensor::zeros({words}, dev, DType::bf16);
   uint16_t* product_words = words > 0 ? product_words_.bf16() : nullptr;
   embed_ = add_param("model.embed_tokens.weight", {V, C}, false);

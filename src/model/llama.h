@@ -45,9 +45,9 @@ int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relo
 
 // bf16 words of scratch the model's weight products share (Ops::gemm's `words`): the most
 // Ops::gemm_words gives for any of them — every linear's forward, input-gradient and
-// weight-gradient products, lm_head's (the adapters' thin products take none). The same in
-// both phases; 0 where gemm makes no copies.
-int64_t product_scratch_words(const ModelConfig& model, const Ops& ops, int max_batch);
+// weight-gradient products, lm_head's — and, with adapters of rank > 0, the most
+// LoraLinear::concatenated_words gives. The same in both phases; 0 where gemm makes no copies.
+int64_t product_scratch_words(const ModelConfig& model, const Ops& ops, int max_batch, int rank);
 
 // What each block keeps for backward, and how (train.recompute, train.activation_dtype).
 struct ActivationStorage {

@@ -111,6 +111,10 @@ void LoraLinear::times_weight(Ops& ops, bool transpose, const float* in, float* 
 
 void LoraLinear::forward(Ops& ops, const float* x, float* y, int N) {
   RELORA_CHECK(N <= max_rows_, module_ << ": " << N << " rows > " << max_rows_);
+  if (concatenates()) {
+    forward_concatenated(ops, x, y, N);
+    return;
+  }
   // y(N,out) = x(N,in) W^T
   times_weight(ops, true, x, y, N, 0.0f);
   if (!a_) return;
@@ -125,23 +129,82 @@ void LoraLinear::forward(Ops& ops, const float* x, float* y, int N) {
 void LoraLinear::backward(Ops& ops, const float* x, const float* dy, float* dx, bool accumulate_dx,
                           float* scratch, int N) {
   RELORA_CHECK(N <= max_rows_, module_ << ": " << N << " rows > " << max_rows_);
-  // dx(N,in) (+)= dy(N,out) W(out,in)
-  times_weight(ops, false, dy, dx, N, accumulate_dx ? 1.0f : 0.0f);
-  // dW(out,in) += dy^T x
+  float* dy_b = scratch;  // (N,r) = dy B
+  if (concatenates()) {
+    backward_concatenated(ops, dy, dx, accumulate_dx, dy_b, N);
+  } else {
+    // dx(N,in) (+)= dy(N,out) W(out,in)
+    times_weight(ops, false, dy, dx, N, accumulate_dx ? 1.0f : 0.0f);
+  }
+  // dW(out,in) += dy^T x (its copies overwrite the concatenated products' words: after them)
   if (weight_->trainable())
     ops.gemm(true, false, out_, in_, N, 1.0f, dy, out_, x, in_, 1.0f, weight_->grad.data(), in_,
              product_words_);
   if (!a_) return;
-  float* dy_b = scratch;  // (N,r) = dy B
-  ops.gemm(false, false, N, rank_, out_, 1.0f, dy, out_, b_->value.data(), rank_, 0.0f, dy_b, rank_,
-           nullptr);
-  // dx += s dy_b A;  dB(out,r) += s dy^T xa;  dA(r,in) += s dy_b^T x
-  ops.gemm(false, false, N, in_, rank_, scale_, dy_b, rank_, a_->value.data(), in_, 1.0f, dx, in_,
-           nullptr);
-  ops.gemm(true, false, out_, rank_, N, scale_, dy, out_, xa_.data(), rank_, 1.0f,
-           b_->grad.data(), rank_, nullptr);
+  if (!concatenates()) {
+    ops.gemm(false, false, N, rank_, out_, 1.0f, dy, out_, b_->value.data(), rank_, 0.0f, dy_b, rank_,
+             nullptr);
+    // dx += s dy_b A;  dB(out,r) += s dy^T xa
+    ops.gemm(false, false, N, in_, rank_, scale_, dy_b, rank_, a_->value.data(), in_, 1.0f, dx, in_,
+             nullptr);
+    ops.gemm(true, false, out_, rank_, N, scale_, dy, out_, xa_.data(), rank_, 1.0f,
+             b_->grad.data(), rank_, nullptr);
+  }
+  // dA(r,in) += s dy_b^T x
   ops.gemm(true, false, rank_, in_, N, scale_, dy_b, rank_, x, in_, 1.0f, a_->grad.data(), in_,
            nullptr);
+}
+
+namespace {
+int64_t padded_row(int64_t n) { return (n + 7) / 8 * 8; }          // n words, padded to 16 bytes
+int64_t aligned_block(int64_t n) { return (n + 127) / 128 * 128; }  // n words, to 256 bytes
+}  // namespace
+
+int64_t LoraLinear::concatenated_words(int N, int in, int out, int r) {
+  const int64_t forward = aligned_block(N * padded_row(in + r)) + aligned_block(out * padded_row(in + r)) +
+                          r * padded_row(in);
+  const int64_t backward = aligned_block(N * padded_row(out + r)) + aligned_block(out * padded_row(r)) +
+                           aligned_block((out + r) * padded_row(in)) + N * padded_row(r);
+  return std::max(forward, backward);
+}
+
+void LoraLinear::forward_concatenated(Ops& ops, const float* x, float* y, int N) {
+  const int ld = static_cast<int>(padded_row(in_ + rank_)), a_ld = static_cast<int>(padded_row(in_));
+  uint16_t* xw = product_words_;                             // (N, in+r): [x | xa]
+  uint16_t* ww = xw + aligned_block(int64_t{N} * ld);        // (out, in+r): [W | s B]
+  uint16_t* aw = ww + aligned_block(int64_t{out_} * ld);     // (r, in): A
+  ops.round_rows(xw, ld, x, in_, N, in_, 1.0f);
+  ops.round_rows(aw, a_ld, a_->value.data(), in_, rank_, in_, 1.0f);
+  // xa(N,r) = x A^T, kept for backward; its words beside x's
+  ops.gemm_on_words(false, true, N, rank_, in_, 1.0f, xw, ld, aw, a_ld, 0.0f, xa_.data(), rank_);
+  ops.round_rows(xw + in_, ld, xa_.data(), rank_, N, rank_, 1.0f);
+  ops.round_rows(ww, ld, weight_->value.data(), in_, out_, in_, 1.0f);
+  ops.round_rows(ww + in_, ld, b_->value.data(), rank_, out_, rank_, scale_);
+  // y(N,out) = [x | xa] [W | s B]^T
+  ops.gemm_on_words(false, true, N, out_, in_ + rank_, 1.0f, xw, ld, ww, ld, 0.0f, y, out_);
+}
+
+void LoraLinear::backward_concatenated(Ops& ops, const float* dy, float* dx, bool accumulate_dx,
+                                       float* dy_b, int N) {
+  const int ld = static_cast<int>(padded_row(out_ + rank_)), r_ld = static_cast<int>(padded_row(rank_)),
+            in_ld = static_cast<int>(padded_row(in_));
+  uint16_t* dw = product_words_;                                      // (N, out+r): [dy | dy_b]
+  uint16_t* bw = dw + aligned_block(int64_t{N} * ld);                 // (out, r): B
+  uint16_t* vw = bw + aligned_block(int64_t{out_} * r_ld);            // (out+r, in): [W ; s A]
+  uint16_t* xaw = vw + aligned_block(int64_t{out_ + rank_} * in_ld);  // (N, r): xa
+  ops.round_rows(dw, ld, dy, out_, N, out_, 1.0f);
+  ops.round_rows(bw, r_ld, b_->value.data(), rank_, out_, rank_, 1.0f);
+  // dy_b(N,r) = dy B; its words beside dy's
+  ops.gemm_on_words(false, false, N, rank_, out_, 1.0f, dw, ld, bw, r_ld, 0.0f, dy_b, rank_);
+  ops.round_rows(dw + out_, ld, dy_b, rank_, N, rank_, 1.0f);
+  ops.round_rows(vw, in_ld, weight_->value.data(), in_, out_, in_, 1.0f);
+  ops.round_rows(vw + int64_t{out_} * in_ld, in_ld, a_->value.data(), in_, rank_, in_, scale_);
+  // dx(N,in) (+)= [dy | dy_b] [W ; s A]
+  ops.gemm_on_words(false, false, N, in_, out_ + rank_, 1.0f, dw, ld, vw, in_ld,
+                    accumulate_dx ? 1.0f : 0.0f, dx, in_);
+  // dB(out,r) += s dy^T xa
+  ops.round_rows(xaw, r_ld, xa_.data(), rank_, N, rank_, 1.0f);
+  ops.gemm_on_words(true, false, out_, rank_, N, scale_, dw, ld, xaw, r_ld, 1.0f, b_->grad.data(), rank_);
 }
 
 // ---- LoraEmbedding ----------------------------------------------------------------------

@@ -144,7 +144,7 @@ MemoryBudget memory_budget(const ModelConfig& model, const ReloraConfig& relora,
   budget.gradients = kFloat * trainable + (bf16_staging ? 2 * trainable : 0);
   budget.optimizer = 2 * kFloat * trainable;
   budget.activations = kFloat * activations + 2 * kept_words +
-                       2 * product_scratch_words(model, ops, max_batch);
+                       2 * product_scratch_words(model, ops, max_batch, relora.rank);
   if (bf16_masters(relora, ops, relora_phase)) budget.activations += words_scratch_bytes(model, max_batch);
   return budget;
 }

@@ -6,12 +6,12 @@
 # checkpoints written from device memory and resumed, relora eval of a checkpoint —
 # against the same run on the CPU: the first step's loss (the forward pass alone) within
 # 1e-4 relative, every later one within 2e-3 (bf16 products; measured: 7e-6 and below
-# 6e-4); recomputation, a resume and relora.master_on_host (bf16 weight copies: the same
-# exact bf16 products, the same fp32 sums here) give the device run's losses exactly; bf16
-# activations on the device within the same tolerances of bf16 activations on the CPU, and
-# TF32 products (train.matmul: tf32) of the CPU run; products rounded inside cuBLAS
-# (train.matmul: bf16) give the default bf16 copies' losses exactly (the same rounded
-# products and sums here); a run too
+# 6e-4); recomputation and a resume give the device run's losses exactly; relora.master_on_host
+# (bf16 weight copies) and products rounded inside cuBLAS (train.matmul: bf16) the default's
+# exactly through the warm start (the same rounded products and sums here) and within 2e-4
+# after it (where the default concatenates each adapter with its weight, summing in another
+# order; measured 4e-5); bf16 activations on the device within the same tolerances of bf16
+# activations on the CPU, and TF32 products (train.matmul: tf32) of the CPU run; a run too
 # big for the device, or leaving it under 1 GiB beside the arena, ends with its budget by
 # category; relora bench runs both phases on the device (JSON line, profile) and its speed
 # probes stop cleanly without memory; and no run prints an emulator error (a misuse the host
@@ -25,6 +25,15 @@ trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 
 write_emulated_case
+
+# close A B: the losses of A and B the same numbers through the warm start (steps 1-4) and
+# within 2e-4 relative after it
+close() {
+  paste <(losses "$1") <(losses "$2") | awk '
+    { n++; d = $2 - $4; if (d < 0) d = -d
+      if ($1 != $3 || ($1 <= 4 ? d != 0 : d > 2e-4 * ($4 < 0 ? -$4 : $4))) bad++ }
+    END { exit (n == 12 && bad == 0) ? 0 : 1 }'
+}
 
 # identical FIRST A B: the losses of steps FIRST..12 of A and B are the same numbers
 identical() {
@@ -61,17 +70,17 @@ awk -v a="$cuda_eval" -v b="$cpu_eval" \
   'BEGIN { d = a - b; if (d < 0) d = -d; exit (a != "" && b > 0 && d <= 2e-3 * b) ? 0 : 1 }'
 check eval_on_device_within_tolerance_of_cpu $? "cuda '$cuda_eval', cpu '$cpu_eval'"
 
-# variant NAME SECTION.KEY=VALUE: the device run with one more setting, in NAME/; its losses
-# must be the plain device run's
+# variant NAME SECTION.KEY=VALUE COMPARISON: the device run with one more setting, in NAME/;
+# its losses against the plain device run's by COMPARISON (identical 1, or close)
 variant() {
   "$relora" train --config run.yaml --set train.device=cuda --set "$2" --set checkpoint.dir="$1" \
     > "$1.out" 2>&1
   check "$1_run" $? "$(tail -3 "$1.out")"
-  identical 1 "$1" cuda
-  check "$1_gives_identical_losses" $? "$(paste <(losses "$1") <(losses cuda))"
+  "${@:3}" "$1" cuda
+  check "$1_gives_the_same_losses" $? "$(paste <(losses "$1") <(losses cuda))"
 }
-variant recompute train.recompute=true
-variant host_masters relora.master_on_host=true
+variant recompute train.recompute=true identical 1
+variant host_masters relora.master_on_host=true close
 
 # bf16 activations (train.activation_dtype): the device run against the CPU's with the same
 # setting, within the same tolerances
@@ -92,11 +101,12 @@ within cuda_tf32 cpu
 check tf32_products_within_tolerance_of_cpu $? "$(paste <(losses cuda_tf32) <(losses cpu))"
 
 # FAST_16BF products (train.matmul: bf16: the operands rounded inside the product, no bf16
-# copies): the same exact products as the default bf16_copy's, the same fp32 sums here
+# copies): the same exact products as the default bf16_copy's, summed in the same order
+# through the warm start, in another after it (the default's adapters concatenated)
 "$relora" train --config run.yaml --set train.device=cuda --set train.matmul=bf16 \
   --set checkpoint.dir=cuda_fast > cuda_fast.out 2>&1
 check fast16bf_products_run $? "$(tail -3 cuda_fast.out)"
-identical 1 cuda_fast cuda
+close cuda_fast cuda
 check fast16bf_products_are_the_bf16_copy_products $? "$(paste <(losses cuda_fast) <(losses cuda))"
 
 # resume from step 6 (the ReLoRA phase, halfway through the first cycle) in a new directory

@@ -145,20 +145,25 @@ TEST_F(CudaModel, LossWithTf32ProductsMatchesCpu) {
 }
 
 // train.matmul: bf16_copy, the same bf16 products as bf16 with both operands rounded into
-// copies first: the loss within bf16's bound of the CPU's, on the cuBLAS and the fused
-// attention paths. In the emulator both kinds multiply the same rounded values in the same
-// sums, so every gradient agrees with bf16's to fp32 summation order (1e-5 of each
-// tensor's largest); on a GPU bf16 may run as TF32 (see CudaOps.GemmTf32): not compared.
+// copies first (in the ReLoRA phase each adapter concatenated with its W along K, with
+// s = 2 here: s B rounds as B does): the loss within bf16's bound of the CPU's, on the
+// cuBLAS and the fused attention paths. In the emulator both kinds multiply the same
+// rounded values, so every gradient agrees with bf16's to fp32 summation order (1e-5 of
+// each tensor's largest) — except where the fused attention rounds q, k and v to bf16
+// after the ReLoRA phase's concatenated products summed them in another order: a
+// last-bit difference there can move a bf16 rounding (2^-9), 1e-2; on a GPU bf16 may run
+// as TF32 (see CudaOps.GemmTf32): not compared.
 TEST_F(CudaModel, LossWithBf16CopiesMatchesCpu) {
-  for (const Config& cfg : {testing::small_training_config(), fused_attention_config()}) {
+  for (bool fused : {false, true}) {
+    const Config cfg = fused ? fused_attention_config() : testing::small_training_config();
     for (bool relora_phase : {false, true}) {
-      SCOPED_TRACE(std::string(relora_phase ? "relora" : "full") + " D=" +
-                   std::to_string(cfg.model.hidden_size / cfg.model.num_heads));
+      SCOPED_TRACE(std::string(relora_phase ? "relora" : "full") + (fused ? " fused" : " cuBLAS"));
       const double want = one_backward(*cpu_, cfg, relora_phase).loss;
       const Gradients got = one_backward(*gpu_copy_, cfg, relora_phase);
       EXPECT_NEAR(got.loss, want, 2e-2 * std::fabs(want));
 #ifdef RELORA_CUDA_EMULATED
-      expect_tensors_near(got.grads, one_backward(*gpu_, cfg, relora_phase).grads, 1e-5);
+      expect_tensors_near(got.grads, one_backward(*gpu_, cfg, relora_phase).grads,
+                          fused && relora_phase ? 1e-2 : 1e-5);
 #endif
     }
   }

@@ -101,6 +101,30 @@ class CpuOps final : public Ops {
                  ldc);
   }
 
+  void round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows, int cols,
+                  float scale) override {
+    RELORA_CHECK(rows >= 0 && cols >= 0 && dst_ld >= cols && src_ld >= cols,
+                 "round_rows sizes rows=" << rows << " cols=" << cols << " dst_ld=" << dst_ld
+                                          << " src_ld=" << src_ld);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) dst[i * dst_ld + j] = float_to_bf16(scale * src[i * src_ld + j]);
+  }
+
+  // The CUDA product's reference: both operands widened to fp32, then sgemm. Allocates its
+  // fp32 copies: only the tests call it (the CPU's products make no copies).
+  void gemm_on_words(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t* A,
+                     int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc) override {
+    RELORA_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm_on_words sizes M=" << M << " N=" << N << " K=" << K);
+    // each operand's words up to its last element: (rows - 1) * ld + cols
+    auto extent = [](int64_t rows, int64_t cols, int64_t ld) { return rows > 0 && cols > 0 ? (rows - 1) * ld + cols : 0; };
+    const int64_t a_count = extent(trans_a ? K : M, trans_a ? M : K, lda);
+    const int64_t b_count = extent(trans_b ? N : K, trans_b ? K : N, ldb);
+    std::vector<float> a(static_cast<size_t>(a_count)), b(static_cast<size_t>(b_count));
+    from_bf16(a.data(), A, a_count);
+    from_bf16(b.data(), B, b_count);
+    fp32_product(trans_a, trans_b, M, N, K, alpha, a.data(), lda, b.data(), ldb, beta, C, ldc);
+  }
+
   // out(N,C) = table(V,C)[tokens(N)]
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
                          int C) override {

@@ -178,20 +178,39 @@ class CudaOps final : public Ops {
       return;
     }
     check_product(trans_a, trans_b, M, N, K, lda, ldb, ldc);
-    if (M == 0 || N == 0) return;
-    bind();
-    if (K == 0) {
-      launch_scale_matrix(ctx_->stream, C, M, N, ldc, beta);
+    if (M == 0 || N == 0 || K == 0) {  // no copies to make (C = beta C)
+      product(stored_precision(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
     uint16_t* a_words = words;
     uint16_t* b_words = words + words_rounded(row_words(M) * row_words(K));
     const int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
     const int a_ld = static_cast<int>(row_words(a_cols)), b_ld = static_cast<int>(row_words(b_cols));
-    launch_rows_to_bf16(ctx_->stream, a_words, a_ld, A, trans_a ? K : M, a_cols, lda);
-    launch_rows_to_bf16(ctx_->stream, b_words, b_ld, B, trans_b ? N : K, b_cols, ldb);
-    gemm_rowmajor(ctx_->cublas, GemmPrecision::bf16_words, trans_a, trans_b, M, N, K, alpha, a_words,
-                  a_ld, 0, b_words, b_ld, 0, beta, C, ldc, 0, 1);
+    round_rows(a_words, a_ld, A, lda, trans_a ? K : M, a_cols, 1.0f);
+    round_rows(b_words, b_ld, B, ldb, trans_b ? N : K, b_cols, 1.0f);
+    gemm_on_words(trans_a, trans_b, M, N, K, alpha, a_words, a_ld, b_words, b_ld, beta, C, ldc);
+  }
+
+  void round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows, int cols,
+                  float scale) override {
+    RELORA_CHECK(rows >= 0 && cols >= 0 && dst_ld >= cols && src_ld >= cols,
+                 "round_rows sizes rows=" << rows << " cols=" << cols << " dst_ld=" << dst_ld
+                                          << " src_ld=" << src_ld);
+    bind();
+    launch_rows_to_bf16(ctx_->stream, dst, dst_ld, src, rows, cols, src_ld, scale);
+  }
+
+  void gemm_on_words(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t* A,
+                     int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc) override {
+    check_product(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+    if (M == 0 || N == 0) return;
+    bind();
+    if (K == 0) {
+      launch_scale_matrix(ctx_->stream, C, M, N, ldc, beta);
+      return;
+    }
+    gemm_rowmajor(ctx_->cublas, GemmPrecision::bf16_words, trans_a, trans_b, M, N, K, alpha, A, lda, 0,
+                  B, ldb, 0, beta, C, ldc, 0, 1);
   }
 
   // Either layout of each copy fits: A's in rows(M) * rows(K) words, rounded up to 128,

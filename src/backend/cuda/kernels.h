@@ -75,10 +75,10 @@ void launch_axpy(cudaStream_t stream, float* y, const float* x, int64_t n, float
 // Ops::to_bf16 (__float2bfloat16_rn) and Ops::from_bf16; dst and src do not overlap.
 void launch_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_t n);
 void launch_from_bf16(cudaStream_t stream, float* dst, const uint16_t* src, int64_t n);
-// dst(rows,cols) with row stride dst_ld >= cols = src(rows,cols) with row stride src_ld >=
-// cols, rounded as to_bf16; dst's padding is not written.
+// dst(rows,cols) with row stride dst_ld >= cols = scale * src(rows,cols) with row stride
+// src_ld >= cols, rounded as to_bf16; dst's padding is not written.
 void launch_rows_to_bf16(cudaStream_t stream, uint16_t* dst, int64_t dst_ld, const float* src,
-                         int64_t rows, int64_t cols, int64_t src_ld);
+                         int64_t rows, int64_t cols, int64_t src_ld, float scale);
 // *result = sum x[i]^2 in double; partials holds kSumSquaresBlocks doubles of scratch.
 constexpr int kSumSquaresBlocks = 256;
 void launch_sum_squares(cudaStream_t stream, double* result, double* partials, const float* x,

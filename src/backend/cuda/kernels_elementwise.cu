@@ -102,13 +102,13 @@ __global__ void to_bf16_kernel(uint16_t* dst, const float* src, int64_t n) {
   GRID_STRIDE_LOOP(i, n) dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
 }
 
-// dst(rows,cols) with row stride dst_ld = src(rows,cols) with row stride src_ld, rounded as
-// to_bf16_kernel.
+// dst(rows,cols) with row stride dst_ld = scale * src(rows,cols) with row stride src_ld,
+// rounded as to_bf16_kernel.
 __global__ void rows_to_bf16_kernel(uint16_t* dst, int64_t dst_ld, const float* src, int64_t rows,
-                                    int64_t cols, int64_t src_ld) {
+                                    int64_t cols, int64_t src_ld, float scale) {
   GRID_STRIDE_LOOP(i, rows * cols) {
     const int64_t row = i / cols, col = i % cols;
-    dst[row * dst_ld + col] = __bfloat16_as_ushort(__float2bfloat16_rn(src[row * src_ld + col]));
+    dst[row * dst_ld + col] = __bfloat16_as_ushort(__float2bfloat16_rn(scale * src[row * src_ld + col]));
   }
 }
 
@@ -246,15 +246,15 @@ void launch_to_bf16(cudaStream_t stream, uint16_t* dst, const float* src, int64_
 }
 
 void launch_rows_to_bf16(cudaStream_t stream, uint16_t* dst, int64_t dst_ld, const float* src,
-                         int64_t rows, int64_t cols, int64_t src_ld) {
+                         int64_t rows, int64_t cols, int64_t src_ld, float scale) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  if (dst_ld == cols && src_ld == cols) {
+  if (dst_ld == cols && src_ld == cols && scale == 1.0f) {
     launch_to_bf16(stream, dst, src, n);
     return;
   }
   rows_to_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(
-      dst, dst_ld, src, rows, cols, src_ld);
+      dst, dst_ld, src, rows, cols, src_ld, scale);
   CUDA_CHECK_LAUNCH();
 }
 
