@@ -62,7 +62,8 @@ void TimedOps::gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const f
 }
 void TimedOps::round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows,
                           int cols, float scale) {
-  timed("round_rows", 0, [&] { inner_.round_rows(dst, dst_ld, src, src_ld, rows, cols, scale); });
+  timed("round_rows " + std::to_string(rows) + "x" + std::to_string(cols), 0,
+        [&] { inner_.round_rows(dst, dst_ld, src, src_ld, rows, cols, scale); });
 }
 void TimedOps::gemm_on_words(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                              const uint16_t* A, int lda, const uint16_t* B, int ldb, float beta, float* C,

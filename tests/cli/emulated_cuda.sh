@@ -8,7 +8,7 @@
 # 1e-4 relative, every later one within 2e-3 (bf16 products; measured: 7e-6 and below
 # 6e-4); recomputation and a resume give the device run's losses exactly; relora.master_on_host
 # (bf16 weight copies) and products rounded inside cuBLAS (train.matmul: bf16) the default's
-# exactly through the warm start (the same rounded products and sums here) and within 2e-4
+# exactly through the warm start (the same rounded products and sums here) and within 5e-4
 # after it (where the default concatenates each adapter with its weight, summing in another
 # order; measured 4e-5); bf16 activations on the device within the same tolerances of bf16
 # activations on the CPU, and TF32 products (train.matmul: tf32) of the CPU run; a run too
@@ -27,11 +27,12 @@ cd "$work" || exit 1
 write_emulated_case
 
 # close A B: the losses of A and B the same numbers through the warm start (steps 1-4) and
-# within 2e-4 relative after it
+# within 5e-4 relative after it (measured 4e-5 at this case's s = 4, a power of two, where
+# s B rounds as B does; up to 1.8e-4 at s = 6.4)
 close() {
   paste <(losses "$1") <(losses "$2") | awk '
     { n++; d = $2 - $4; if (d < 0) d = -d
-      if ($1 != $3 || ($1 <= 4 ? d != 0 : d > 2e-4 * ($4 < 0 ? -$4 : $4))) bad++ }
+      if ($1 != $3 || ($1 <= 4 ? d != 0 : d > 5e-4 * ($4 < 0 ? -$4 : $4))) bad++ }
     END { exit (n == 12 && bad == 0) ? 0 : 1 }'
 }
 

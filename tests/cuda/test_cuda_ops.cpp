@@ -221,6 +221,50 @@ TEST_F(CudaOps, GemmTf32) {
 #endif
 }
 
+// The two steps of a product on bf16 copies, as LoraLinear's concatenated products use them
+// on their own layouts: round_rows into a wider strided block (every word as the CPU's,
+// scaled, the block's other words untouched), and gemm_on_words with every transpose and
+// padded strides against the CPU's (exact products, fp32 sums in another order).
+TEST_F(CudaOps, RoundRowsAndGemmOnWords) {
+  const int rows = 7, cols = 13, src_ld = 17, dst_ld = 24;
+  const Floats src = random_floats(static_cast<size_t>(rows) * src_ld, 4);
+  for (float scale : {1.0f, 0.3f}) {
+    std::vector<uint16_t> want(static_cast<size_t>(rows) * dst_ld, 0xabcd), got(want.size());
+    cpu->round_rows(want.data(), dst_ld, src.data(), src_ld, rows, cols, scale);
+    Tensor words = Tensor::zeros({static_cast<int64_t>(want.size())}, Device::cuda, DType::bf16);
+    words.copy_from_host(std::vector<uint16_t>(want.size(), 0xabcd).data());
+    gpu->round_rows(words.bf16(), dst_ld, upload(src).data(), src_ld, rows, cols, scale);
+    words.copy_to_host(got.data());
+    EXPECT_EQ(got, want) << "scale " << scale;
+    EXPECT_EQ(want[cols], 0xabcd);  // past a row's columns: untouched
+  }
+  const float alpha = 0.75f, beta = 0.5f;
+  const int M = 9, N = 5, K = 21;
+  for (bool trans_a : {false, true}) {
+    for (bool trans_b : {false, true}) {
+      const int a_rows = trans_a ? K : M, lda = (trans_a ? M : K) + 3;
+      const int b_rows = trans_b ? N : K, ldb = (trans_b ? K : N) + 6, ldc = N + 2;
+      std::vector<uint16_t> a(static_cast<size_t>(a_rows) * lda), b(static_cast<size_t>(b_rows) * ldb);
+      cpu->to_bf16(a.data(), random_floats(a.size(), 5).data(), static_cast<int64_t>(a.size()));
+      cpu->to_bf16(b.data(), random_floats(b.size(), 6).data(), static_cast<int64_t>(b.size()));
+      const Floats c0 = random_floats(static_cast<size_t>(M) * ldc, 7);
+      Floats want = c0;
+      cpu->gemm_on_words(trans_a, trans_b, M, N, K, alpha, a.data(), lda, b.data(), ldb, beta, want.data(), ldc);
+      Tensor da = Tensor::zeros({static_cast<int64_t>(a.size())}, Device::cuda, DType::bf16);
+      Tensor db = Tensor::zeros({static_cast<int64_t>(b.size())}, Device::cuda, DType::bf16);
+      da.copy_from_host(a.data());
+      db.copy_from_host(b.data());
+      Tensor dc = upload(c0);
+      gpu->gemm_on_words(trans_a, trans_b, M, N, K, alpha, da.bf16(), lda, db.bf16(), ldb, beta, dc.data(), ldc);
+      const Floats got = download(dc);
+      const std::string what = std::string("gemm_on_words") + (trans_a ? " A^T" : " A") + (trans_b ? " B^T" : " B");
+      expect_close(got, want, kFp32Sum, what);
+      for (int i = 0; i < M; ++i)  // the padding of C's rows stays untouched
+        for (int j = N; j < ldc; ++j) EXPECT_EQ(got[i * ldc + j], c0[i * ldc + j]) << what << " padding";
+    }
+  }
+}
+
 // train.matmul: bf16_copy. Given the scratch, both operands are rounded into bf16 copies
 // (nearest, ties to even: core/bf16.h) and multiplied exactly with fp32 sums, so every
 // product agrees with the CPU's sgemm of the rounded inputs to fp32 summation order, on a

@@ -103,12 +103,15 @@ __global__ void to_bf16_kernel(uint16_t* dst, const float* src, int64_t n) {
 }
 
 // dst(rows,cols) with row stride dst_ld = scale * src(rows,cols) with row stride src_ld,
-// rounded as to_bf16_kernel.
+// rounded as to_bf16_kernel. Rows by blockIdx.y (grid-stride), columns by the x threads:
+// no 64-bit division per element.
 __global__ void rows_to_bf16_kernel(uint16_t* dst, int64_t dst_ld, const float* src, int64_t rows,
-                                    int64_t cols, int64_t src_ld, float scale) {
-  GRID_STRIDE_LOOP(i, rows * cols) {
-    const int64_t row = i / cols, col = i % cols;
-    dst[row * dst_ld + col] = __bfloat16_as_ushort(__float2bfloat16_rn(scale * src[row * src_ld + col]));
+                                    int cols, int64_t src_ld, float scale) {
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const float* in = src + row * src_ld;
+    uint16_t* out = dst + row * dst_ld;
+    for (int col = blockIdx.x * blockDim.x + threadIdx.x; col < cols; col += gridDim.x * blockDim.x)
+      out[col] = __bfloat16_as_ushort(__float2bfloat16_rn(scale * in[col]));
   }
 }
 
@@ -253,8 +256,14 @@ void launch_rows_to_bf16(cudaStream_t stream, uint16_t* dst, int64_t dst_ld, con
     launch_to_bf16(stream, dst, src, n);
     return;
   }
-  rows_to_bf16_kernel<<<grid_stride_blocks(n), kElementwiseThreads, 0, stream>>>(
-      dst, dst_ld, src, rows, cols, src_ld, scale);
+  // a row's columns over at most 8 blocks; rows over at most 65535 (the y limit), together
+  // about as many blocks as grid_stride_blocks gives
+  const unsigned column_blocks =
+      static_cast<unsigned>(std::min<int64_t>(8, (cols + kElementwiseThreads - 1) / kElementwiseThreads));
+  const unsigned row_blocks = static_cast<unsigned>(
+      std::min<int64_t>({rows, 65535, std::max<int64_t>(1, grid_stride_blocks(n) / column_blocks)}));
+  rows_to_bf16_kernel<<<dim3(column_blocks, row_blocks), kElementwiseThreads, 0, stream>>>(
+      dst, dst_ld, src, rows, static_cast<int>(cols), src_ld, scale);
   CUDA_CHECK_LAUNCH();
 }
 
