@@ -57,19 +57,27 @@ TEST(BenchFlops, MatchHandCount) {
   EXPECT_EQ(model_flops_per_token(m, no_adapters, true), 8112);
 }
 
-// The CPU backend, with gemm adding its 2*M*N*K to `flops`.
+// The CPU backend, with gemm and gemm_on_words adding their 2*M*N*K to `flops`; with
+// gemm_copies, gemm_words as CUDA's bf16_copy, so LoraLinear concatenates its adapters.
 class CountingOps final : public testing::ForwardingOps {
  public:
+  explicit CountingOps(bool gemm_copies) : ForwardingOps(Device::cpu, gemm_copies) {}
   int64_t flops = 0;
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
             const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
     flops += 2LL * M * N * K;
     ForwardingOps::gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, words);
   }
+  void gemm_on_words(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t* A, int lda,
+                     const uint16_t* B, int ldb, float beta, float* C, int ldc) override {
+    flops += 2LL * M * N * K;
+    ForwardingOps::gemm_on_words(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
 };
 
-// The formula is what the model computes: the Ops::gemm products of one forward and backward
-// add up to it, less attention (which calls BLAS itself, on the causal blocks only).
+// The formula is what the model computes: the products of one forward and backward add up
+// to it, less attention (which calls BLAS itself, on the causal blocks only), with the
+// adapters apart and concatenated with their weights (bf16_copy's products) alike.
 TEST(BenchFlops, MatchTheProductsTheModelRuns) {
   const ModelConfig m = small_model();
   constexpr int kBatch = 2;
@@ -80,18 +88,23 @@ TEST(BenchFlops, MatchTheProductsTheModelRuns) {
     inputs[i] = static_cast<int32_t>(uniform_at({1, RngPurpose::test, 1, 0}, i) * m.vocab_size);
     targets[i] = static_cast<int32_t>(uniform_at({1, RngPurpose::test, 2, 0}, i) * m.vocab_size);
   }
-  for (const char* embeddings : {"lora", "frozen", "full"}) {
-    for (bool relora_phase : {false, true}) {
-      SCOPED_TRACE(std::string(embeddings) + (relora_phase ? " relora" : " full"));
-      const ReloraConfig r = small_relora(embeddings);
-      CountingOps ops;
-      Llama model(m, r, ops, kBatch);
-      model.init_weights(1);
-      if (relora_phase) model.enter_relora_phase({1, 0});
-      ops.flops = 0;
-      model.forward(inputs.data(), targets.data(), kBatch, true, 1.0f / tokens);
-      model.backward(kBatch);
-      EXPECT_EQ(ops.flops, (model_flops_per_token(m, r, relora_phase) - attention) * tokens);
+  for (bool copies : {false, true}) {
+    for (const char* embeddings : {"lora", "frozen", "full"}) {
+      for (bool relora_phase : {false, true}) {
+        SCOPED_TRACE(std::string(embeddings) + (relora_phase ? " relora" : " full") +
+                     (copies ? " concatenated" : ""));
+        const ReloraConfig r = small_relora(embeddings);
+        CountingOps ops(copies);
+        Llama model(m, r, ops, kBatch);
+        model.init_weights(1);
+        if (relora_phase) model.enter_relora_phase({1, 0});
+        ops.flops = 0;
+        ops.word_products = 0;
+        model.forward(inputs.data(), targets.data(), kBatch, true, 1.0f / tokens);
+        model.backward(kBatch);
+        EXPECT_EQ(ops.flops, (model_flops_per_token(m, r, relora_phase) - attention) * tokens);
+        EXPECT_EQ(ops.word_products > 0, copies && relora_phase);
+      }
     }
   }
 }
