@@ -18,16 +18,15 @@ namespace relora::testing {
 
 // Every call forwarded to the CPU backend. device() says `device`: with Device::cuda the
 // model keeps its tensors in whatever DeviceMemory is installed (host memory in the tests),
-// so the code paths of a device backend run on the CPU. gemm_copies: gemm_words says what
-// CUDA's train.matmul: bf16_copy does, so the model's scratch is sized and counted as
-// there, and gemm counts the products given one (copied_products), gemm_on_words those on
-// words (word_products); the products stay the CPU's.
+// so the code paths of a device backend run on the CPU. gemm_copies: products_on_words as
+// CUDA's train.matmul: bf16_copy says, so the model sizes its scratch and makes its
+// products on bf16 words as there (counted: word_products), with the CPU's round_rows and
+// gemm_on_words.
 class ForwardingOps : public Ops {
  public:
   explicit ForwardingOps(Device device = Device::cpu, bool gemm_copies = false)
       : device_(device), gemm_copies_(gemm_copies) {}
-  int64_t copied_products = 0;  // gemm calls given a scratch
-  int64_t word_products = 0;    // gemm_on_words calls
+  int64_t word_products = 0;  // gemm_on_words calls
 
   Device device() const override { return device_; }
   std::string device_name() const override { return "forwarding"; }
@@ -46,15 +45,10 @@ class ForwardingOps : public Ops {
     cpu_->scatter_add_columns(d_a, d_cols, tokens, order, N, r, V);
   }
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
-    if (words != nullptr) ++copied_products;
-    cpu_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr);
+            const float* B, int ldb, float beta, float* C, int ldc) override {
+    cpu_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
-  int64_t gemm_words(int M, int N, int K) const override {
-    if (!gemm_copies_) return cpu_->gemm_words(M, N, K);
-    auto rows = [](int64_t n) { return (n + 7) / 8 * 8; };  // CudaOps::gemm_words
-    return (rows(M) * rows(K) + 127) / 128 * 128 + rows(K) * rows(N);
-  }
+  bool products_on_words() const override { return gemm_copies_; }
   void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A, const uint16_t* W,
                  int ldw, float beta, float* C, int ldc, uint16_t* a_words) override {
     cpu_->gemm_bf16(trans_w, M, N, K, alpha, A, W, ldw, beta, C, ldc, a_words);

@@ -111,12 +111,11 @@ TEST(DevicePaths, MemoryBudgetIsWhatIsAllocated) {
   }
 }
 
-// The product scratch is the largest Ops::gemm_words of the model's weight products, or
-// of their concatenation with adapters: with a vocabulary larger than the rows, lm_head's
-// input gradient. In a micro-batch's forward and backward the weight products take it: 3
-// per linear (forward, input and weight gradients) on Ops::gemm's copies in the full-rank
-// phase; in the ReLoRA phase each adapted linear's 5 products on words (LoraLinear's
-// concatenation: forward xa and y, backward dy_b, dx and dB).
+// The product scratch is the most LoraLinear::words_for_products gives for any linear
+// (with adapters of the config's rank, whose copies need more than none). In a micro-batch's forward and backward every weight product runs on it:
+// 3 products on words per linear (forward, input and weight gradients) in the full-rank
+// phase; 5 per adapted linear in the ReLoRA phase (forward xa and y = [x | xa][W | sB]^T,
+// backward dy_b, dx = [dy | dy_b][W ; sA] and dB).
 TEST(DevicePaths, ProductScratchGoesToTheWeightProducts) {
   const Config cfg = testing::small_training_config();
   testing::ForwardingOps copies(Device::cuda, true);
@@ -124,11 +123,13 @@ TEST(DevicePaths, ProductScratchGoesToTheWeightProducts) {
   const int N = 2 * cfg.model.seq_len, V = cfg.model.vocab_size, C = cfg.model.hidden_size;
   ASSERT_GT(V, N);
   const int r = cfg.relora.rank, F = cfg.model.intermediate_size;
-  EXPECT_EQ(product_scratch_words(cfg.model, copies, 2, 0), copies.gemm_words(N, C, V));
-  int64_t concatenated = 0;  // with adapters: the most any linear's concatenation takes
-  for (const auto& [in, out] : {std::pair{C, C}, {C, F}, {F, C}, {C, V}})
-    concatenated = std::max(concatenated, LoraLinear::concatenated_words(N, in, out, r));
-  EXPECT_EQ(product_scratch_words(cfg.model, copies, 2, r), std::max(copies.gemm_words(N, C, V), concatenated));
+  for (int rank : {0, r}) {
+    int64_t most = 0;
+    for (const auto& [in, out] : {std::pair{C, C}, {C, F}, {F, C}, {C, V}})
+      most = std::max(most, LoraLinear::words_for_products(N, in, out, rank));
+    EXPECT_EQ(product_scratch_words(cfg.model, copies, 2, rank), most) << rank;
+  }
+  EXPECT_GT(LoraLinear::words_for_products(N, C, V, r), LoraLinear::words_for_products(N, C, V, 0));
   EXPECT_EQ(product_scratch_words(cfg.model, none, 2, r), 0);
 
   testing::HostDeviceMemory memory;
@@ -143,13 +144,10 @@ TEST(DevicePaths, ProductScratchGoesToTheWeightProducts) {
     const int64_t linears = 7 * cfg.model.num_layers + 1;
     for (bool relora_phase : {false, true}) {
       if (relora_phase) model.enter_relora_phase({1, 0});
-      copies.copied_products = copies.word_products = 0;
+      copies.word_products = 0;
       model.forward(inputs.data(), targets.data(), 2, true, 1.0f);
       model.backward(2);
-      // full-rank: each linear's three products on copies; ReLoRA phase (every linear
-      // adapted): forward xa and [x | xa] [W | s B]^T, backward dy_b, dx and dB on words
-      EXPECT_EQ(copies.copied_products, relora_phase ? 0 : 3 * linears) << relora_phase;
-      EXPECT_EQ(copies.word_products, relora_phase ? 5 * linears : 0) << relora_phase;
+      EXPECT_EQ(copies.word_products, (relora_phase ? 5 : 3) * linears) << relora_phase;
     }
   }
   set_device_memory(nullptr);

@@ -58,20 +58,13 @@ class Ops {
   // ---- matrix products -------------------------------------------------------------
   // C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C, row-major, op(X) = X or X^T.
   // lda/ldb/ldc are the row strides of A, B, C as stored. fp32 operands and result; the
-  // products may run in the backend's training precision (CUDA: bf16 inputs, fp32 accumulation).
-  // words: where a backend multiplies bf16 copies of both operands (CUDA, train.matmul:
-  // bf16_copy), gemm_words(M, N, K) bf16 words of scratch for them; or null: the operands
-  // are multiplied as stored (under bf16_copy rounded to bf16 inside the product, as
-  // train.matmul bf16 does). Callers pass it for products large on every side and not for
-  // thin ones (adapters: a side of rank r), which read their operands about once anyway.
+  // products may run in the backend's training precision (CUDA: bf16 inputs, fp32
+  // accumulation; under train.matmul bf16_copy as under bf16, rounded inside the product).
   virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-                    int lda, const float* B, int ldb, float beta, float* C, int ldc,
-                    uint16_t* words) = 0;
-  // The scratch of gemm's bf16 copies for an (M,N,K) product: 0 where there are none (the
-  // CPU, the other precisions), else room for op(A) and op(B) with rows padded (CUDA:
-  // M'K' rounded up to 128 words, so that B's copy starts 256-byte aligned, + K'N', with
-  // n' = n rounded up to 8).
-  virtual int64_t gemm_words(int M, int N, int K) const = 0;
+                    int lda, const float* B, int ldb, float beta, float* C, int ldc) = 0;
+  // Whether the weight products should be made on bf16 copies of their operands
+  // (round_rows, then gemm_on_words: CUDA under train.matmul bf16_copy), as LoraLinear does.
+  virtual bool products_on_words() const = 0;
   // The same product in full fp32 (no reduced-precision inputs): ReLoRA merges.
   virtual void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                           const float* A, int lda, const float* B, int ldb, float beta, float* C,
@@ -86,14 +79,13 @@ class Ops {
                          const uint16_t* W, int ldw, float beta, float* C, int ldc,
                          uint16_t* a_words) = 0;
 
-  // ---- products of bf16 words (under bf16_copy: LoraLinear's adapter concatenated along K)
+  // ---- products of bf16 words (under bf16_copy: LoraLinear's weight products) -------
   // dst(rows,cols) with row stride dst_ld = bf16(scale * src(rows,cols) with row stride
   // src_ld): nearest, ties to even, as to_bf16; dst's other words are not written.
   virtual void round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows,
                           int cols, float scale) = 0;
   // C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C as gemm, with A and B bf16 words
-  // (row strides lda, ldb): exact products, fp32 sums and C. Ops::gemm with words is
-  // round_rows of op(A) and op(B), then this.
+  // (row strides lda, ldb): exact products, fp32 sums and C.
   virtual void gemm_on_words(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                              const uint16_t* A, int lda, const uint16_t* B, int ldb, float beta, float* C,
                              int ldc) = 0;

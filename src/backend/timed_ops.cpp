@@ -47,10 +47,9 @@ std::vector<OpTime> TimedOps::times() const {
 }
 
 void TimedOps::gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-                    int lda, const float* B, int ldb, float beta, float* C, int ldc,
-                    uint16_t* words) {
+                    int lda, const float* B, int ldb, float beta, float* C, int ldc) {
   timed(gemm_key("gemm", trans_a, trans_b, M, N, K), 2.0 * M * N * K, [&] {
-    inner_.gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, words);
+    inner_.gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   });
 }
 void TimedOps::gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,

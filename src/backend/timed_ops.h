@@ -38,8 +38,8 @@ class TimedOps final : public Ops {
   }
 
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override;
-  int64_t gemm_words(int M, int N, int K) const override { return inner_.gemm_words(M, N, K); }
+            const float* B, int ldb, float beta, float* C, int ldc) override;
+  bool products_on_words() const override { return inner_.products_on_words(); }
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                   int lda, const float* B, int ldb, float beta, float* C, int ldc) override;
   void gemm_bf16(bool trans_w, int M, int N, int K, float alpha, const float* A,

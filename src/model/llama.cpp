@@ -101,16 +101,12 @@ int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relo
 int64_t product_scratch_words(const ModelConfig& model, const Ops& ops, int max_batch, int rank) {
   const int N = max_batch * model.seq_len, C = model.hidden_size, F = model.intermediate_size,
             V = model.vocab_size;
-  const bool copies = ops.gemm_words(1, 1, 1) > 0;
+  if (!ops.products_on_words()) return 0;
   int64_t most = 0;
-  // LoraLinear in -> out: y = x W^T, dx = dy W, dW += dy^T x; with adapters (any linear
-  // may have them) the products concatenated with them
+  // every LoraLinear in -> out, with adapters of the rank (any may have them: the most)
   const std::pair<int, int> linears[] = {{C, C}, {C, F}, {F, C}, {C, V}};
-  for (const auto& [in, out] : linears) {
-    most = std::max({most, ops.gemm_words(N, out, in), ops.gemm_words(N, in, out),
-                     ops.gemm_words(out, in, N)});
-    if (copies && rank > 0) most = std::max(most, LoraLinear::concatenated_words(N, in, out, rank));
-  }
+  for (const auto& [in, out] : linears)
+    most = std::max(most, LoraLinear::words_for_products(N, in, out, rank));
   return most;
 }
 

@@ -43,10 +43,10 @@ TrainableCounts count_trainable(const ModelConfig& model, const ReloraConfig& re
 int64_t model_flops_per_token(const ModelConfig& model, const ReloraConfig& relora,
                               bool relora_phase);
 
-// bf16 words of scratch the model's weight products share (Ops::gemm's `words`): the most
-// Ops::gemm_words gives for any of them — every linear's forward, input-gradient and
-// weight-gradient products, lm_head's — and, with adapters of rank > 0, the most
-// LoraLinear::concatenated_words gives. The same in both phases; 0 where gemm makes no copies.
+// bf16 words of scratch the model's linears share for their products' copies: the most
+// LoraLinear::words_for_products gives for any of them (lm_head's with its adapter, of
+// `rank`, the largest: its input gradient). The same in both phases; 0 where the backend's
+// products take no copies (!Ops::products_on_words).
 int64_t product_scratch_words(const ModelConfig& model, const Ops& ops, int max_batch, int rank);
 
 // What each block keeps for backward, and how (train.recompute, train.activation_dtype).
@@ -155,7 +155,7 @@ class Llama {
   Tensor d_res_, d_tmp_, d_q_, d_k_, d_v_, d_attn_, d_g_, d_u_, d_act_, att_scratch_, lora_scratch_;
   // (N * max(C, F)) bf16: a product's fp32 input rounded for a bf16 weight (master_on_host)
   Tensor weight_words_scratch_;
-  // (product_scratch_words) bf16: Ops::gemm's copies of its operands; empty when it needs none
+  // (product_scratch_words) bf16: copies of its linears' product operands, or empty
   Tensor product_words_;
 };
 

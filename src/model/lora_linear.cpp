@@ -106,53 +106,46 @@ void LoraLinear::times_weight(Ops& ops, bool transpose, const float* in, float* 
                   words_scratch_);
   else
     ops.gemm(false, transpose, N, cols, inner, 1.0f, in, inner, weight_->value.data(), in_, beta,
-             out, cols, product_words_);
+             out, cols);
 }
 
 void LoraLinear::forward(Ops& ops, const float* x, float* y, int N) {
   RELORA_CHECK(N <= max_rows_, module_ << ": " << N << " rows > " << max_rows_);
-  if (concatenates()) {
-    forward_concatenated(ops, x, y, N);
+  if (on_words()) {
+    forward_on_words(ops, x, y, N);
     return;
   }
   // y(N,out) = x(N,in) W^T
   times_weight(ops, true, x, y, N, 0.0f);
   if (!a_) return;
   // xa(N,r) = x A^T;  y += s xa B^T
-  // (thin products, rank r on a side: no bf16 copies)
-  ops.gemm(false, true, N, rank_, in_, 1.0f, x, in_, a_->value.data(), in_, 0.0f, xa_.data(), rank_,
-           nullptr);
+  ops.gemm(false, true, N, rank_, in_, 1.0f, x, in_, a_->value.data(), in_, 0.0f, xa_.data(), rank_);
   ops.gemm(false, true, N, out_, rank_, scale_, xa_.data(), rank_, b_->value.data(), rank_, 1.0f, y,
-           out_, nullptr);
+           out_);
 }
 
 void LoraLinear::backward(Ops& ops, const float* x, const float* dy, float* dx, bool accumulate_dx,
                           float* scratch, int N) {
   RELORA_CHECK(N <= max_rows_, module_ << ": " << N << " rows > " << max_rows_);
   float* dy_b = scratch;  // (N,r) = dy B
-  if (concatenates()) {
-    backward_concatenated(ops, dy, dx, accumulate_dx, dy_b, N);
+  if (on_words()) {
+    backward_on_words(ops, x, dy, dx, accumulate_dx, dy_b, N);
   } else {
-    // dx(N,in) (+)= dy(N,out) W(out,in)
+    // dx(N,in) (+)= dy(N,out) W(out,in);  dW(out,in) += dy^T x
     times_weight(ops, false, dy, dx, N, accumulate_dx ? 1.0f : 0.0f);
-  }
-  // dW(out,in) += dy^T x (its copies overwrite the concatenated products' words: after them)
-  if (weight_->trainable())
-    ops.gemm(true, false, out_, in_, N, 1.0f, dy, out_, x, in_, 1.0f, weight_->grad.data(), in_,
-             product_words_);
-  if (!a_) return;
-  if (!concatenates()) {
-    ops.gemm(false, false, N, rank_, out_, 1.0f, dy, out_, b_->value.data(), rank_, 0.0f, dy_b, rank_,
-             nullptr);
-    // dx += s dy_b A;  dB(out,r) += s dy^T xa
-    ops.gemm(false, false, N, in_, rank_, scale_, dy_b, rank_, a_->value.data(), in_, 1.0f, dx, in_,
-             nullptr);
-    ops.gemm(true, false, out_, rank_, N, scale_, dy, out_, xa_.data(), rank_, 1.0f,
-             b_->grad.data(), rank_, nullptr);
+    if (weight_->trainable())
+      ops.gemm(true, false, out_, in_, N, 1.0f, dy, out_, x, in_, 1.0f, weight_->grad.data(), in_);
+    if (a_) {
+      ops.gemm(false, false, N, rank_, out_, 1.0f, dy, out_, b_->value.data(), rank_, 0.0f, dy_b, rank_);
+      // dx += s dy_b A;  dB(out,r) += s dy^T xa
+      ops.gemm(false, false, N, in_, rank_, scale_, dy_b, rank_, a_->value.data(), in_, 1.0f, dx, in_);
+      ops.gemm(true, false, out_, rank_, N, scale_, dy, out_, xa_.data(), rank_, 1.0f,
+               b_->grad.data(), rank_);
+    }
   }
   // dA(r,in) += s dy_b^T x
-  ops.gemm(true, false, rank_, in_, N, scale_, dy_b, rank_, x, in_, 1.0f, a_->grad.data(), in_,
-           nullptr);
+  if (a_)
+    ops.gemm(true, false, rank_, in_, N, scale_, dy_b, rank_, x, in_, 1.0f, a_->grad.data(), in_);
 }
 
 namespace {
@@ -160,51 +153,64 @@ int64_t padded_row(int64_t n) { return (n + 7) / 8 * 8; }          // n words, p
 int64_t aligned_block(int64_t n) { return (n + 127) / 128 * 128; }  // n words, to 256 bytes
 }  // namespace
 
-int64_t LoraLinear::concatenated_words(int N, int in, int out, int r) {
+int64_t LoraLinear::words_for_products(int N, int in, int out, int r) {
   const int64_t forward = aligned_block(N * padded_row(in + r)) + aligned_block(out * padded_row(in + r)) +
                           r * padded_row(in);
   const int64_t backward = aligned_block(N * padded_row(out + r)) + aligned_block(out * padded_row(r)) +
-                           aligned_block((out + r) * padded_row(in)) + N * padded_row(r);
+                           aligned_block((out + r) * padded_row(in)) + aligned_block(N * padded_row(r)) +
+                           N * padded_row(in);
   return std::max(forward, backward);
 }
 
-void LoraLinear::forward_concatenated(Ops& ops, const float* x, float* y, int N) {
-  const int ld = static_cast<int>(padded_row(in_ + rank_)), a_ld = static_cast<int>(padded_row(in_));
+void LoraLinear::forward_on_words(Ops& ops, const float* x, float* y, int N) {
+  const int r = a_ ? rank_ : 0;
+  const int ld = static_cast<int>(padded_row(in_ + r)), a_ld = static_cast<int>(padded_row(in_));
   uint16_t* xw = product_words_;                             // (N, in+r): [x | xa]
   uint16_t* ww = xw + aligned_block(int64_t{N} * ld);        // (out, in+r): [W | s B]
   uint16_t* aw = ww + aligned_block(int64_t{out_} * ld);     // (r, in): A
   ops.round_rows(xw, ld, x, in_, N, in_, 1.0f);
-  ops.round_rows(aw, a_ld, a_->value.data(), in_, rank_, in_, 1.0f);
-  // xa(N,r) = x A^T, kept for backward; its words beside x's
-  ops.gemm_on_words(false, true, N, rank_, in_, 1.0f, xw, ld, aw, a_ld, 0.0f, xa_.data(), rank_);
-  ops.round_rows(xw + in_, ld, xa_.data(), rank_, N, rank_, 1.0f);
   ops.round_rows(ww, ld, weight_->value.data(), in_, out_, in_, 1.0f);
-  ops.round_rows(ww + in_, ld, b_->value.data(), rank_, out_, rank_, scale_);
+  if (r > 0) {
+    ops.round_rows(aw, a_ld, a_->value.data(), in_, r, in_, 1.0f);
+    // xa(N,r) = x A^T, kept for backward; its words beside x's, s B's beside W's
+    ops.gemm_on_words(false, true, N, r, in_, 1.0f, xw, ld, aw, a_ld, 0.0f, xa_.data(), r);
+    ops.round_rows(xw + in_, ld, xa_.data(), r, N, r, 1.0f);
+    ops.round_rows(ww + in_, ld, b_->value.data(), r, out_, r, scale_);
+  }
   // y(N,out) = [x | xa] [W | s B]^T
-  ops.gemm_on_words(false, true, N, out_, in_ + rank_, 1.0f, xw, ld, ww, ld, 0.0f, y, out_);
+  ops.gemm_on_words(false, true, N, out_, in_ + r, 1.0f, xw, ld, ww, ld, 0.0f, y, out_);
 }
 
-void LoraLinear::backward_concatenated(Ops& ops, const float* dy, float* dx, bool accumulate_dx,
-                                       float* dy_b, int N) {
-  const int ld = static_cast<int>(padded_row(out_ + rank_)), r_ld = static_cast<int>(padded_row(rank_)),
+void LoraLinear::backward_on_words(Ops& ops, const float* x, const float* dy, float* dx,
+                                   bool accumulate_dx, float* dy_b, int N) {
+  const int r = a_ ? rank_ : 0;
+  const int ld = static_cast<int>(padded_row(out_ + r)), r_ld = static_cast<int>(padded_row(r)),
             in_ld = static_cast<int>(padded_row(in_));
-  uint16_t* dw = product_words_;                                      // (N, out+r): [dy | dy_b]
-  uint16_t* bw = dw + aligned_block(int64_t{N} * ld);                 // (out, r): B
-  uint16_t* vw = bw + aligned_block(int64_t{out_} * r_ld);            // (out+r, in): [W ; s A]
-  uint16_t* xaw = vw + aligned_block(int64_t{out_ + rank_} * in_ld);  // (N, r): xa
+  uint16_t* dw = product_words_;                                  // (N, out+r): [dy | dy_b]
+  uint16_t* bw = dw + aligned_block(int64_t{N} * ld);             // (out, r): B
+  uint16_t* vw = bw + aligned_block(int64_t{out_} * r_ld);        // (out+r, in): [W ; s A]
+  uint16_t* xaw = vw + aligned_block(int64_t{out_ + r} * in_ld);  // (N, r): xa
+  uint16_t* xw = xaw + aligned_block(int64_t{N} * r_ld);          // (N, in): x, for dW
   ops.round_rows(dw, ld, dy, out_, N, out_, 1.0f);
-  ops.round_rows(bw, r_ld, b_->value.data(), rank_, out_, rank_, 1.0f);
-  // dy_b(N,r) = dy B; its words beside dy's
-  ops.gemm_on_words(false, false, N, rank_, out_, 1.0f, dw, ld, bw, r_ld, 0.0f, dy_b, rank_);
-  ops.round_rows(dw + out_, ld, dy_b, rank_, N, rank_, 1.0f);
   ops.round_rows(vw, in_ld, weight_->value.data(), in_, out_, in_, 1.0f);
-  ops.round_rows(vw + int64_t{out_} * in_ld, in_ld, a_->value.data(), in_, rank_, in_, scale_);
+  if (r > 0) {
+    ops.round_rows(bw, r_ld, b_->value.data(), r, out_, r, 1.0f);
+    // dy_b(N,r) = dy B; its words beside dy's, s A's below W's
+    ops.gemm_on_words(false, false, N, r, out_, 1.0f, dw, ld, bw, r_ld, 0.0f, dy_b, r);
+    ops.round_rows(dw + out_, ld, dy_b, r, N, r, 1.0f);
+    ops.round_rows(vw + int64_t{out_} * in_ld, in_ld, a_->value.data(), in_, r, in_, scale_);
+  }
   // dx(N,in) (+)= [dy | dy_b] [W ; s A]
-  ops.gemm_on_words(false, false, N, in_, out_ + rank_, 1.0f, dw, ld, vw, in_ld,
+  ops.gemm_on_words(false, false, N, in_, out_ + r, 1.0f, dw, ld, vw, in_ld,
                     accumulate_dx ? 1.0f : 0.0f, dx, in_);
-  // dB(out,r) += s dy^T xa
-  ops.round_rows(xaw, r_ld, xa_.data(), rank_, N, rank_, 1.0f);
-  ops.gemm_on_words(true, false, out_, rank_, N, scale_, dw, ld, xaw, r_ld, 1.0f, b_->grad.data(), rank_);
+  if (r > 0) {  // dB(out,r) += s dy^T xa
+    ops.round_rows(xaw, r_ld, xa_.data(), r, N, r, 1.0f);
+    ops.gemm_on_words(true, false, out_, r, N, scale_, dw, ld, xaw, r_ld, 1.0f, b_->grad.data(), r);
+  }
+  if (weight_->trainable()) {  // dW(out,in) += dy^T x, on dy's words again
+    ops.round_rows(xw, in_ld, x, in_, N, in_, 1.0f);
+    ops.gemm_on_words(true, false, out_, in_, N, 1.0f, dw, ld, xw, in_ld, 1.0f, weight_->grad.data(), in_);
+  }
 }
 
 // ---- LoraEmbedding ----------------------------------------------------------------------
@@ -245,7 +251,7 @@ void LoraEmbedding::forward(Ops& ops, const int32_t* tokens, float* out, int N) 
   // a_cols(N,r)[n, j] = A[j, tokens[n]];  out += s a_cols B^T
   ops.gather_columns(a_cols_.data(), a_->value.data(), tokens, N, rank_, vocab_);
   ops.gemm(false, true, N, channels_, rank_, scale_, a_cols_.data(), rank_, b_->value.data(), rank_, 1.0f, out,
-           channels_, nullptr);
+           channels_);
 }
 
 void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const int32_t* order,
@@ -255,10 +261,10 @@ void LoraEmbedding::backward(Ops& ops, const int32_t* tokens, const int32_t* ord
   if (!a_) return;
   // dB(C,r) += s d_out^T a_cols;  d_cols(N,r) = s d_out B;  dA[j, tokens[n]] += d_cols[n, j]
   ops.gemm(true, false, channels_, rank_, N, scale_, d_out, channels_, a_cols_.data(), rank_, 1.0f,
-           b_->grad.data(), rank_, nullptr);
+           b_->grad.data(), rank_);
   float* d_cols = scratch;
   ops.gemm(false, false, N, rank_, channels_, scale_, d_out, channels_, b_->value.data(), rank_,
-           0.0f, d_cols, rank_, nullptr);
+           0.0f, d_cols, rank_);
   ops.scatter_add_columns(a_->grad.data(), d_cols, tokens, order, N, rank_, vocab_);
 }
 

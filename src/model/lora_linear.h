@@ -27,16 +27,17 @@ struct AdapterInit {
 class LoraLinear {
  public:
   // weight: the (out,in) base weight, owned by the model. max_rows: largest N of any call.
-  // product_words: the model's scratch for the bf16 copies of Ops::gemm
-  // (product_scratch_words), or null where products make none. With it and adapters (and
-  // W on the device), the adapter joins W's products along K (below).
+  // product_words: the model's scratch for the bf16 copies of the products' operands
+  // (product_scratch_words) where Ops::products_on_words, else null. With it (and W on the
+  // device) the products run on bf16 words, the adapters joined to W along K (below).
   LoraLinear(std::string module, Param* weight, int max_rows, uint16_t* product_words);
 
-  // bf16 words of product_words the concatenated products of a linear in -> out with
-  // rank-r adapters take for N rows: forward [x | xa] (N, in+r), [W | s B] (out, in+r) and
-  // A (r, in); backward [dy | dy_b] (N, out+r), B (out, r), [W ; s A] (out+r, in) and
-  // xa (N, r); rows padded to 8 words and blocks 128-word aligned, as Ops::gemm's copies.
-  static int64_t concatenated_words(int N, int in, int out, int r);
+  // bf16 words of product_words the products of a linear in -> out with rank-r adapters
+  // (r = 0: none) take for N rows: forward [x | xa] (N, in+r), [W | s B] (out, in+r) and A
+  // (r, in); backward [dy | dy_b] (N, out+r), B (out, r), [W ; s A] (out+r, in), xa (N, r)
+  // and x (N, in); rows padded to 8 words (16 bytes, for cuBLAS's vectorised kernels, even
+  // at llama_1b's width 5461), blocks 128-word (256-byte) aligned.
+  static int64_t words_for_products(int N, int in, int out, int r);
 
   const std::string& module() const { return module_; }
   Param* weight() { return weight_; }
@@ -78,21 +79,22 @@ class LoraLinear {
   float scale_ = 0.0f;
   // y(N,out) (beta 0) or dx(N,in) (beta 0 or 1) through W: fp32 W, or its bf16 copy.
   void times_weight(Ops& ops, bool transpose, const float* in, float* out, int N, float beta);
-  // Under bf16 copies (product_words_) with adapters on a device-resident W: one product
-  // each on bf16 words, y = [x | xa] [W | s B]^T and dx (+)= [dy | dy_b] [W ; s A], instead
-  // of W's product plus a thin one read, added to and written back (y, dx); the thin
-  // products xa = x A^T, dy_b = dy B and dB = s dy^T xa read the copies of x and dy.
-  bool concatenates() const { return a_ != nullptr && product_words_ != nullptr && !master_on_host(); }
-  void forward_concatenated(Ops& ops, const float* x, float* y, int N);
-  // dx, dB, and dy_b(N,r) = dy B (for dA)
-  void backward_concatenated(Ops& ops, const float* dy, float* dx, bool accumulate_dx, float* dy_b,
-                             int N);
+  // Under bf16 copies (product_words_) with W on the device: every product on bf16 words
+  // (Ops::round_rows, Ops::gemm_on_words), y = [x | xa] [W | s B]^T and
+  // dx (+)= [dy | dy_b] [W ; s A] one product each with adapters (no thin product reads,
+  // adds to and writes back y or dx), xa = x A^T, dy_b = dy B, dB = s dy^T xa and
+  // dW = dy^T x reading the copies of x and dy (dy rounded once for dx and dW).
+  bool on_words() const { return product_words_ != nullptr && !master_on_host(); }
+  void forward_on_words(Ops& ops, const float* x, float* y, int N);
+  // dx, dB, dW (if it trains), and dy_b(N,r) = dy B (for dA)
+  void backward_on_words(Ops& ops, const float* x, const float* dy, float* dx, bool accumulate_dx,
+                         float* dy_b, int N);
 
   int in_, out_, rank_ = 0, max_rows_;
   Tensor xa_;     // (max_rows, r): x A^T of the last forward
   Tensor words_;  // (out,in) bf16 copy of a weight whose master is on the host; else empty
   uint16_t* words_scratch_ = nullptr;
-  uint16_t* product_words_;  // Ops::gemm's scratch for the weight's products
+  uint16_t* product_words_;  // the products' bf16 copies (words_for_products), or null
 };
 
 class LoraEmbedding {

@@ -91,15 +91,21 @@ TEST_F(CudaOps, PeakFlops) {
   EXPECT_LT(flops, 1e17);
 }
 
-// The scratch ops.gemm needs for an (M,N,K) product, in device memory (empty when none).
-struct GemmScratch {
-  GemmScratch(const Ops& ops, int M, int N, int K) {
-    const int64_t words = ops.gemm_words(M, N, K);
-    if (words > 0) tensor = Tensor::zeros({words}, Device::cuda, DType::bf16);
-  }
-  uint16_t* words() { return tensor.numel() > 0 ? tensor.bf16() : nullptr; }
-  Tensor tensor;
-};
+// The product on bf16 copies, as LoraLinear makes its weight products under bf16_copy:
+// op(A) and op(B) as stored (rows x cols, row stride ld) rounded into device words with rows
+// padded to 8 (Ops::round_rows), then Ops::gemm_on_words.
+void gemm_on_copies(Ops& ops, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                    const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  const int a_rows = trans_a ? K : M, a_cols = trans_a ? M : K;
+  const int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+  const int a_ld = (a_cols + 7) / 8 * 8, b_ld = (b_cols + 7) / 8 * 8;
+  Tensor a = Tensor::zeros({std::max<int64_t>(1, int64_t{a_rows} * a_ld)}, Device::cuda, DType::bf16);
+  Tensor b = Tensor::zeros({std::max<int64_t>(1, int64_t{b_rows} * b_ld)}, Device::cuda, DType::bf16);
+  ops.round_rows(a.bf16(), a_ld, A, lda, a_rows, a_cols, 1.0f);
+  ops.round_rows(b.bf16(), b_ld, B, ldb, b_rows, b_cols, 1.0f);
+  ops.gemm_on_words(trans_a, trans_b, M, N, K, alpha, a.bf16(), std::max(1, a_ld), b.bf16(),
+                    std::max(1, b_ld), beta, C, ldc);
+}
 
 // A's (rows * ld) floats rounded to bf16 and widened again, on the CPU (core/bf16.h).
 Floats bf16_rounded(Ops& cpu, const Floats& a) {
@@ -111,9 +117,9 @@ Floats bf16_rounded(Ops& cpu, const Floats& a) {
 }
 
 // One precision, all transposes, padded rows, beta != 0, on both backends: `gpu`'s gemm (or
-// gemm_exact) against the CPU's fp32 sgemm within `tol` (with copies, gemm is given its
-// scratch and the reference is the sgemm of A and B rounded to bf16 first). Returns the
-// largest error over all cases, relative to each case's largest |reference| value.
+// gemm_exact) against the CPU's fp32 sgemm within `tol` (with copies, the product on bf16
+// copies, gemm_on_copies, and the reference the sgemm of A and B rounded to bf16 first).
+// Returns the largest error over all cases, relative to each case's largest |reference|.
 double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol, bool copies = false) {
   const float alpha = 0.75f, beta = 0.5f;
   struct Size {
@@ -134,16 +140,18 @@ double check_gemm(Ops& gpu, Ops& cpu, bool exact, Tolerance tol, bool copies = f
         const Floats ref_a = copies ? bf16_rounded(cpu, A) : A;
         const Floats ref_b = copies ? bf16_rounded(cpu, B) : B;
         cpu.gemm(trans_a, trans_b, M, N, K, alpha, ref_a.data(), lda, ref_b.data(), ldb, beta,
-                 want.data(), ldc, nullptr);
+                 want.data(), ldc);
         const Tensor dA = upload(A), dB = upload(B);
         Tensor dC = upload(C0);
         if (exact) {
           gpu.gemm_exact(trans_a, trans_b, M, N, K, alpha, dA.data(), lda, dB.data(), ldb, beta,
                          dC.data(), ldc);
+        } else if (copies) {
+          gemm_on_copies(gpu, trans_a, trans_b, M, N, K, alpha, dA.data(), lda, dB.data(), ldb, beta,
+                         dC.data(), ldc);
         } else {
-          GemmScratch scratch(gpu, M, N, K);
           gpu.gemm(trans_a, trans_b, M, N, K, alpha, dA.data(), lda, dB.data(), ldb, beta,
-                   dC.data(), ldc, copies ? scratch.words() : nullptr);
+                   dC.data(), ldc);
         }
         const Floats got = download(dC);
         const std::string what = std::string(exact ? "gemm_exact " : "gemm ") +
@@ -183,10 +191,10 @@ float probe_product(Ops& ops, bool exact, bool copies = false) {
   Tensor C = upload(Floats(identity.size(), 0.0f));
   if (exact) {
     ops.gemm_exact(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
+  } else if (copies) {
+    gemm_on_copies(ops, false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
   } else {
-    GemmScratch scratch(ops, n, n, n);
-    ops.gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n,
-             copies ? scratch.words() : nullptr);
+    ops.gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
   }
   const Floats got = download(C);
   for (float x : got) EXPECT_EQ(x, got[0]) << "probe entries differ";
@@ -265,18 +273,17 @@ TEST_F(CudaOps, RoundRowsAndGemmOnWords) {
   }
 }
 
-// train.matmul: bf16_copy. Given the scratch, both operands are rounded into bf16 copies
-// (nearest, ties to even: core/bf16.h) and multiplied exactly with fp32 sums, so every
-// product agrees with the CPU's sgemm of the rounded inputs to fp32 summation order, on a
-// GPU too (bf16 storage leaves cuBLAS no other precision): all transposes, padded rows
-// (the copies' rows padded to 8 words), beta != 0; the probe reads bf16. The scratch is
-// op(A)'s padded words rounded up to 128, then op(B)'s. Without it (the adapters' thin products) the
-// product runs as bf16's, within bf16's bound. Merges stay fp32.
+// train.matmul: bf16_copy. The weight products are made on bf16 copies of both operands
+// (nearest, ties to even: core/bf16.h), multiplied exactly with fp32 sums, so every product
+// agrees with the CPU's sgemm of the rounded inputs to fp32 summation order, on a GPU too
+// (bf16 storage leaves cuBLAS no other precision): all transposes, padded rows (the
+// copies' rows padded to 8 words), beta != 0; the probe reads bf16. gemm itself (the
+// adapters' thin products without copies, attention's) runs as bf16's, within bf16's
+// bound. Merges stay fp32. K = 0 scales C.
 TEST_F(CudaOps, GemmBf16Copy) {
   const std::unique_ptr<Ops> copy = cuda::make_cuda_ops(0, "bf16_copy");
-  EXPECT_EQ(gpu->gemm_words(67, 45, 33), 0);
-  EXPECT_EQ(copy->gemm_words(67, 45, 33), 2944 + 40 * 48);  // rows of 8: 72*40 = 2880 -> 2944
-  EXPECT_EQ(copy->gemm_words(128, 5, 1), 1024 + 8 * 8);
+  EXPECT_FALSE(gpu->products_on_words());
+  EXPECT_TRUE(copy->products_on_words());
   const double worst = check_gemm(*copy, *cpu, false, kFp32Sum, true);
   std::printf("CudaOps.GemmBf16Copy: largest difference from the CPU's sgemm of bf16-rounded "
               "inputs %.2g of the largest value\n", worst);
@@ -286,9 +293,8 @@ TEST_F(CudaOps, GemmBf16Copy) {
   EXPECT_EQ(probe_product(*copy, true), kProbe) << "gemm_exact must multiply in fp32";
   const Tensor A = upload(Floats{1, 2, 3, 4}), B = upload(Floats{5, 6, 7, 8});  // (2,2) each
   Tensor C = upload(Floats{1, 1, 1, 1});
-  Tensor words = Tensor::zeros({8}, Device::cuda, DType::bf16);
-  copy->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2, words.bf16());
-  EXPECT_EQ(download(C), Floats(4, 0.5f)) << "K = 0 scales C, copying nothing";
+  gemm_on_copies(*copy, false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2);
+  EXPECT_EQ(download(C), Floats(4, 0.5f)) << "K = 0 scales C, multiplying nothing";
 }
 
 // A bf16 weight (relora.master_on_host): both backends multiply the same bf16 values
@@ -320,9 +326,9 @@ TEST_F(CudaOps, GemmBf16) {
 TEST_F(CudaOps, GemmEmptyKScalesAndBetaZeroIgnoresOldContents) {
   const Tensor A = upload(Floats{1, 2, 3, 4}), B = upload(Floats{5, 6, 7, 8});  // (2,2) each
   Tensor C = upload(Floats(4, NAN));
-  gpu->gemm(false, false, 2, 2, 2, 1.0f, A.data(), 2, B.data(), 2, 0.0f, C.data(), 2, nullptr);
+  gpu->gemm(false, false, 2, 2, 2, 1.0f, A.data(), 2, B.data(), 2, 0.0f, C.data(), 2);
   expect_close(C, Floats{19, 22, 43, 50}, kBf16, "beta 0");  // small integers: exact in bf16
-  gpu->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2, nullptr);
+  gpu->gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2);
   EXPECT_EQ(download(C), (Floats{9.5f, 11, 21.5f, 25}));
   gpu->gemm_exact(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.0f, C.data(), 2);
   EXPECT_EQ(download(C), Floats(4, 0.0f));

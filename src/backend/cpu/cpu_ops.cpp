@@ -71,12 +71,12 @@ class CpuOps final : public Ops {
   // The training products are that same sgemm.
   double measure_training_product_flops() override { return sgemm_flops(); }
 
-  // fp32 whatever train.matmul says: no scratch.
+  // fp32 whatever train.matmul says: no copies.
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* /*words*/) override {
+            const float* B, int ldb, float beta, float* C, int ldc) override {
     fp32_product(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
-  int64_t gemm_words(int /*M*/, int /*N*/, int /*K*/) const override { return 0; }
+  bool products_on_words() const override { return false; }
 
   // Products are fp32 already.
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,

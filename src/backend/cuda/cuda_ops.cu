@@ -145,51 +145,42 @@ class CudaOps final : public Ops {
     });
   }
 
-  // The same 8192^3 product through gemm(): fp32 storage, the training precision (with
-  // bf16_copy, the rounding of both operands included).
+  // The same 8192^3 product on fp32 storage as training makes its weight products: gemm()
+  // in the training precision, or under bf16_copy both operands rounded into bf16 words
+  // (the rounding included), then gemm_on_words.
   double measure_training_product_flops() override {
     bind();
     const size_t bytes = static_cast<size_t>(kProbeElements) * sizeof(float);
-    const size_t word_bytes = static_cast<size_t>(gemm_words(kProbeSize, kProbeSize, kProbeSize)) * 2;
+    const size_t word_bytes = products_on_words() ? 2 * static_cast<size_t>(kProbeElements) * 2 : 1;
     ScopedDeviceBuffer a(bytes, ctx_->stream), b(bytes, ctx_->stream), c(bytes, ctx_->stream);
-    ScopedDeviceBuffer words(std::max<size_t>(word_bytes, 1), ctx_->stream);
+    ScopedDeviceBuffer words(word_bytes, ctx_->stream);
     float* fa = static_cast<float*>(a.get());
     float* fb = static_cast<float*>(b.get());
     float* fc = static_cast<float*>(c.get());
     launch_fill_f32(ctx_->stream, fa, kProbeElements);
     launch_fill_f32(ctx_->stream, fb, kProbeElements);
-    uint16_t* scratch = word_bytes > 0 ? static_cast<uint16_t*>(words.get()) : nullptr;
+    uint16_t* wa = static_cast<uint16_t*>(words.get());
+    uint16_t* wb = wa + kProbeElements;
+    const int n = kProbeSize;
     return probe_flops([&] {
-      gemm(false, false, kProbeSize, kProbeSize, kProbeSize, 1.0f, fa, kProbeSize, fb, kProbeSize,
-           0.0f, fc, kProbeSize, scratch);
+      if (!products_on_words()) {
+        gemm(false, false, n, n, n, 1.0f, fa, n, fb, n, 0.0f, fc, n);
+        return;
+      }
+      round_rows(wa, n, fa, n, n, n, 1.0f);
+      round_rows(wb, n, fb, n, n, n, 1.0f);
+      gemm_on_words(false, false, n, n, n, 1.0f, wa, n, wb, n, 0.0f, fc, n);
     });
   }
 
   // ---- matrix products ---------------------------------------------------------------------
-  // bf16_copy with words: op(A) and op(B) rounded into words (A's copy (M,K) or (K,M) as
-  // stored, then B's, rows padded to 8 words = 16 bytes, which cuBLAS's vectorised kernels
-  // want, whatever the width: llama_1b's MLP is 5461 wide), then bf16 x bf16 with fp32
-  // sums, the cuBLAS kernels for bf16 storage; without: as bf16 (FAST_16BF rounds inside
-  // its kernels). The same bf16 products either way.
+  // fp32 operands as stored, in the training precision (bf16_copy's as bf16: FAST_16BF
+  // rounds inside its kernels; the weight products' copies are LoraLinear's).
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc, uint16_t* words) override {
-    if (training_ != GemmPrecision::bf16_copy || words == nullptr) {
-      product(stored_precision(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-      return;
-    }
-    check_product(trans_a, trans_b, M, N, K, lda, ldb, ldc);
-    if (M == 0 || N == 0 || K == 0) {  // no copies to make (C = beta C)
-      product(stored_precision(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-      return;
-    }
-    uint16_t* a_words = words;
-    uint16_t* b_words = words + words_rounded(row_words(M) * row_words(K));
-    const int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
-    const int a_ld = static_cast<int>(row_words(a_cols)), b_ld = static_cast<int>(row_words(b_cols));
-    round_rows(a_words, a_ld, A, lda, trans_a ? K : M, a_cols, 1.0f);
-    round_rows(b_words, b_ld, B, ldb, trans_b ? N : K, b_cols, 1.0f);
-    gemm_on_words(trans_a, trans_b, M, N, K, alpha, a_words, a_ld, b_words, b_ld, beta, C, ldc);
+            const float* B, int ldb, float beta, float* C, int ldc) override {
+    product(stored_precision(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
+  bool products_on_words() const override { return training_ == GemmPrecision::bf16_copy; }
 
   void round_rows(uint16_t* dst, int64_t dst_ld, const float* src, int64_t src_ld, int rows, int cols,
                   float scale) override {
@@ -211,13 +202,6 @@ class CudaOps final : public Ops {
     }
     gemm_rowmajor(ctx_->cublas, GemmPrecision::bf16_words, trans_a, trans_b, M, N, K, alpha, A, lda, 0,
                   B, ldb, 0, beta, C, ldc, 0, 1);
-  }
-
-  // Either layout of each copy fits: A's in rows(M) * rows(K) words, rounded up to 128,
-  // then B's in rows(K) * rows(N), rows(n) = n rounded up to 8.
-  int64_t gemm_words(int M, int N, int K) const override {
-    if (training_ != GemmPrecision::bf16_copy) return 0;
-    return words_rounded(row_words(M) * row_words(K)) + row_words(K) * row_words(N);
   }
 
   void gemm_exact(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
@@ -439,11 +423,6 @@ class CudaOps final : public Ops {
                  "gemm strides lda=" << lda << " ldb=" << ldb << " ldc=" << ldc << " for M=" << M
                                      << " N=" << N << " K=" << K);
   }
-
-  // n words rounded up to 128 (256 bytes): where the copy of B starts in gemm's scratch.
-  static int64_t words_rounded(int64_t n) { return (n + 127) / 128 * 128; }
-  // A copy's row of n words, padded to 8 (16 bytes).
-  static int64_t row_words(int64_t n) { return (n + 7) / 8 * 8; }
 
   // gemm in one cuBLAS call on fp32 storage (fp32 for merges; bf16 or tf32 for training).
   void product(GemmPrecision precision, bool trans_a, bool trans_b, int M, int N, int K,
