@@ -23,7 +23,9 @@
 #include "core/rng.h"
 #include "dist/communicator.h"
 #include "emulator_errors.h"
+#include "forwarding_ops.h"
 #include "model/llama.h"
+#include "model/lora_linear.h"
 #include "optim/adamw.h"
 #include "relora/restart.h"
 #include "test_util.h"
@@ -166,6 +168,67 @@ TEST_F(CudaModel, LossWithBf16CopiesMatchesCpu) {
                           fused && relora_phase ? 1e-2 : 1e-5);
 #endif
     }
+  }
+}
+
+// One linear on bf16 words (train.matmul: bf16_copy) against the same linear on the CPU
+// backend's round_rows and gemm_on_words (ForwardingOps with copies): the same rounded
+// words multiplied exactly, so y, dx and the gradients of W and B agree to fp32 summation
+// order (1e-5 of each tensor's largest), on a GPU too: odd sizes (padded rows), a scale
+// that is not a power of two, dx accumulated, W trained (full-rank) or frozen with
+// adapters joined. A's gradient is the one product left to Ops::gemm (bf16 inputs on the
+// GPU, fp32 on the CPU): bf16's bound. And everything within bf16's bound of the linear's
+// fp32 products on the CPU (no copies, the adapters apart): the words path's own math.
+TEST_F(CudaModel, LinearOnWordsMatchesItsCpuReference) {
+  constexpr int N = 13, in = 21, out = 11, r = 5;
+  constexpr float s = 0.7f;
+  testing::ForwardingOps cpu_words(Device::cpu, true);
+  ASSERT_TRUE(gpu_copy_->products_on_words());
+  const auto random = [](int64_t n, uint64_t seed) {
+    std::vector<float> v(static_cast<size_t>(n));
+    fill_normal(v.data(), n, 0.0f, 1.0f, {seed, RngPurpose::test, 3, 0});
+    return v;
+  };
+  const auto tensor = [&](std::vector<int64_t> shape, Device dev, uint64_t seed) {
+    Tensor t = Tensor::zeros(shape, dev);
+    t.copy_from_host(random(t.numel(), seed).data());
+    return t;
+  };
+  // y, dx and the gradients of one forward and backward of the linear on `ops`
+  const auto run = [&](Ops& ops, Device dev, bool adapters) {
+    Param w, a, b;
+    w.value = tensor({out, in}, dev, 1);
+    w.set_role(adapters ? Role::frozen : Role::full);
+    Tensor words = Tensor::zeros({LoraLinear::words_for_products(N, in, out, r)}, dev, DType::bf16);
+    LoraLinear linear("test", &w, N, ops.products_on_words() ? words.bf16() : nullptr);
+    if (adapters) {
+      a.value = tensor({r, in}, dev, 2);
+      b.value = tensor({out, r}, dev, 3);
+      a.set_role(Role::adapter);
+      b.set_role(Role::adapter);
+      linear.attach(&a, &b, s);
+    }
+    const Tensor x = tensor({N, in}, dev, 4), dy = tensor({N, out}, dev, 5);
+    Tensor y = Tensor::zeros({N, out}, dev), dx = tensor({N, in}, dev, 6);
+    Tensor dy_b = Tensor::zeros({N, r}, dev);
+    linear.forward(ops, x.data(), y.data(), N);
+    linear.backward(ops, x.data(), dy.data(), dx.data(), true, dy_b.data(), N);
+    std::vector<std::vector<float>> got = {host_copy(y), host_copy(dx)};
+    for (const Param* p : {&w, &b, &a})  // A's last
+      if (p->trainable()) got.push_back(host_copy(p->grad));
+    return got;
+  };
+  for (bool adapters : {false, true}) {
+    SCOPED_TRACE(adapters ? "frozen W with adapters" : "W trained");
+    auto want = run(cpu_words, Device::cpu, adapters), got = run(*gpu_copy_, Device::cuda, adapters);
+    ASSERT_EQ(want.size(), adapters ? 4u : 3u);
+    expect_tensors_near(got, run(*cpu_, Device::cpu, adapters), 2e-2);
+    if (adapters) {
+      expect_tensors_near({got.back()}, {want.back()}, 2e-2);  // A's gradient
+      got.pop_back();
+      want.pop_back();
+    }
+    expect_tensors_near(got, want, 1e-5);
   }
 }
 
