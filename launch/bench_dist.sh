@@ -4,9 +4,14 @@
 # tokens/s and the share of step time spent waiting for the gradient all-reduce.
 #   usage: launch/bench_dist.sh [STEPS_PER_PHASE]   (default 30; needs data/tiny, see README)
 set -euo pipefail
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+[ $# -le 1 ] || { echo "bench_dist.sh: one argument at most, STEPS_PER_PHASE (see --help)" >&2; exit 2; }
+steps="${1:-30}"
+[[ "$steps" =~ ^[0-9]+$ ]] && [ "$steps" -ge 4 ] ||
+  { echo "bench_dist.sh: STEPS_PER_PHASE '$steps': expected a whole number, at least 4" >&2; exit 2; }
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-steps="${1:-30}"
 relora=build/relora
 [ -x "$relora" ] || { echo "bench_dist: build first (bash launch/test.sh)" >&2; exit 2; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -4,10 +4,17 @@
 # files (not their .dat indexes), COPIES times over, and data/tiny/tokenizer.model.
 #   usage: launch/bench_tokenize.sh [COPIES] [JOBS]   (defaults: 1, every core)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+[ $# -le 2 ] || { echo "bench_tokenize.sh: two arguments at most, COPIES and JOBS (see --help)" >&2; exit 2; }
 copies="${1:-1}"
 jobs="${2:-$(nproc)}"
+for value in "$copies" "$jobs"; do
+  [[ "$value" =~ ^[1-9][0-9]*$ ]] ||
+    { echo "bench_tokenize.sh: '$value': COPIES and JOBS are whole numbers, at least 1 (see --help)" >&2; exit 2; }
+done
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
 model=data/tiny/tokenizer.model
 if [ ! -x build/relora ] || [ ! -f "$model" ]; then
   echo "bench_tokenize: needs build/relora and $model (bash launch/quickstart.sh makes both)" >&2

@@ -4,9 +4,16 @@
 # (data/tiny/), pretrains configs/tiny.yaml with ReLoRA on the CPU (a full-rank warm start,
 # then several merge-and-restart cycles) on 2 MPI ranks, stops part-way as a preempted job
 # would (SIGUSR1: checkpoint and exit 0), resumes from the checkpoint, and reports the
-# validation perplexity of the final checkpoint.
-#   usage: bash launch/quickstart.sh
+# validation perplexity of the final checkpoint. Each run starts runs/tiny afresh (the
+# previous run there is deleted); data/tiny is kept when it was made by the same command.
+#   usage: bash launch/quickstart.sh    (no arguments; -h/--help prints this)
 set -euo pipefail
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header
+case "${1:-}" in
+  "") ;;
+  -h|--help) usage; exit 0 ;;
+  *) echo "quickstart.sh: takes no arguments, got '$1' (see --help)" >&2; exit 2 ;;
+esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 started=$SECONDS

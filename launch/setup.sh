@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian/Ubuntu packages relora needs to build, test and run. Idempotent: when
-# everything is present it installs nothing and prints nothing.
+# Installs the Debian/Ubuntu packages relora needs to build, test and run (apt-get, as
+# root or through sudo). Idempotent: when everything is present it installs nothing and
+# prints nothing.
+#   usage: bash launch/setup.sh    (no arguments; -h/--help prints this)
 set -euo pipefail
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header
+case "${1:-}" in
+  "") ;;
+  -h|--help) usage; exit 0 ;;
+  *) echo "setup.sh: takes no arguments, got '$1' (see --help)" >&2; exit 2 ;;
+esac
 
 PACKAGES=(
   build-essential cmake pkg-config
