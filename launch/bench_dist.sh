@@ -8,7 +8,7 @@ usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 [ $# -le 1 ] || { echo "bench_dist.sh: one argument at most, STEPS_PER_PHASE (see --help)" >&2; exit 2; }
 steps="${1:-30}"
-[[ "$steps" =~ ^[0-9]+$ ]] && [ "$steps" -ge 4 ] ||
+[[ "$steps" =~ ^[1-9][0-9]*$ ]] && [ "$steps" -ge 4 ] ||
   { echo "bench_dist.sh: STEPS_PER_PHASE '$steps': expected a whole number, at least 4" >&2; exit 2; }
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

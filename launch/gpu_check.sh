@@ -164,11 +164,11 @@ if [ "$mode" = build ]; then
     { tail -20 "$out/configure.log"; fail "cmake configure failed (log: $out/configure.log)"; }
   # bounded by the deadline like every step; what it built stays in build-gpu/ for a rerun
   t="$(limit "$deadline")" || fail "no time left for the build before the deadline (--deadline $deadline)"
-  build_rc=0
+  build_rc=0 build_started=$SECONDS
   timeout -k 10 "$t" cmake --build "$here/build-gpu" -j "$(nproc)" --target relora relora_tests \
     >"$out/build.log" 2>&1 || build_rc=$?
   case "$build_rc" in
-    0) echo "built in $((SECONDS - started)) s" ;;
+    0) echo "built in $((SECONDS - build_started)) s" ;;
     124|137) fail "the build did not finish in the $t s left before the deadline; run again (build-gpu/ keeps what was built) or give a larger --deadline" ;;
     *) grep -m 20 -i 'error' "$out/build.log" || tail -20 "$out/build.log"; fail "build failed (log: $out/build.log)" ;;
   esac

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -192,7 +193,8 @@ WorstRelativeError worst_relative_l2(const Gradients& got, const Gradients& want
       diff += d * d;
       norm += static_cast<double>(want.grads[t][i]) * want.grads[t][i];
     }
-    const double error = norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+    double error = norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+    if (!std::isfinite(error)) error = std::numeric_limits<double>::infinity();  // a NaN too
     if (error >= worst.error) worst = {error, want.names[t]};
   }
   return worst;
