@@ -172,12 +172,7 @@ TEST(Model, Bf16ActivationsRoundOnlyWhatBackwardSees) {
       ASSERT_EQ(bf16.grads.size(), fp32.grads.size());
       double worst = 0.0;
       for (size_t i = 0; i < fp32.grads.size(); ++i) {
-        double diff = 0.0, norm = 0.0;
-        for (size_t j = 0; j < fp32.grads[i].size(); ++j) {
-          diff += std::pow(static_cast<double>(bf16.grads[i][j]) - fp32.grads[i][j], 2);
-          norm += std::pow(static_cast<double>(fp32.grads[i][j]), 2);
-        }
-        const double relative = std::sqrt(diff / norm);
+        const double relative = testing::relative_l2_error(bf16.grads[i], fp32.grads[i]);
         EXPECT_LT(relative, 2e-2) << "tensor " << i;
         worst = std::max(worst, relative);
       }

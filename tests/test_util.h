@@ -1,13 +1,17 @@
-// Shared helpers for the tests: a temporary directory that cleans up after itself, and
-// checks of InputError messages.
+// Shared helpers for the tests: a temporary directory that cleans up after itself, the
+// configs and batches many tests share, a tensor's relative error, and checks of
+// InputError messages.
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "core/errors.h"
@@ -80,6 +84,20 @@ inline std::vector<Tensor> gradients_of(const std::vector<Param*>& params) {
   std::vector<Tensor> grads;
   for (Param* p : params) grads.push_back(p->grad);
   return grads;
+}
+
+// ||got - want|| / ||want|| over a whole tensor (2-norms; ||got - want|| when want is all
+// zero), infinite when it is not finite (a NaN in got included).
+inline double relative_l2_error(const std::vector<float>& got, const std::vector<float>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    diff += d * d;
+    norm += static_cast<double>(want[i]) * want[i];
+  }
+  const double error = norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+  return std::isfinite(error) ? error : std::numeric_limits<double>::infinity();
 }
 
 // The message of the InputError that `f` throws ("" and a test failure if it throws none).

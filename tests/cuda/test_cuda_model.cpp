@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include <string>
 #include <vector>
 
@@ -187,14 +186,7 @@ struct WorstRelativeError {
 WorstRelativeError worst_relative_l2(const Gradients& got, const Gradients& want) {
   WorstRelativeError worst;
   for (size_t t = 0; t < want.grads.size(); ++t) {
-    double diff = 0.0, norm = 0.0;
-    for (size_t i = 0; i < want.grads[t].size(); ++i) {
-      const double d = static_cast<double>(got.grads[t][i]) - want.grads[t][i];
-      diff += d * d;
-      norm += static_cast<double>(want.grads[t][i]) * want.grads[t][i];
-    }
-    double error = norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-    if (!std::isfinite(error)) error = std::numeric_limits<double>::infinity();  // a NaN too
+    const double error = testing::relative_l2_error(got.grads[t], want.grads[t]);  // inf for a NaN
     if (error >= worst.error) worst = {error, want.names[t]};
   }
   return worst;
